@@ -1,0 +1,119 @@
+//! The example engine shipped with warden: a tiny "trading engine" that opens its database
+//! through the guard's connection factory, records trades in small transactions and exits.
+//!
+//! It is what `warden demo` runs and what the process tests race against each other.
+//! Output is one JSON object per line on stdout (`ready`, `busy`, `refused`, `done`).
+//!
+//! ```text
+//! warden-demo-engine --db PATH [--trades N] [--create] [--hold-ms MS]
+//!                    [--wait-for FILE] [--spawn-child CMD...]
+//! ```
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use sqlite_warden::connect::{EngineOptions, open_engine};
+use sqlite_warden::error::{LockError, OpenError};
+
+struct Args {
+    db: PathBuf,
+    trades: u32,
+    create: bool,
+    hold: Duration,
+    wait_for: Option<PathBuf>,
+    child: Vec<String>,
+}
+
+fn parse() -> Result<Args, String> {
+    let mut a = Args { db: PathBuf::new(), trades: 0, create: false, hold: Duration::ZERO, wait_for: None, child: Vec::new() };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut val = || it.next().ok_or_else(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--db" => a.db = PathBuf::from(val()?),
+            "--trades" => a.trades = val()?.parse().map_err(|e| format!("--trades: {e}"))?,
+            "--hold-ms" => a.hold = Duration::from_millis(val()?.parse().map_err(|e| format!("--hold-ms: {e}"))?),
+            "--wait-for" => a.wait_for = Some(PathBuf::from(val()?)),
+            "--create" => a.create = true,
+            "--spawn-child" => {
+                a.child = it.by_ref().collect();
+            }
+            other => return Err(format!("unknown argument `{other}`")),
+        }
+    }
+    if a.db.as_os_str().is_empty() {
+        // Under `warden run` (later) the database comes from the environment.
+        a.db = std::env::var_os("WARDEN_DB").map(PathBuf::from).ok_or("--db is required")?;
+    }
+    Ok(a)
+}
+
+fn say(v: serde_json::Value) {
+    println!("{v}");
+}
+
+fn main() -> ExitCode {
+    let args = match parse() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("warden-demo-engine: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    if let Some(f) = &args.wait_for {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !f.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    let opts = EngineOptions { create: args.create, ..Default::default() };
+    let conn = match open_engine(&args.db, &opts) {
+        Ok(c) => c,
+        Err(OpenError::WriterLocked(LockError::Held { holder, .. })) => {
+            say(serde_json::json!({"event": "busy", "pid": std::process::id(), "holder": holder}));
+            return ExitCode::from(75);
+        }
+        Err(e) => {
+            say(serde_json::json!({"event": "refused", "pid": std::process::id(), "error": e.to_string()}));
+            return ExitCode::from(69);
+        }
+    };
+    say(serde_json::json!({"event": "ready", "pid": std::process::id()}));
+    let mut child = None;
+    if let Some((cmd, rest)) = args.child.split_first() {
+        match std::process::Command::new(cmd).args(rest).spawn() {
+            Ok(c) => {
+                say(serde_json::json!({"event": "child", "pid": c.id()}));
+                child = Some(c);
+            }
+            Err(e) => eprintln!("warden-demo-engine: cannot spawn {cmd}: {e}"),
+        }
+    }
+    let setup = conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS trades(
+            id INTEGER PRIMARY KEY, ts TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ')),
+            symbol TEXT NOT NULL, qty INTEGER NOT NULL, price REAL NOT NULL)",
+    );
+    if let Err(e) = setup {
+        eprintln!("warden-demo-engine: {e}");
+        return ExitCode::from(70);
+    }
+    for i in 0..args.trades {
+        let sym = ["ACME", "GLOBX", "INIT"][i as usize % 3];
+        if let Err(e) = conn.execute(
+            "INSERT INTO trades(symbol, qty, price) VALUES (?1, ?2, ?3)",
+            (sym, i64::from(i % 7) + 1, 100.0 + f64::from(i % 13)),
+        ) {
+            eprintln!("warden-demo-engine: trade {i}: {e}");
+            return ExitCode::from(74);
+        }
+    }
+    std::thread::sleep(args.hold);
+    let total: i64 = conn.query_row("SELECT count(*) FROM trades", [], |r| r.get(0)).unwrap_or(-1);
+    drop(conn);
+    say(serde_json::json!({"event": "done", "pid": std::process::id(), "trades_total": total}));
+    // The spawned child is deliberately left running: it must not hold the lock.
+    std::mem::forget(child);
+    ExitCode::SUCCESS
+}

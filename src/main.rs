@@ -1,0 +1,2 @@
+//! `warden`: thin glue over the library (parse → run → exit code).
+fn main() {}
