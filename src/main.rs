@@ -1,2 +1,17 @@
-//! `warden`: thin glue over the library (parse → run → exit code).
-fn main() {}
+//! `warden`: thin glue over the library: parse → run → exit code.
+
+mod cli;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args = cli::parse();
+    cli::init_logging(args.verbose);
+    match cli::run(args) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("warden: {err}");
+            ExitCode::from(err.exit_code())
+        }
+    }
+}

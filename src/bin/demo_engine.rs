@@ -79,10 +79,15 @@ fn main() -> ExitCode {
             return ExitCode::from(69);
         }
     };
-    say(serde_json::json!({"event": "ready", "pid": std::process::id()}));
     let mut child = None;
     if let Some((cmd, rest)) = args.child.split_first() {
-        match std::process::Command::new(cmd).args(rest).spawn() {
+        match std::process::Command::new(cmd)
+            .args(rest)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+        {
             Ok(c) => {
                 say(serde_json::json!({"event": "child", "pid": c.id()}));
                 child = Some(c);
@@ -99,6 +104,7 @@ fn main() -> ExitCode {
         eprintln!("warden-demo-engine: {e}");
         return ExitCode::from(70);
     }
+    say(serde_json::json!({"event": "ready", "pid": std::process::id()}));
     for i in 0..args.trades {
         let sym = ["ACME", "GLOBX", "INIT"][i as usize % 3];
         if let Err(e) = conn.execute(
