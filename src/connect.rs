@@ -252,9 +252,7 @@ pub fn open_engine(path: impl AsRef<Path>, opts: &EngineOptions) -> Result<Conne
         JournalChoice::Wal => Some("WAL"),
     };
     if let Some(want) = want.filter(|w| !w.eq_ignore_ascii_case(&mode)) {
-        let got: String = conn
-            .query_row(&format!("PRAGMA journal_mode={want}"), [], |r| r.get(0))
-            .map_err(&e)?;
+        let got: String = conn.query_row(&format!("PRAGMA journal_mode={want}"), [], |r| r.get(0)).map_err(&e)?;
         if !got.eq_ignore_ascii_case(want) {
             return Err(OpenError::WalRefused {
                 path: path.to_owned(),

@@ -24,7 +24,9 @@ pub enum ProbeError {
         source: io::Error,
     },
     /// The mount table could not be read.
-    #[error("cannot read the mount table `{path}`: {source}\n(hint: warden needs /proc mounted to tell local from network storage)")]
+    #[error(
+        "cannot read the mount table `{path}`: {source}\n(hint: warden needs /proc mounted to tell local from network storage)"
+    )]
     MountTable {
         /// The mountinfo file.
         path: PathBuf,
@@ -39,7 +41,9 @@ pub enum ProbeError {
 #[non_exhaustive]
 pub enum RegisterError {
     /// The linked SQLite is older than the floor.
-    #[error("SQLite {found} is too old: warden needs {required} or newer (older releases carry the WAL-reset corruption bug)\n(hint: build with rusqlite's `bundled` feature or upgrade the system libsqlite3)")]
+    #[error(
+        "SQLite {found} is too old: warden needs {required} or newer (older releases carry the WAL-reset corruption bug)\n(hint: build with rusqlite's `bundled` feature or upgrade the system libsqlite3)"
+    )]
     SqliteTooOld {
         /// Version found, e.g. `3.40.1`.
         found: String,
@@ -117,7 +121,9 @@ pub(crate) fn holder_text(h: Option<&Holder>) -> String {
 #[non_exhaustive]
 pub enum AuditError {
     /// The audit file could not be created or appended to.
-    #[error("cannot append to the audit log `{path}`: {source}\n(hint: set WARDEN_AUDIT_DIR to a writable local directory)")]
+    #[error(
+        "cannot append to the audit log `{path}`: {source}\n(hint: set WARDEN_AUDIT_DIR to a writable local directory)"
+    )]
     Io {
         /// The audit file.
         path: PathBuf,
@@ -167,7 +173,9 @@ pub enum OpenError {
     #[error(transparent)]
     WriterLocked(#[from] LockError),
     /// A URI parameter that disables safety was used.
-    #[error("refusing `{param}` on `{path}`: it disables SQLite's locking or change detection\n(hint: open the database without URI parameters; analysis tools should read a snapshot)")]
+    #[error(
+        "refusing `{param}` on `{path}`: it disables SQLite's locking or change detection\n(hint: open the database without URI parameters; analysis tools should read a snapshot)"
+    )]
     UnsafeUriParameter {
         /// The database.
         path: PathBuf,
@@ -193,7 +201,9 @@ pub enum OpenError {
         expected: String,
     },
     /// The engine asked to write but the file is read-only to this process.
-    #[error("`{path}` is not writable by this process, so the engine cannot use it\n(hint: check the owner and mode of the file and its directory)")]
+    #[error(
+        "`{path}` is not writable by this process, so the engine cannot use it\n(hint: check the owner and mode of the file and its directory)"
+    )]
     NotWritable {
         /// The database.
         path: PathBuf,

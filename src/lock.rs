@@ -368,7 +368,9 @@ impl WriterLock {
         }
         self.released = true;
         let mut reg = registry();
-        let Some(h) = reg.get_mut(&self.key) else { return };
+        let Some(h) = reg.get_mut(&self.key) else {
+            return;
+        };
         h.refs -= 1;
         if h.refs > 0 {
             return;

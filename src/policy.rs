@@ -188,7 +188,10 @@ pub fn decide(
         if on {
             return Err(refuse(
                 RefusalKind::UnsafeUriParameter { param: param.to_owned() },
-                format!("warden: `{param}` refused on `{}`: it switches off locking or change detection", path.display()),
+                format!(
+                    "warden: `{param}` refused on `{}`: it switches off locking or change detection",
+                    path.display()
+                ),
             ));
         }
     }

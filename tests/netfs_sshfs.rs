@@ -38,7 +38,9 @@ fn audit_dir(name: &str) -> PathBuf {
 
 #[test]
 fn plain_sqlite_silently_accepts_wal_but_warden_refuses_the_engine() {
-    let Some(dir) = on_mount("engine") else { return };
+    let Some(dir) = on_mount("engine") else {
+        return;
+    };
     // The hazard: the default VFS says yes.
     let plain = Connection::open(dir.join("plain.db")).unwrap();
     let mode: String = plain.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).unwrap();
@@ -53,7 +55,8 @@ fn plain_sqlite_silently_accepts_wal_but_warden_refuses_the_engine() {
     )
     .unwrap();
     let db = dir.join("engine.db");
-    let e = open_engine(&db, &EngineOptions { guard: Some(g.clone()), create: true, ..Default::default() }).unwrap_err();
+    let e =
+        open_engine(&db, &EngineOptions { guard: Some(g.clone()), create: true, ..Default::default() }).unwrap_err();
     match &e {
         OpenError::NetworkFilesystem { verdict, .. } => {
             assert_eq!(verdict.fstype, "fuse.sshfs");
@@ -70,7 +73,9 @@ fn plain_sqlite_silently_accepts_wal_but_warden_refuses_the_engine() {
 
 #[test]
 fn rollback_only_on_sshfs_refuses_wal_with_the_message() {
-    let Some(dir) = on_mount("rollback") else { return };
+    let Some(dir) = on_mount("rollback") else {
+        return;
+    };
     let g = vfs::register(
         &format!("sshfs-rollback-{}", std::process::id()),
         GuardConfig {
@@ -87,7 +92,12 @@ fn rollback_only_on_sshfs_refuses_wal_with_the_message() {
     assert_eq!(mode, "delete");
     let e = c.query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0)).unwrap_err();
     let msg = e.to_string();
-    assert!(msg.contains("journal_mode=WAL refused") && msg.contains("fuse.sshfs") && msg.contains(&db.display().to_string()), "{msg}");
+    assert!(
+        msg.contains("journal_mode=WAL refused")
+            && msg.contains("fuse.sshfs")
+            && msg.contains(&db.display().to_string()),
+        "{msg}"
+    );
     assert!(!PathBuf::from(format!("{}-wal", db.display())).exists());
 }
 

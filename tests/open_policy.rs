@@ -200,8 +200,11 @@ fn uri_bypasses_fail() {
         }
     }
     // The factory does not take URIs at all, so `?vfs=unix` cannot reach SQLite.
-    let e = open_tool(format!("file:{}?vfs=unix", db.display()), &ToolOptions { guard: Some(g.clone()), ..Default::default() })
-        .unwrap_err();
+    let e = open_tool(
+        format!("file:{}?vfs=unix", db.display()),
+        &ToolOptions { guard: Some(g.clone()), ..Default::default() },
+    )
+    .unwrap_err();
     assert!(matches!(e, OpenError::NotAFilePath { .. }), "{e}");
 }
 
@@ -247,7 +250,27 @@ fn audit_lines_are_complete_json() {
     let events: Vec<_> = lines.iter().map(|l| l["event"].as_str().unwrap()).collect();
     assert_eq!(events, vec!["open", "writer_lock_acquired", "close", "writer_lock_released"]);
     let open = &lines[0];
-    for field in ["schema", "ts", "seq", "pid", "ppid", "uid", "host", "role", "vfs", "db", "file_kind", "flags_requested", "flags_actual", "fs", "decision", "reason", "rc", "sqlite_version", "guard_version"] {
+    for field in [
+        "schema",
+        "ts",
+        "seq",
+        "pid",
+        "ppid",
+        "uid",
+        "host",
+        "role",
+        "vfs",
+        "db",
+        "file_kind",
+        "flags_requested",
+        "flags_actual",
+        "fs",
+        "decision",
+        "reason",
+        "rc",
+        "sqlite_version",
+        "guard_version",
+    ] {
         assert!(!open[field].is_null(), "open record lacks `{field}`: {open}");
     }
     assert_eq!(open["role"], "engine");

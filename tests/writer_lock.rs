@@ -129,7 +129,11 @@ fn an_execed_child_does_not_inherit_the_lock() {
     assert!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(child_pid), None).is_ok(), "child still alive");
     wait_state(&db, LockState::Free);
     let out = engine(&s, &db).output().unwrap();
-    assert!(out.status.success(), "a new writer must win while the child lives: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "a new writer must win while the child lives: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child_pid), nix::sys::signal::Signal::SIGKILL);
 }
 
@@ -137,7 +141,8 @@ fn an_execed_child_does_not_inherit_the_lock() {
 fn audit_lines_from_many_processes_never_interleave() {
     let s = Scratch::new();
     let dbs: Vec<_> = (0..16).map(|i| s.path(&format!("p{i}.db"))).collect();
-    let kids: Vec<Child> = dbs.iter().map(|db| engine(&s, db).args(["--create", "--trades", "20"]).spawn().unwrap()).collect();
+    let kids: Vec<Child> =
+        dbs.iter().map(|db| engine(&s, db).args(["--create", "--trades", "20"]).spawn().unwrap()).collect();
     for k in kids {
         assert!(k.wait_with_output().unwrap().status.success());
     }

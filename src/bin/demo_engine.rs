@@ -26,7 +26,8 @@ struct Args {
 }
 
 fn parse() -> Result<Args, String> {
-    let mut a = Args { db: PathBuf::new(), trades: 0, create: false, hold: Duration::ZERO, wait_for: None, child: Vec::new() };
+    let mut a =
+        Args { db: PathBuf::new(), trades: 0, create: false, hold: Duration::ZERO, wait_for: None, child: Vec::new() };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut val = || it.next().ok_or_else(|| format!("{arg} needs a value"));

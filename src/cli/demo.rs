@@ -49,8 +49,10 @@ fn guard(name: &str, audit: &Path, probe: Option<SimulatedProbe>, network: Netwo
 
 /// Runs the demo in `dir`.
 pub fn run(dir: &Path, trades: u32) -> Result<ExitCode, CliError> {
-    std::fs::create_dir_all(dir).map_err(|source| CliError::Io { context: format!("creating `{}`", dir.display()), source })?;
-    let dir = std::fs::canonicalize(dir).map_err(|source| CliError::Io { context: "resolving the demo dir".into(), source })?;
+    std::fs::create_dir_all(dir)
+        .map_err(|source| CliError::Io { context: format!("creating `{}`", dir.display()), source })?;
+    let dir = std::fs::canonicalize(dir)
+        .map_err(|source| CliError::Io { context: "resolving the demo dir".into(), source })?;
     let audit = dir.join("audit");
     let db = dir.join("demo.db");
     println!("warden demo in {}", dir.display());
@@ -80,7 +82,9 @@ pub fn run(dir: &Path, trades: u32) -> Result<ExitCode, CliError> {
     step(3, "a second writer tries to open the same database");
     match open_engine(&db, &EngineOptions { guard: Some(local.clone()), ..Default::default() }) {
         Err(e) => println!("    refused, as it must be:\n      {}", e.to_string().replace('\n', "\n      ")),
-        Ok(_) => return Err(CliError::Demo("a second writer was allowed: the guard is broken".into())),
+        Ok(_) => {
+            return Err(CliError::Demo("a second writer was allowed: the guard is broken".into()));
+        }
     }
     let st = sqlite_warden::lock::inspect(&db)?;
     if let Some(r) = st.record {
@@ -107,21 +111,27 @@ pub fn run(dir: &Path, trades: u32) -> Result<ExitCode, CliError> {
 
     step(5, "the same engine on an SMB share (simulated mount table: cifs //nas/trading)");
     let share = dir.join("smb-share");
-    std::fs::create_dir_all(&share).map_err(|source| CliError::Io { context: "creating the share dir".into(), source })?;
+    std::fs::create_dir_all(&share)
+        .map_err(|source| CliError::Io { context: "creating the share dir".into(), source })?;
     let sim = SimulatedProbe::local_root().mount(&share, "cifs", "//nas/trading", "rw,vers=3.1.1,cache=strict");
     let smb = guard("warden-demo-smb", &audit, Some(sim.clone()), NetworkPolicy::Refuse)?;
     let opts = EngineOptions { guard: Some(smb), create: true, ..Default::default() };
     match open_engine(share.join("engine.db"), &opts) {
         Err(e) => println!("    refused:\n      {}", e.to_string().replace('\n', "\n      ")),
-        Ok(_) => return Err(CliError::Demo("the engine was allowed on a network share".into())),
+        Ok(_) => {
+            return Err(CliError::Demo("the engine was allowed on a network share".into()));
+        }
     }
     let rb = guard("warden-demo-smb-rollback", &audit, Some(sim), NetworkPolicy::RollbackOnly)?;
-    let conn = open_engine(share.join("engine.db"), &EngineOptions { guard: Some(rb), create: true, ..Default::default() })?;
+    let conn =
+        open_engine(share.join("engine.db"), &EngineOptions { guard: Some(rb), create: true, ..Default::default() })?;
     let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).map_err(demo_err)?;
     println!("    with policy rollback-only the engine opens in journal_mode={mode}; asking for WAL:");
     match conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0)) {
         Err(e) => println!("      {e}"),
-        Ok(m) => return Err(CliError::Demo(format!("WAL was accepted on a network share ({m})"))),
+        Ok(m) => {
+            return Err(CliError::Demo(format!("WAL was accepted on a network share ({m})")));
+        }
     }
     drop(conn);
 
@@ -129,12 +139,18 @@ pub fn run(dir: &Path, trades: u32) -> Result<ExitCode, CliError> {
     let records = sqlite_warden::audit::read_log(local.audit_path()).unwrap_or_default();
     let mut counts = std::collections::BTreeMap::<String, usize>::new();
     for r in &records {
-        *counts.entry(serde_json::to_value(r.event).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()).or_default() += 1;
+        *counts
+            .entry(serde_json::to_value(r.event).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default())
+            .or_default() += 1;
     }
     println!("    database:  {}", db.display());
     println!("    lock file: {}", sqlite_warden::lock::lock_path_for(&db).display());
-    println!("    audit log: {} ({} records: {})", local.audit_path().display(), records.len(),
-        counts.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", "));
+    println!(
+        "    audit log: {} ({} records: {})",
+        local.audit_path().display(),
+        records.len(),
+        counts.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
+    );
     println!("\ntry: warden fs {}   |   warden lock {}", dir.display(), db.display());
     Ok(ExitCode::SUCCESS)
 }

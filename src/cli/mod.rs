@@ -114,7 +114,8 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Probe(_) => 66,
-            CliError::Lock(LockError::Held { .. }) | CliError::Open(OpenError::WriterLocked(LockError::Held { .. })) => 75,
+            CliError::Lock(LockError::Held { .. })
+            | CliError::Open(OpenError::WriterLocked(LockError::Held { .. })) => 75,
             CliError::Lock(_) | CliError::Io { .. } => 74,
             CliError::Open(OpenError::Missing { .. }) => 66,
             CliError::Open(OpenError::NotAFilePath { .. }) => 64,

@@ -108,12 +108,12 @@ mod tests {
     #[test]
     fn pinned_against_libc_and_literals() {
         assert_eq!(NFS_SUPER_MAGIC, 0x0000_6969);
-        assert_eq!(i64::from(NFS_SUPER_MAGIC), libc::NFS_SUPER_MAGIC as i64);
-        assert_eq!(i64::from(SMB_SUPER_MAGIC), libc::SMB_SUPER_MAGIC as i64);
-        assert_eq!(i64::from(CODA_SUPER_MAGIC), libc::CODA_SUPER_MAGIC as i64);
-        assert_eq!(i64::from(TMPFS_MAGIC), libc::TMPFS_MAGIC as i64);
-        assert_eq!(i64::from(FUSE_SUPER_MAGIC), libc::FUSE_SUPER_MAGIC as i64);
-        assert_eq!(i64::from(BTRFS_SUPER_MAGIC), libc::BTRFS_SUPER_MAGIC as i64);
+        assert_eq!(i64::from(NFS_SUPER_MAGIC), libc::NFS_SUPER_MAGIC);
+        assert_eq!(i64::from(SMB_SUPER_MAGIC), libc::SMB_SUPER_MAGIC);
+        assert_eq!(i64::from(CODA_SUPER_MAGIC), libc::CODA_SUPER_MAGIC);
+        assert_eq!(i64::from(TMPFS_MAGIC), libc::TMPFS_MAGIC);
+        assert_eq!(i64::from(FUSE_SUPER_MAGIC), libc::FUSE_SUPER_MAGIC);
+        assert_eq!(i64::from(BTRFS_SUPER_MAGIC), libc::BTRFS_SUPER_MAGIC);
     }
 
     #[test]

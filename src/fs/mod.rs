@@ -151,16 +151,40 @@ const LOCAL_FUSE: &[&str] = &["fuseblk", "fuse.squashfuse", "fuse.fuse-overlayfs
 
 /// Kernel network and host-share filesystem types.
 const NETWORK_TYPES: &[&str] = &[
-    "nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "drvfs", "afs", "ceph", "coda", "ncpfs",
-    "ocfs2", "gfs2", "lustre", "gpfs", "beegfs", "glusterfs", "vboxsf", "vmhgfs", "orangefs",
-    "pvfs2", "ncp", "davfs", "webdav", "smb", "afpfs", "nfs3",
+    "nfs",
+    "nfs4",
+    "cifs",
+    "smb3",
+    "smbfs",
+    "9p",
+    "drvfs",
+    "afs",
+    "ceph",
+    "coda",
+    "ncpfs",
+    "ocfs2",
+    "gfs2",
+    "lustre",
+    "gpfs",
+    "beegfs",
+    "glusterfs",
+    "vboxsf",
+    "vmhgfs",
+    "orangefs",
+    "pvfs2",
+    "ncp",
+    "davfs",
+    "webdav",
+    "smb",
+    "afpfs",
+    "nfs3",
 ];
 
 /// Local filesystem types SQLite's unix VFS works on as documented.
 const LOCAL_TYPES: &[&str] = &[
-    "ext2", "ext3", "ext4", "xfs", "btrfs", "zfs", "f2fs", "tmpfs", "ramfs", "jfs",
-    "reiserfs", "bcachefs", "nilfs2", "hfs", "hfsplus", "apfs", "ufs", "ffs", "vfat", "msdos",
-    "exfat", "ntfs", "squashfs", "erofs", "iso9660", "udf", "ecryptfs", "devtmpfs",
+    "ext2", "ext3", "ext4", "xfs", "btrfs", "zfs", "f2fs", "tmpfs", "ramfs", "jfs", "reiserfs", "bcachefs", "nilfs2",
+    "hfs", "hfsplus", "apfs", "ufs", "ffs", "vfat", "msdos", "exfat", "ntfs", "squashfs", "erofs", "iso9660", "udf",
+    "ecryptfs", "devtmpfs",
 ];
 
 /// Types warden will not vouch for, with why.
@@ -188,8 +212,7 @@ pub fn classify_mount(
         .map(|e| e.fstype.clone())
         .or_else(|| magic.and_then(magic::name).map(str::to_owned))
         .unwrap_or_else(|| "unknown".to_owned());
-    let options: Vec<String> =
-        entry.map(|e| e.all_options().map(str::to_owned).collect()).unwrap_or_default();
+    let options: Vec<String> = entry.map(|e| e.all_options().map(str::to_owned).collect()).unwrap_or_default();
     let mk = |kind, reason: String| FsVerdict {
         kind,
         fstype: fstype.clone(),
@@ -203,10 +226,10 @@ pub fn classify_mount(
     if let Some(why) = options.iter().find_map(|o| lock_disabling_option(&fstype, o)) {
         return mk(FsKind::NoLocking, format!("{fstype}: {why}"));
     }
-    if let Some(sub) = fstype.strip_prefix("fuse.") {
-        if NETWORK_FUSE.contains(&sub) {
-            return mk(FsKind::Network, format!("{fstype} is a network filesystem over FUSE"));
-        }
+    if let Some(sub) = fstype.strip_prefix("fuse.")
+        && NETWORK_FUSE.contains(&sub)
+    {
+        return mk(FsKind::Network, format!("{fstype} is a network filesystem over FUSE"));
     }
     if LOCAL_FUSE.contains(&fstype.as_str()) {
         return mk(FsKind::Local, format!("{fstype} is FUSE over local storage"));
@@ -215,19 +238,13 @@ pub fn classify_mount(
     if NETWORK_TYPES.contains(&base) {
         return mk(FsKind::Network, format!("{fstype} is a network or host-share filesystem"));
     }
-    if let Some(m) = magic {
-        if let Some(name) = magic::network_name(m) {
-            return mk(
-                FsKind::Network,
-                format!("statfs magic {m:#x} ({name}) is a network filesystem"),
-            );
-        }
+    if let Some(m) = magic
+        && let Some(name) = magic::network_name(m)
+    {
+        return mk(FsKind::Network, format!("statfs magic {m:#x} ({name}) is a network filesystem"));
     }
     if fstype.starts_with("fuse.") {
-        return mk(
-            FsKind::Suspect,
-            format!("{fstype} is a FUSE filesystem warden does not know; it may be remote"),
-        );
+        return mk(FsKind::Suspect, format!("{fstype} is a FUSE filesystem warden does not know; it may be remote"));
     }
     if base == "overlay" {
         let upper = options.iter().find_map(|o| o.strip_prefix("upperdir="));
@@ -331,9 +348,7 @@ mod tests {
         assert_eq!(v.kind, FsKind::Network);
         assert_eq!(v.fstype, "smb2");
         // A local-looking fstype with a network magic is still network.
-        let v = classify_mount(Some(&entry("ext4", "rw")), Some(magic::NFS_SUPER_MAGIC), &mut |_| {
-            None
-        });
+        let v = classify_mount(Some(&entry("ext4", "rw")), Some(magic::NFS_SUPER_MAGIC), &mut |_| None);
         assert_eq!(v.kind, FsKind::Network);
     }
 

@@ -137,12 +137,12 @@ fn unescape_bytes(field: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(field.len());
     let mut i = 0;
     while i < field.len() {
-        if field[i] == b'\\' {
-            if let Some(byte) = octal3(&field[i + 1..]) {
-                out.push(byte);
-                i += 4;
-                continue;
-            }
+        if field[i] == b'\\'
+            && let Some(byte) = octal3(&field[i + 1..])
+        {
+            out.push(byte);
+            i += 4;
+            continue;
         }
         out.push(field[i]);
         i += 1;
@@ -214,19 +214,16 @@ impl MountTable {
     /// the path (btrfs subvolumes and overlay report other device numbers through `stat`),
     /// the longest prefix over the whole table is used instead.
     pub fn find(&self, dev: Option<(u32, u32)>, path: &Path) -> Option<&MountEntry> {
-        if let Some(idx) = dev.and_then(|d| self.by_dev.get(&d)) {
-            if let Some(best) = best_prefix(idx.iter().map(|&i| (i, &self.entries[i])), path) {
-                return Some(best);
-            }
+        if let Some(idx) = dev.and_then(|d| self.by_dev.get(&d))
+            && let Some(best) = best_prefix(idx.iter().map(|&i| (i, &self.entries[i])), path)
+        {
+            return Some(best);
         }
         best_prefix(self.entries.iter().enumerate(), path)
     }
 }
 
-fn best_prefix<'a>(
-    candidates: impl Iterator<Item = (usize, &'a MountEntry)>,
-    path: &Path,
-) -> Option<&'a MountEntry> {
+fn best_prefix<'a>(candidates: impl Iterator<Item = (usize, &'a MountEntry)>, path: &Path) -> Option<&'a MountEntry> {
     candidates
         .filter_map(|(i, e)| prefix_depth(&e.mount_point, path).map(|d| ((d, i), e)))
         .max_by_key(|(key, _)| *key)

@@ -54,19 +54,20 @@ pub trait FsProbe: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// [`ProbeError::Path`] when no ancestor can be examined.
     fn facts_nearest(&self, path: &Path) -> Result<PathFacts, ProbeError> {
-        let abs = absolute(path).map_err(|source| ProbeError::Path {
-            path: path.to_owned(),
-            source,
-        })?;
+        let abs = absolute(path).map_err(|source| ProbeError::Path { path: path.to_owned(), source })?;
         let mut cur: &Path = &abs;
         loop {
             match self.facts(cur) {
                 Ok(f) => return Ok(f),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => match cur.parent() {
                     Some(p) => cur = p,
-                    None => return Err(ProbeError::Path { path: abs.clone(), source: e }),
+                    None => {
+                        return Err(ProbeError::Path { path: abs.clone(), source: e });
+                    }
                 },
-                Err(source) => return Err(ProbeError::Path { path: cur.to_owned(), source }),
+                Err(source) => {
+                    return Err(ProbeError::Path { path: cur.to_owned(), source });
+                }
             }
         }
     }
@@ -137,9 +138,7 @@ fn changed(file: &File) -> bool {
     let mut fds = [PollFd::new(file.as_fd(), PollFlags::POLLPRI)];
     match poll(&mut fds, PollTimeout::ZERO) {
         Ok(0) => false,
-        Ok(_) => fds[0]
-            .revents()
-            .is_some_and(|r| r.intersects(PollFlags::POLLPRI | PollFlags::POLLERR)),
+        Ok(_) => fds[0].revents().is_some_and(|r| r.intersects(PollFlags::POLLPRI | PollFlags::POLLERR)),
         // Cannot tell: re-read to be safe.
         Err(_) => true,
     }
@@ -210,11 +209,8 @@ mod bsd {
             _ if local => FsKind::Local,
             _ => FsKind::Network,
         };
-        v.reason = if local {
-            format!("{fstype} is marked MNT_LOCAL")
-        } else {
-            format!("{fstype} is not marked MNT_LOCAL")
-        };
+        v.reason =
+            if local { format!("{fstype} is marked MNT_LOCAL") } else { format!("{fstype} is not marked MNT_LOCAL") };
         Ok(v)
     }
 }

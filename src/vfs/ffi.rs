@@ -75,7 +75,7 @@ struct GuardFile {
 }
 
 const _: () = assert!(std::mem::align_of::<GuardFile>() <= 8);
-const _: () = assert!(std::mem::size_of::<GuardFile>() % 8 == 0);
+const _: () = assert!(std::mem::size_of::<GuardFile>().is_multiple_of(8));
 
 /// Per-file state, owned by the `GuardFile` from open to close.
 struct FileState {
@@ -193,7 +193,8 @@ pub(super) fn register_pair(shared: &Arc<Shared>) -> Result<(), RegisterError> {
         names.push((c_name, role));
     }
     for (c_name, role) in names {
-        let data: &'static GuardVfsData = Box::leak(Box::new(GuardVfsData { role, parent, shared: Arc::clone(shared) }));
+        let data: &'static GuardVfsData =
+            Box::leak(Box::new(GuardVfsData { role, parent, shared: Arc::clone(shared) }));
         let z_name: &'static CStr = Box::leak(c_name.into_boxed_c_str());
         let size = std::mem::size_of::<GuardFile>() as c_int + p.szOsFile;
         let vfs = Box::leak(Box::new(ffi::sqlite3_vfs {
@@ -265,7 +266,9 @@ unsafe fn open_impl(
     let data = unsafe { vfs_data(vfs) };
     let parent = data.parent;
     // SAFETY: the parent is a live registered VFS; xOpen is mandatory.
-    let Some(parent_open) = (unsafe { (*parent).xOpen }) else { return ffi::SQLITE_CANTOPEN };
+    let Some(parent_open) = (unsafe { (*parent).xOpen }) else {
+        return ffi::SQLITE_CANTOPEN;
+    };
     let is_main = flags & ffi::SQLITE_OPEN_MAIN_DB != 0 && !z_name.is_null();
     if !is_main {
         if flags & ffi::SQLITE_OPEN_WAL != 0 && !z_name.is_null() {
@@ -485,7 +488,9 @@ unsafe fn read_header(real: *mut ffi::sqlite3_file) -> Option<HeaderInfo> {
 /// # Safety
 /// `parent` must be a live VFS.
 unsafe fn parent_access_exists(parent: *mut ffi::sqlite3_vfs, path: &Path) -> bool {
-    let Ok(c) = CString::new(path.as_os_str().as_bytes()) else { return false };
+    let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
     let mut res: c_int = 0;
     // SAFETY: valid VFS, C string and out-pointer. unix treats an empty file as absent,
     // which matches SQLite's own notion of a hot -wal.
@@ -533,7 +538,12 @@ unsafe extern "C" fn x_access(vfs: *mut ffi::sqlite3_vfs, z: *const c_char, flag
     })
 }
 
-unsafe extern "C" fn x_full_pathname(vfs: *mut ffi::sqlite3_vfs, z: *const c_char, n: c_int, out: *mut c_char) -> c_int {
+unsafe extern "C" fn x_full_pathname(
+    vfs: *mut ffi::sqlite3_vfs,
+    z: *const c_char,
+    n: c_int,
+    out: *mut c_char,
+) -> c_int {
     // The parent's rc is returned unchanged: unix returns SQLITE_OK_SYMLINK (non-zero) for
     // a path through a symlink, and the pager decides what that means.
     guarded(ffi::SQLITE_CANTOPEN, || {
@@ -648,7 +658,11 @@ unsafe extern "C" fn x_get_last_error(vfs: *mut ffi::sqlite3_vfs, n: c_int, z: *
     })
 }
 
-unsafe extern "C" fn x_set_system_call(vfs: *mut ffi::sqlite3_vfs, z: *const c_char, f: ffi::sqlite3_syscall_ptr) -> c_int {
+unsafe extern "C" fn x_set_system_call(
+    vfs: *mut ffi::sqlite3_vfs,
+    z: *const c_char,
+    f: ffi::sqlite3_syscall_ptr,
+) -> c_int {
     guarded(ffi::SQLITE_NOTFOUND, || {
         // SAFETY: forwarding (SQLite's fault-injection tests rely on it).
         unsafe {
@@ -714,7 +728,9 @@ const fn methods(version: c_int) -> ffi::sqlite3_io_methods {
 
 /// # Safety
 /// `f` must be an open `GuardFile` (its pMethods is one of our tables).
-unsafe fn parts<'a>(f: *mut ffi::sqlite3_file) -> (&'a mut FileState, *mut ffi::sqlite3_file, &'a ffi::sqlite3_io_methods) {
+unsafe fn parts<'a>(
+    f: *mut ffi::sqlite3_file,
+) -> (&'a mut FileState, *mut ffi::sqlite3_file, &'a ffi::sqlite3_io_methods) {
     // SAFETY: per the contract; SQLite serialises calls on one file, so the &mut is unique.
     unsafe {
         let g = f.cast::<GuardFile>();
@@ -790,7 +806,12 @@ unsafe extern "C" fn f_read(f: *mut ffi::sqlite3_file, buf: *mut c_void, n: c_in
     })
 }
 
-unsafe extern "C" fn f_write(f: *mut ffi::sqlite3_file, buf: *const c_void, n: c_int, off: ffi::sqlite3_int64) -> c_int {
+unsafe extern "C" fn f_write(
+    f: *mut ffi::sqlite3_file,
+    buf: *const c_void,
+    n: c_int,
+    off: ffi::sqlite3_int64,
+) -> c_int {
     guarded(ffi::SQLITE_IOERR_WRITE, || {
         // SAFETY: f is open; forwarding.
         unsafe {
@@ -818,7 +839,13 @@ unsafe extern "C" fn f_write(f: *mut ffi::sqlite3_file, buf: *const c_void, n: c
 
 fn refuse_wal_header(st: &FileState) -> c_int {
     let refusal = Refusal::wal(st.path.clone(), &st.verdict, "marking the database as WAL");
-    let mut rec = super::refusal_record(&st.data.shared, st.data.role, &refusal, ffi::SQLITE_OPEN_MAIN_DB, ffi::SQLITE_IOERR_WRITE);
+    let mut rec = super::refusal_record(
+        &st.data.shared,
+        st.data.role,
+        &refusal,
+        ffi::SQLITE_OPEN_MAIN_DB,
+        ffi::SQLITE_IOERR_WRITE,
+    );
     super::audit_best_effort(&st.data.shared, &mut rec);
     log_to_sqlite(ffi::SQLITE_IOERR_WRITE, &refusal.message);
     super::set_last_refusal(refusal);
@@ -969,7 +996,8 @@ unsafe fn pragma(st: &FileState, az: *mut *mut c_char) -> Option<c_int> {
         let refusal = Refusal::wal(st.path.clone(), &st.verdict, "journal_mode=WAL");
         // SAFETY: [0] receives a string SQLite frees with sqlite3_free.
         unsafe { *az = sqlite_string(&refusal.message) };
-        let mut rec = super::refusal_record(&st.data.shared, st.data.role, &refusal, ffi::SQLITE_OPEN_MAIN_DB, ffi::SQLITE_ERROR);
+        let mut rec =
+            super::refusal_record(&st.data.shared, st.data.role, &refusal, ffi::SQLITE_OPEN_MAIN_DB, ffi::SQLITE_ERROR);
         super::audit_best_effort(&st.data.shared, &mut rec);
         super::set_last_refusal(refusal);
         return Some(ffi::SQLITE_ERROR);
@@ -1003,7 +1031,13 @@ unsafe extern "C" fn f_device_characteristics(f: *mut ffi::sqlite3_file) -> c_in
     })
 }
 
-unsafe extern "C" fn f_shm_map(f: *mut ffi::sqlite3_file, pg: c_int, pgsz: c_int, extend: c_int, pp: *mut *mut c_void) -> c_int {
+unsafe extern "C" fn f_shm_map(
+    f: *mut ffi::sqlite3_file,
+    pg: c_int,
+    pgsz: c_int,
+    extend: c_int,
+    pp: *mut *mut c_void,
+) -> c_int {
     guarded(ffi::SQLITE_IOERR_SHMMAP, || {
         // SAFETY: f is open (only reachable through IO_V2/IO_V3, i.e. WAL allowed).
         unsafe {
@@ -1043,7 +1077,12 @@ unsafe extern "C" fn f_shm_unmap(f: *mut ffi::sqlite3_file, delete: c_int) -> c_
     })
 }
 
-unsafe extern "C" fn f_fetch(f: *mut ffi::sqlite3_file, off: ffi::sqlite3_int64, n: c_int, pp: *mut *mut c_void) -> c_int {
+unsafe extern "C" fn f_fetch(
+    f: *mut ffi::sqlite3_file,
+    off: ffi::sqlite3_int64,
+    n: c_int,
+    pp: *mut *mut c_void,
+) -> c_int {
     guarded(ffi::SQLITE_IOERR_MMAP, || {
         // SAFETY: f is open; forwarding. "*pp = 0" is a valid answer (no mapping).
         unsafe {
@@ -1107,7 +1146,10 @@ mod contract_tests {
     fn failed_open_leaves_pmethods_null() {
         let g = crate::vfs::register(
             "warden-contract",
-            crate::vfs::GuardConfig { audit_dir: std::env::temp_dir().join("warden-contract-audit"), ..Default::default() },
+            crate::vfs::GuardConfig {
+                audit_dir: std::env::temp_dir().join("warden-contract-audit"),
+                ..Default::default()
+            },
         )
         .unwrap();
         let name = CString::new(g.engine_vfs()).unwrap();
@@ -1121,7 +1163,9 @@ mod contract_tests {
         let z = c"/nonexistent-dir-warden/x.db";
         // A temp-kind open through the parent, then a main-db open in a missing directory.
         // SAFETY: the buffer is large enough and aligned; the name outlives the call.
-        let rc = unsafe { x_open(vfs, z.as_ptr(), file, ffi::SQLITE_OPEN_MAIN_DB | ffi::SQLITE_OPEN_READONLY, ptr::null_mut()) };
+        let rc = unsafe {
+            x_open(vfs, z.as_ptr(), file, ffi::SQLITE_OPEN_MAIN_DB | ffi::SQLITE_OPEN_READONLY, ptr::null_mut())
+        };
         assert_ne!(rc, ffi::SQLITE_OK);
         // SAFETY: reading the field we just were told about.
         assert!(unsafe { (*file).pMethods }.is_null(), "pMethods must be NULL after a failed xOpen");

@@ -155,12 +155,7 @@ pub fn register(name: &str, config: GuardConfig) -> Result<Guard, RegisterError>
         return Err(RegisterError::NameTaken { name: name.to_owned() });
     }
     let audit = AuditLog::in_dir(&config.audit_dir);
-    let shared = Arc::new(Shared {
-        config,
-        audit,
-        engine_name: name.to_owned(),
-        tool_name: format!("{name}-ro"),
-    });
+    let shared = Arc::new(Shared { config, audit, engine_name: name.to_owned(), tool_name: format!("{name}-ro") });
     ffi::register_pair(&shared)?;
     let guard = Guard { shared };
     reg.insert(name.to_owned(), guard.clone());
@@ -269,28 +264,26 @@ pub(crate) fn pre_open(
                 plan.downgraded = true;
             }
         }
-        Role::Engine if flags & RW != 0 => {
-            match WriterLock::acquire(path, shared.config.policy.writer_scope) {
-                Ok(a) => plan.lock = Some(a),
-                Err(LockError::Held { lock_path, holder, db }) => {
-                    let text = crate::error::holder_text(holder.as_deref());
-                    return Err(Refusal {
-                        kind: RefusalKind::WriterLocked { lock_path, holder },
-                        path: db.clone(),
-                        verdict: Some(Box::new(plan.verdict)),
-                        message: format!("warden: `{}` already has a writer: {text}", db.display()),
-                    });
-                }
-                Err(e) => {
-                    return Err(Refusal {
-                        kind: RefusalKind::LockUnavailable,
-                        path: path.to_owned(),
-                        verdict: Some(Box::new(plan.verdict)),
-                        message: format!("warden: {e}"),
-                    });
-                }
+        Role::Engine if flags & RW != 0 => match WriterLock::acquire(path, shared.config.policy.writer_scope) {
+            Ok(a) => plan.lock = Some(a),
+            Err(LockError::Held { lock_path, holder, db }) => {
+                let text = crate::error::holder_text(holder.as_deref());
+                return Err(Refusal {
+                    kind: RefusalKind::WriterLocked { lock_path, holder },
+                    path: db.clone(),
+                    verdict: Some(Box::new(plan.verdict)),
+                    message: format!("warden: `{}` already has a writer: {text}", db.display()),
+                });
             }
-        }
+            Err(e) => {
+                return Err(Refusal {
+                    kind: RefusalKind::LockUnavailable,
+                    path: path.to_owned(),
+                    verdict: Some(Box::new(plan.verdict)),
+                    message: format!("warden: {e}"),
+                });
+            }
+        },
         _ => {}
     }
     Ok(plan)
@@ -326,34 +319,40 @@ pub(crate) fn post_open(
         }
     }
     let mut extra = Vec::new();
-    if let Some(acq) = pre.lock.as_ref().filter(|a| a.newly_taken) {
-        if let Some(prev) = &acq.previous {
-            if prev.state == RecordState::Held {
-                let mut r = AuditRecord::new(AuditEvent::UncleanPreviousClose);
+    if let Some(acq) = pre.lock.as_ref().filter(|a| a.newly_taken)
+        && let Some(prev) = &acq.previous
+    {
+        if prev.state == RecordState::Held {
+            let mut r = AuditRecord::new(AuditEvent::UncleanPreviousClose);
+            r.db = Some(pre.path.clone());
+            r.lock_holder = Some(prev.holder.clone());
+            r.reason = Some(format!(
+                "the previous engine ({}) never released the writer lock: it crashed or was killed",
+                prev.holder.describe()
+            ));
+            extra.push(r);
+        } else if let Some(before) = &prev.last_close {
+            let now = CloseState::observe(&pre.path, header.map(|h| h.change_counter));
+            if let Some(now) = now.filter(|n| before.differs(n)) {
+                let mut r = AuditRecord::new(AuditEvent::ChangedOutsideWarden);
                 r.db = Some(pre.path.clone());
-                r.lock_holder = Some(prev.holder.clone());
-                r.reason = Some(format!(
-                    "the previous engine ({}) never released the writer lock: it crashed or was killed",
-                    prev.holder.describe()
-                ));
+                r.reason = Some("the database changed since the engine last closed it, and not through warden".into());
+                r.previous = Some(before.clone());
+                r.current = Some(now);
                 extra.push(r);
-            } else if let Some(before) = &prev.last_close {
-                let now = CloseState::observe(&pre.path, header.map(|h| h.change_counter));
-                if let Some(now) = now.filter(|n| before.differs(n)) {
-                    let mut r = AuditRecord::new(AuditEvent::ChangedOutsideWarden);
-                    r.db = Some(pre.path.clone());
-                    r.reason = Some("the database changed since the engine last closed it, and not through warden".into());
-                    r.previous = Some(before.clone());
-                    r.current = Some(now);
-                    extra.push(r);
-                }
             }
         }
     }
     Ok(extra)
 }
 
-pub(crate) fn open_record(shared: &Shared, role: Role, pre: &PreOpen, header: Option<HeaderInfo>, flags_actual: i32) -> AuditRecord {
+pub(crate) fn open_record(
+    shared: &Shared,
+    role: Role,
+    pre: &PreOpen,
+    header: Option<HeaderInfo>,
+    flags_actual: i32,
+) -> AuditRecord {
     let event = if pre.downgraded { AuditEvent::OpenDowngraded } else { AuditEvent::Open };
     let mut r = AuditRecord::new(event);
     r.role = Some(role);
@@ -425,7 +424,14 @@ pub(crate) fn audit_best_effort(shared: &Shared, rec: &mut AuditRecord) {
 }
 
 /// The JSON `PRAGMA warden_status` returns.
-pub(crate) fn status_json(shared: &Shared, role: Role, path: &Path, verdict: &FsVerdict, access: Access, stats: &crate::audit::FileStats) -> String {
+pub(crate) fn status_json(
+    shared: &Shared,
+    role: Role,
+    path: &Path,
+    verdict: &FsVerdict,
+    access: Access,
+    stats: &crate::audit::FileStats,
+) -> String {
     let lock = crate::lock::inspect(path).ok();
     serde_json::json!({
         "role": role,
