@@ -80,6 +80,16 @@ fn main() -> ExitCode {
             return ExitCode::from(69);
         }
     };
+    let setup = conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS trades(
+            id INTEGER PRIMARY KEY, ts TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ')),
+            symbol TEXT NOT NULL, qty INTEGER NOT NULL, price REAL NOT NULL)",
+    );
+    if let Err(e) = setup {
+        eprintln!("warden-demo-engine: {e}");
+        return ExitCode::from(70);
+    }
+    say(serde_json::json!({"event": "ready", "pid": std::process::id()}));
     let mut child = None;
     if let Some((cmd, rest)) = args.child.split_first() {
         match std::process::Command::new(cmd)
@@ -96,16 +106,6 @@ fn main() -> ExitCode {
             Err(e) => eprintln!("warden-demo-engine: cannot spawn {cmd}: {e}"),
         }
     }
-    let setup = conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS trades(
-            id INTEGER PRIMARY KEY, ts TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ')),
-            symbol TEXT NOT NULL, qty INTEGER NOT NULL, price REAL NOT NULL)",
-    );
-    if let Err(e) = setup {
-        eprintln!("warden-demo-engine: {e}");
-        return ExitCode::from(70);
-    }
-    say(serde_json::json!({"event": "ready", "pid": std::process::id()}));
     for i in 0..args.trades {
         let sym = ["ACME", "GLOBX", "INIT"][i as usize % 3];
         if let Err(e) = conn.execute(

@@ -121,6 +121,6 @@ mod tests {
         // CIFS's magic as a sign-extended 32-bit value.
         assert_eq!(from_raw(0xFF53_4D42_u32 as i32 as i64), CIFS_MAGIC_NUMBER);
         assert_eq!(from_raw(0xFF53_4D42), CIFS_MAGIC_NUMBER);
-        assert_eq!(network_name(from_raw(-11_317_950)), None);
+        assert_eq!(network_name(from_raw(-11_317_950)), Some("cifs"), "0xFF534D42 as a negative i32");
     }
 }
