@@ -126,7 +126,7 @@ impl Guard {
         fs::classify(self.shared.config.probe.as_ref(), path)
     }
 
-    /// Appends a record to this guard's audit log, under the failure policy of `role`.
+    /// Appends a record to this guard's audit log (the caller applies its own failure policy).
     ///
     /// # Errors
     /// [`crate::error::AuditError`] when the log cannot be written.
