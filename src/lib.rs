@@ -33,13 +33,16 @@
 
 #![deny(unsafe_code)]
 
+pub mod atomic;
 pub mod audit;
+pub mod config;
 pub mod connect;
 pub mod error;
 pub mod fs;
 pub mod identity;
 pub mod lock;
 pub mod policy;
+pub mod session;
 pub mod vfs;
 
 pub use connect::{EngineOptions, ToolOptions, open_engine, open_tool};

@@ -129,6 +129,9 @@ pub struct LockRecord {
     /// The database as the last clean close left it.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub last_close: Option<CloseState>,
+    /// The `warden run` session holding the lock, when one does.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub session: Option<String>,
 }
 
 /// Whether the record was written by a live holder or at a clean release.
@@ -153,6 +156,36 @@ struct HeldLock {
     refs: usize,
     scope: WriterScope,
     record: LockRecord,
+    /// Inherited from a session runner ([`INHERIT_FD_ENV`]): the runner holds the same open
+    /// file description, so releasing here never frees the lock while the runner lives.
+    inherited: bool,
+}
+
+/// Environment variable through which `warden run` hands its writer lock to the engine it
+/// starts: the number of an inherited descriptor of the lock file. The descriptor shares the
+/// runner's open file description, so runner and engine hold *one* OFD lock: the lock stays
+/// held from before the integrity gate until after the post-session backup, whichever of the
+/// two dies first. A guarded engine adopts it at its first engine open (the descriptor must
+/// refer to that database's lock file) and marks it close-on-exec, so the engine's own
+/// children never inherit it.
+pub const INHERIT_FD_ENV: &str = "WARDEN_LOCK_FD";
+
+/// Takes the descriptor named by [`INHERIT_FD_ENV`], at most once per process, if it is open
+/// and is the lock file at `lock_path`.
+fn take_inherited(lock_path: &Path) -> Option<File> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static TAKEN: AtomicBool = AtomicBool::new(false);
+    let fd: i32 = std::env::var(INHERIT_FD_ENV).ok()?.trim().parse().ok()?;
+    let want = std::fs::metadata(lock_path).ok()?;
+    if !crate::vfs::ffi::inherited_fd_matches(fd, want.dev(), want.ino()) {
+        return None;
+    }
+    if TAKEN.swap(true, Ordering::SeqCst) {
+        return None;
+    }
+    let file = crate::vfs::ffi::adopt_inherited_fd(fd)?;
+    let _ = nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
+    Some(file)
 }
 
 type Key = (u64, u64);
@@ -300,6 +333,27 @@ impl WriterLock {
                     });
                 }
             }
+            if let Some(mut file) = take_inherited(&lock_path) {
+                // Re-locking through the shared description succeeds (it is ours); if the
+                // runner died and someone else took the lock meanwhile, it is refused.
+                if let TryLock::Busy = try_lock_exclusive(&file).map_err(&err)? {
+                    let holder = read_record(&mut file).map(|r| Box::new(r.holder));
+                    return Err(LockError::Held { db: db.to_owned(), lock_path, holder });
+                }
+                let md = file.metadata().map_err(&err)?;
+                let record = read_record(&mut file).unwrap_or_else(|| LockRecord {
+                    schema: 1,
+                    state: RecordState::Held,
+                    holder: Holder::current(),
+                    last_close: None,
+                    session: None,
+                });
+                let key = key_of(&md);
+                let holder = record.holder.clone();
+                reg.insert(key, HeldLock { file, refs: 1, scope, record, inherited: true });
+                let lock = WriterLock { key, db: db.to_owned(), lock_path, released: false };
+                return Ok(Acquired { lock, newly_taken: false, previous: None, holder });
+            }
             let mode = std::fs::metadata(db).map(|m| m.permissions().mode() & 0o666).unwrap_or(0o644);
             let mut file = OpenOptions::new()
                 .read(true)
@@ -330,15 +384,43 @@ impl WriterLock {
                 state: RecordState::Held,
                 holder: Holder::current(),
                 last_close: previous.as_ref().and_then(|p| p.last_close.clone()),
+                session: None,
             };
             write_record(&mut file, &record).map_err(&err)?;
             let key = key_of(&ours);
             let holder = record.holder.clone();
-            reg.insert(key, HeldLock { file, refs: 1, scope, record });
+            reg.insert(key, HeldLock { file, refs: 1, scope, record, inherited: false });
             let lock = WriterLock { key, db: db.to_owned(), lock_path, released: false };
             return Ok(Acquired { lock, newly_taken: true, previous, holder });
         }
         Err(err(io::Error::other("the lock file kept being replaced while locking it")))
+    }
+
+    /// Names the `warden run` session in the holder record (diagnostic).
+    ///
+    /// # Errors
+    /// [`LockError::Io`] when the record cannot be written.
+    pub fn set_session(&self, session: &str) -> Result<(), LockError> {
+        let mut reg = registry();
+        let Some(h) = reg.get_mut(&self.key) else {
+            return Ok(());
+        };
+        h.record.session = Some(session.to_owned());
+        write_record(&mut h.file, &h.record).map_err(io_err(self.lock_path.clone()))
+    }
+
+    /// A new descriptor of the lock file, **without** close-on-exec, sharing this lock's open
+    /// file description: a child started with it (and [`INHERIT_FD_ENV`] naming it) holds
+    /// the same lock. Drop it in the parent once the child is started.
+    ///
+    /// # Errors
+    /// [`LockError::Io`] when the descriptor cannot be duplicated.
+    pub fn inheritable_fd(&self) -> Result<std::os::fd::OwnedFd, LockError> {
+        let reg = registry();
+        let err = io_err(self.lock_path.clone());
+        let h = reg.get(&self.key).ok_or_else(|| err(io::Error::other("the lock is not held")))?;
+        // dup(2) never copies FD_CLOEXEC: the duplicate is inherited across exec.
+        nix::unistd::dup(&h.file).map_err(|e| err(e.into()))
     }
 
     /// The lock file.
@@ -376,6 +458,17 @@ impl WriterLock {
             return;
         }
         if let Some(mut h) = reg.remove(&self.key) {
+            if h.inherited {
+                // The runner still holds the lock (same description) and owns the record;
+                // only the close state is ours to add. Closing our descriptor does not free it.
+                if let Some(c) = close_state
+                    && let Some(mut rec) = read_record(&mut h.file)
+                {
+                    rec.last_close = Some(c);
+                    let _ = write_record(&mut h.file, &rec);
+                }
+                return;
+            }
             h.record.state = RecordState::Released;
             if close_state.is_some() {
                 h.record.last_close = close_state;
@@ -475,7 +568,13 @@ mod tests {
     fn record_with_stale_tail_parses() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("x");
-        let rec = LockRecord { schema: 1, state: RecordState::Held, holder: Holder::current(), last_close: None };
+        let rec = LockRecord {
+            schema: 1,
+            state: RecordState::Held,
+            holder: Holder::current(),
+            last_close: None,
+            session: Some("s".into()),
+        };
         let mut bytes = serde_json::to_vec(&rec).unwrap();
         bytes.extend_from_slice(b"\n\"tail of an older record\"}}");
         std::fs::write(&p, bytes).unwrap();

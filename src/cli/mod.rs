@@ -10,6 +10,7 @@
 //!   `75` writer lock held.
 
 mod demo;
+mod session;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -61,6 +62,48 @@ enum Cmd {
         #[arg(long, default_value_t = 500)]
         trades: u32,
     },
+    /// Runs a guarded session: preflight, writer lock, integrity gate, verified pre-session
+    /// backup, the engine, post-session backup, retention, health artifact.
+    ///
+    /// Exits with the engine's own status, or with warden's code when a step refused (the
+    /// engine then never started): see the README's exit-code table.
+    Run {
+        #[command(flatten)]
+        settings: session::SettingsArgs,
+        /// Print the final health artifact as one JSON line on stdout (after the engine's
+        /// own output).
+        #[arg(long)]
+        json: bool,
+        /// Only errors on stderr.
+        #[arg(short, long)]
+        quiet: bool,
+        /// The engine: program and arguments, after `--` (no shell).
+        #[arg(last = true, value_name = "ENGINE")]
+        command: Vec<std::ffi::OsString>,
+    },
+    /// Takes a verified backup now (safe while the engine runs; one-step backup API).
+    Backup {
+        #[command(flatten)]
+        settings: session::SettingsArgs,
+        /// Print the manifest as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Only errors on stderr.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Applies the retention policy to the backups; `--dry-run` shows each backup and why it
+    /// would be kept or dropped.
+    Prune {
+        #[command(flatten)]
+        settings: session::SettingsArgs,
+        /// Change nothing; print the plan.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the plan as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Prints warden's and SQLite's versions.
     Version {
         /// Print JSON instead of text.
@@ -107,6 +150,14 @@ pub enum CliError {
     },
     #[error("{0}")]
     Demo(String),
+    #[error(transparent)]
+    Config(#[from] sqlite_warden::config::ConfigError),
+    #[error(transparent)]
+    Backup(#[from] sqlite_warden::session::backup::BackupError),
+    #[error(transparent)]
+    Prune(#[from] sqlite_warden::session::prune::PruneError),
+    #[error("{0}")]
+    Usage(String),
 }
 
 impl CliError {
@@ -114,14 +165,37 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Probe(_) => 66,
-            CliError::Lock(LockError::Held { .. })
-            | CliError::Open(OpenError::WriterLocked(LockError::Held { .. })) => 75,
+            CliError::Lock(LockError::Held { .. }) => 75,
             CliError::Lock(_) | CliError::Io { .. } => 74,
-            CliError::Open(OpenError::Missing { .. }) => 66,
-            CliError::Open(OpenError::NotAFilePath { .. }) => 64,
-            CliError::Open(_) => 69,
+            CliError::Open(e) => open_exit_code(e),
             CliError::Register(_) | CliError::Demo(_) => 70,
+            CliError::Config(_) | CliError::Prune(sqlite_warden::session::prune::PruneError::Policy(_)) => 78,
+            CliError::Usage(_) => 64,
+            CliError::Backup(e) | CliError::Prune(sqlite_warden::session::prune::PruneError::Store(e)) => {
+                backup_exit_code(e)
+            }
         }
+    }
+}
+
+fn backup_exit_code(e: &sqlite_warden::session::backup::BackupError) -> u8 {
+    use sqlite_warden::session::backup::BackupError as B;
+    match e {
+        B::Missing { .. } => 66,
+        B::HotJournal { .. } => 75,
+        B::Changing { .. } => 65,
+        B::Source { source, .. } => open_exit_code(source),
+        B::Cancelled { .. } => 130,
+        B::NoSpace { .. } | B::DiskFull { .. } | B::Io { .. } | B::Sqlite { .. } => 74,
+    }
+}
+
+fn open_exit_code(e: &OpenError) -> u8 {
+    match e {
+        OpenError::WriterLocked(LockError::Held { .. }) => 75,
+        OpenError::Missing { .. } => 66,
+        OpenError::NotAFilePath { .. } => 64,
+        _ => 69,
     }
 }
 
@@ -134,6 +208,9 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
         Cmd::Fs { paths, json } => fs_cmd(&paths, json),
         Cmd::Lock { db, json } => lock_cmd(&db, json),
         Cmd::Demo { dir, trades } => demo::run(&dir, trades),
+        Cmd::Run { settings, json, quiet, command } => session::run_cmd(settings, command, json, quiet),
+        Cmd::Backup { settings, json, quiet } => session::backup_cmd(settings, json, quiet),
+        Cmd::Prune { settings, dry_run, json } => session::prune_cmd(settings, dry_run, json),
         Cmd::Version { json } => {
             let v = serde_json::json!({
                 "warden": env!("CARGO_PKG_VERSION"),

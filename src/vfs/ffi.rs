@@ -1134,6 +1134,44 @@ pub(crate) fn db_readonly(conn: &rusqlite::Connection) -> c_int {
     unsafe { ffi::sqlite3_db_readonly(conn.handle(), c"main".as_ptr()) }
 }
 
+// ---------------------------------------------------------------------------------------
+// The session runner's lock handoff (see `crate::lock::INHERIT_FD_ENV`)
+// ---------------------------------------------------------------------------------------
+
+/// True when descriptor `fd` is open in this process and refers to the file `(dev, ino)`.
+pub(crate) fn inherited_fd_matches(fd: std::os::fd::RawFd, dev: u64, ino: u64) -> bool {
+    if fd < 3 {
+        return false;
+    }
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat on any integer is defined: it fails with EBADF when `fd` is not open,
+    // and on success fills the whole `stat` we pass.
+    let rc = unsafe { libc::fstat(fd, st.as_mut_ptr()) };
+    if rc != 0 {
+        return false;
+    }
+    // SAFETY: fstat returned 0, so it initialised `st`.
+    let st = unsafe { st.assume_init() };
+    #[allow(clippy::useless_conversion)]
+    let same = u64::from(st.st_dev) == dev && u64::from(st.st_ino) == ino;
+    same
+}
+
+/// Takes ownership of an inherited descriptor (the lock handoff protocol).
+///
+/// The caller (`lock::take_inherited`) has checked that `fd` is open and is the lock file,
+/// and calls this at most once per process.
+pub(crate) fn adopt_inherited_fd(fd: std::os::fd::RawFd) -> Option<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    if fd < 3 {
+        return None;
+    }
+    // SAFETY: `fd` is open (checked by `inherited_fd_matches`) and owned by nothing else in
+    // this process: the session runner created it for this process to adopt, named it in
+    // WARDEN_LOCK_FD, and `take_inherited` adopts it at most once, so it is closed once.
+    Some(unsafe { std::fs::File::from_raw_fd(fd) })
+}
+
 #[cfg(test)]
 mod contract_tests {
     //! Callbacks called directly on raw aligned buffers, as SQLite would call them.

@@ -1,0 +1,133 @@
+//! Atomic, durable file publication.
+//!
+//! Owns: writing a file so that readers see either the old content or the whole new content,
+//! never a torn mix, and so that the result survives a power cut once the call returns: a
+//! temporary file in the same directory, `fsync`, `rename` over the target, `fsync` of the
+//! directory. Does not own: deciding what to write or where (callers), or locking out other
+//! writers of the same target (callers serialise, e.g. with the backup store's lock).
+//!
+//! Temporary names start with `.` and contain [`TMP_MARK`], so leftovers of a killed process
+//! are recognisable and never mistaken for published files.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Marker in every temporary file name this crate creates.
+pub const TMP_MARK: &str = ".warden-tmp.";
+
+/// A temporary path beside `target`: `.<name>.warden-tmp.<pid>.<n>`.
+pub fn temp_path_for(target: &Path) -> PathBuf {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = format!(".{name}{TMP_MARK}{}.{n}", std::process::id());
+    target.with_file_name(tmp)
+}
+
+/// The process id encoded in a temporary name made by [`temp_path_for`], if `name` is one.
+pub fn temp_owner(name: &str) -> Option<u32> {
+    let (_, rest) = name.split_once(TMP_MARK)?;
+    rest.split('.').next()?.parse().ok()
+}
+
+/// `fsync` of a directory, so that a rename or unlink inside it is durable.
+///
+/// # Errors
+/// The I/O error of opening or syncing the directory.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    File::open(dir)?.sync_all()
+}
+
+/// Parent directory of `path` (`.` for a bare file name).
+pub fn parent_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Writes `bytes` to `target` atomically and durably with permissions `mode`.
+///
+/// # Errors
+/// Any I/O error; the target is then untouched and the temporary file removed.
+pub fn write_atomic(target: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    write_atomic_with(target, mode, |f| f.write_all(bytes))
+}
+
+/// Like [`write_atomic`], with the content produced by `fill` writing into the file.
+///
+/// # Errors
+/// Any I/O error of `fill`, the sync or the rename; the target is then untouched.
+pub fn write_atomic_with(target: &Path, mode: u32, fill: impl FnOnce(&mut File) -> io::Result<()>) -> io::Result<()> {
+    let tmp = temp_path_for(target);
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+            .open(&tmp)?;
+        fill(&mut f)?;
+        f.sync_all()?;
+        drop(f);
+        publish(&tmp, target)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Renames a finished, synced temporary file over `target` and syncs the directory.
+///
+/// # Errors
+/// The I/O error of the rename or the directory sync.
+pub fn publish(tmp: &Path, target: &Path) -> io::Result<()> {
+    std::fs::rename(tmp, target)?;
+    sync_dir(parent_of(target))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_whole_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.json");
+        write_atomic(&p, b"one", 0o600).unwrap();
+        write_atomic(&p, b"two", 0o600).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn failed_fill_keeps_old_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a");
+        write_atomic(&p, b"old", 0o644).unwrap();
+        let e = write_atomic_with(&p, 0o644, |f| {
+            f.write_all(b"partial")?;
+            Err(io::Error::other("injected"))
+        });
+        assert!(e.is_err());
+        assert_eq!(std::fs::read(&p).unwrap(), b"old");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn temp_names_carry_the_owner() {
+        let t = temp_path_for(Path::new("/x/db-20261125-pre.sqlite"));
+        let name = t.file_name().unwrap().to_str().unwrap();
+        assert!(name.starts_with('.'));
+        assert_eq!(temp_owner(name), Some(std::process::id()));
+        assert_eq!(temp_owner("db.sqlite"), None);
+    }
+}

@@ -1,0 +1,347 @@
+//! `warden run`, `warden backup`, `warden prune`: rendering of the session library.
+
+use std::ffi::OsString;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use clap::Args as ClapArgs;
+use sqlite_warden::config::{self, Overrides, Settings};
+use sqlite_warden::session::backup::{BackupOptions, BackupStore, CheckMode};
+use sqlite_warden::session::health::HealthArtifact;
+use sqlite_warden::session::progress::{Phase, Progress};
+use sqlite_warden::session::retention::Plan;
+use sqlite_warden::session::run::{RunEvent, RunOptions, SignalForwarder};
+use sqlite_warden::session::{BackupKind, prune};
+
+use super::CliError;
+
+/// Settings shared by the session commands; each overrides the same key of `warden.toml`.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct SettingsArgs {
+    /// Config file (default: $WARDEN_CONFIG, else ./warden.toml if present).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The database (`database` in warden.toml).
+    #[arg(long, value_name = "PATH")]
+    db: Option<PathBuf>,
+    /// Allow a missing or empty database: the engine creates it (first run only).
+    #[arg(long)]
+    create: bool,
+    /// Backup directory (default: <db>.warden/backups).
+    #[arg(long, value_name = "DIR")]
+    backup_dir: Option<PathBuf>,
+    /// Session artifact directory (default: <db>.warden/sessions).
+    #[arg(long, value_name = "DIR")]
+    session_dir: Option<PathBuf>,
+    /// Audit log directory (default: $WARDEN_AUDIT_DIR, $XDG_STATE_HOME/sqlite-warden, ...).
+    #[arg(long, value_name = "DIR")]
+    audit_dir: Option<PathBuf>,
+    /// The gate's check: `full` (integrity_check, default) or `quick` (quick_check).
+    #[arg(long, value_enum)]
+    check: Option<CheckArg>,
+    /// The gate's time budget (`90s`, `30m`, `none`); exceeding it fails the gate.
+    #[arg(long, value_name = "DURATION")]
+    gate_budget: Option<String>,
+    /// Retention: keep the N newest verified backups.
+    #[arg(long, value_name = "N")]
+    keep_last: Option<u32>,
+    /// Retention: keep the newest backup of each of the last N hours that have one.
+    #[arg(long, value_name = "N")]
+    keep_hourly: Option<u32>,
+    /// Retention: ... of each of the last N days.
+    #[arg(long, value_name = "N")]
+    keep_daily: Option<u32>,
+    /// Retention: ... of each of the last N ISO weeks.
+    #[arg(long, value_name = "N")]
+    keep_weekly: Option<u32>,
+    /// Retention: ... of each of the last N months.
+    #[arg(long, value_name = "N")]
+    keep_monthly: Option<u32>,
+    /// Retention: drop the oldest unprotected backups beyond this many bytes in total.
+    #[arg(long, value_name = "BYTES")]
+    max_total_bytes: Option<u64>,
+}
+
+/// `--check` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum CheckArg {
+    /// `PRAGMA integrity_check`.
+    Full,
+    /// `PRAGMA quick_check`.
+    Quick,
+}
+
+impl SettingsArgs {
+    fn resolve(self, command: Vec<OsString>) -> Result<Settings, CliError> {
+        let file = config::discover(self.config.as_deref());
+        let o = Overrides {
+            database: self.db,
+            create: self.create,
+            backup_dir: self.backup_dir,
+            session_dir: self.session_dir,
+            audit_dir: self.audit_dir,
+            check: self.check.map(|c| match c {
+                CheckArg::Full => CheckMode::Full,
+                CheckArg::Quick => CheckMode::Quick,
+            }),
+            budget: self.gate_budget,
+            keep_last: self.keep_last,
+            keep_hourly: self.keep_hourly,
+            keep_daily: self.keep_daily,
+            keep_weekly: self.keep_weekly,
+            keep_monthly: self.keep_monthly,
+            max_total_bytes: self.max_total_bytes,
+            command,
+        };
+        Ok(Settings::resolve(file.as_deref(), o)?)
+    }
+}
+
+/// Progress on a terminal: one line on stderr, redrawn at most ten times a second.
+struct TermProgress {
+    last: Mutex<(Instant, Option<Phase>)>,
+}
+
+impl TermProgress {
+    fn new_if_terminal(quiet: bool) -> Option<Arc<dyn Progress>> {
+        (!quiet && std::io::stderr().is_terminal())
+            .then(|| Arc::new(TermProgress { last: Mutex::new((Instant::now(), None)) }) as Arc<dyn Progress>)
+    }
+}
+
+impl Progress for TermProgress {
+    fn update(&self, phase: Phase, done: u64, total: u64) {
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        let finished = total > 0 && done >= total;
+        if last.1 == Some(phase) && last.0.elapsed().as_millis() < 100 && !finished {
+            return;
+        }
+        *last = (Instant::now(), Some(phase));
+        let pct = done.saturating_mul(100).checked_div(total).unwrap_or(0);
+        let what = match phase {
+            Phase::Copy => "copying",
+            Phase::Check => "checking (estimate)",
+            Phase::Hash => "hashing",
+            Phase::Scan => "scanning",
+        };
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "\r\x1b[K  warden: {what} {pct:>3}%");
+        if finished {
+            let _ = write!(err, "\r\x1b[K");
+        }
+        let _ = err.flush();
+    }
+}
+
+fn clear_progress_line(p: Option<&Arc<dyn Progress>>) {
+    if p.is_some() {
+        eprint!("\r\x1b[K");
+    }
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+}
+
+fn short_hash(h: &str) -> &str {
+    h.get(..12).unwrap_or(h)
+}
+
+/// `warden run`.
+pub fn run_cmd(args: SettingsArgs, command: Vec<OsString>, json: bool, quiet: bool) -> Result<ExitCode, CliError> {
+    let settings = args.resolve(command)?;
+    if settings.command.is_empty() {
+        return Err(CliError::Usage(
+            "no engine command: give it after `--` (warden run -- /path/to/engine ARGS) or as [engine] command in warden.toml"
+                .into(),
+        ));
+    }
+    let guard = settings.guard()?;
+    let signals = SignalForwarder::install()
+        .map_err(|source| CliError::Io { context: "installing signal handlers".into(), source })?;
+    let mut config = settings.session_config(guard);
+    let progress = TermProgress::new_if_terminal(quiet);
+    config.progress.clone_from(&progress);
+    let say = |s: String| {
+        if !quiet {
+            eprintln!("warden: {s}");
+        }
+    };
+    say(format!("session on {}", settings.database.display()));
+    let opts = RunOptions { command: settings.command.clone() };
+    let report = sqlite_warden::session::run::run(config, &opts, &signals, &mut |ev| match ev {
+        RunEvent::Ready(s) => {
+            clear_progress_line(progress.as_ref());
+            let a = s.artifact();
+            if let Some(v) = &a.storage {
+                say(format!("storage: {} ({})", v.kind, v.describe()));
+            }
+            if let Some(g) = &a.gate {
+                say(format!("gate {} in {} ms", g.summary(), g.duration_ms));
+            }
+            if let Some(b) = &a.pre_backup {
+                say(format!(
+                    "pre-session backup: {} ({}, sha256 {}…)",
+                    b.path.display(),
+                    human_bytes(b.size),
+                    short_hash(&b.sha256)
+                ));
+            }
+            say(format!("session {} holds the writer lock; starting the engine", s.id()));
+        }
+        RunEvent::EngineStarted { pid } => say(format!("engine running as pid {pid}")),
+        RunEvent::Forwarded(sig) => say(format!("forwarded {sig} to the engine")),
+        RunEvent::EngineExited(o) => say(match (o.exit_code, o.signal) {
+            (Some(0), _) => "engine exited cleanly (0); taking the post-session backup".into(),
+            (Some(c), _) => format!("engine exited with status {c}; taking a post-crash copy"),
+            (None, Some(s)) => format!("engine killed by signal {s}; taking a post-crash copy"),
+            _ => "engine ended".into(),
+        }),
+    });
+    clear_progress_line(progress.as_ref());
+    render_final(&report.artifact, report.artifact_path.as_deref(), report.error.as_deref(), quiet);
+    if json {
+        println!("{}", serde_json::to_string(&report.artifact).unwrap_or_default());
+    }
+    Ok(ExitCode::from(u8::try_from(report.exit_code.clamp(0, 255)).unwrap_or(70)))
+}
+
+fn render_final(a: &HealthArtifact, path: Option<&std::path::Path>, error: Option<&str>, quiet: bool) {
+    if let Some(e) = error {
+        eprintln!("warden: {}", e.replace('\n', "\nwarden: "));
+    }
+    if quiet {
+        return;
+    }
+    if let Some(p) = &a.post_backup {
+        match (&p.backup, &p.error) {
+            (Some(b), _) if p.ok => eprintln!(
+                "warden: post-session backup: {} ({}, sha256 {}…)",
+                b.path.display(),
+                human_bytes(b.size),
+                short_hash(&b.sha256)
+            ),
+            (Some(b), _) => eprintln!(
+                "warden: post-crash copy (never counted as a good backup): {} [{}]",
+                b.path.display(),
+                p.integrity.as_deref().unwrap_or("not checked")
+            ),
+            (None, Some(e)) => eprintln!("warden: no post-session backup: {e}"),
+            _ => {}
+        }
+    }
+    if let Some(r) = &a.retention {
+        match &r.error {
+            Some(e) => eprintln!("warden: retention failed: {e}"),
+            None => eprintln!(
+                "warden: retention: kept {}, removed {} (freed {})",
+                r.kept,
+                r.removed.len(),
+                human_bytes(r.freed_bytes)
+            ),
+        }
+    }
+    let status = serde_json::to_value(a.status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+    match path {
+        Some(p) => eprintln!("warden: session {} {status}; artifact {}", a.session_id, p.display()),
+        None => eprintln!("warden: session {status}; no artifact could be written"),
+    }
+}
+
+/// `warden backup`: a manual verified backup, safe while the engine runs.
+pub fn backup_cmd(args: SettingsArgs, json: bool, quiet: bool) -> Result<ExitCode, CliError> {
+    let settings = args.resolve(Vec::new())?;
+    let guard = settings.guard()?;
+    let store = BackupStore::new(&settings.backup_dir, &settings.database);
+    let progress = TermProgress::new_if_terminal(quiet);
+    let opts = BackupOptions {
+        kind: Some(BackupKind::Manual),
+        check: settings.check,
+        check_budget: settings.budget,
+        guard: Some(guard),
+        progress: progress.clone(),
+        ..Default::default()
+    };
+    let out = store.take(&settings.database, &opts)?;
+    clear_progress_line(progress.as_ref());
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "verified": out.integrity.ok,
+                "published": out.published.as_ref().map(|r| &r.path),
+                "manifest": out.manifest,
+            })
+        );
+    } else if let Some(r) = &out.published {
+        println!("{}", r.path.display());
+        if !quiet {
+            eprintln!(
+                "warden: verified backup of {} ({}, sha256 {}, {})",
+                settings.database.display(),
+                human_bytes(r.manifest.size),
+                r.manifest.sha256,
+                out.integrity.summary()
+            );
+        }
+    }
+    if out.integrity.ok {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "warden: the copy of {} FAILED its check and was discarded: {}\nwarden: (hint: the database itself is probably damaged; run `warden run` only after restoring a verified backup)",
+            settings.database.display(),
+            out.integrity.summary()
+        );
+        Ok(ExitCode::from(65))
+    }
+}
+
+/// `warden prune`: applies retention (or shows what it would do).
+pub fn prune_cmd(args: SettingsArgs, dry_run: bool, json: bool) -> Result<ExitCode, CliError> {
+    let settings = args.resolve(Vec::new())?;
+    let store = BackupStore::new(&settings.backup_dir, &settings.database);
+    let protected = sqlite_warden::session::protected_by_latest_session(&settings.session_dir, &settings.database);
+    let plan = prune::prune(&store, &settings.retention, &protected, dry_run)?;
+    if json {
+        println!("{}", serde_json::json!({ "dry_run": dry_run, "plan": plan }));
+    } else {
+        print_plan(&plan, dry_run);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_plan(plan: &Plan, dry_run: bool) {
+    if plan.decisions.is_empty() {
+        println!("no backups");
+        return;
+    }
+    let verb = if dry_run { "would remove" } else { "removed" };
+    for d in &plan.decisions {
+        let action = if d.keep {
+            "keep  "
+        } else if dry_run {
+            "DROP  "
+        } else {
+            "DROPPED"
+        };
+        println!("{action} {}  {:>10}  {}", d.id, human_bytes(d.size), d.detail);
+    }
+    println!(
+        "{} kept ({}), {} {verb} ({})",
+        plan.kept().count(),
+        human_bytes(plan.kept_bytes()),
+        plan.dropped().count(),
+        human_bytes(plan.freed_bytes())
+    );
+}

@@ -1,0 +1,1124 @@
+//! Verified backups and the directory that holds them.
+//!
+//! Owns: taking a consistent copy of a database set, checking it, hashing it, describing it
+//! in a manifest and publishing both atomically; listing, hash-verifying and removing
+//! backups; recovering the leftovers of a killed run. Does not own: which backups to keep
+//! ([`super::retention`]), when to take them ([`super::Session`]), or the raw header and WAL
+//! scans ([`super::scan`]).
+//!
+//! # How a backup is taken
+//! 1. The store's lock (`.warden-store.lock`, `flock`) is taken, so a backup, a prune and a
+//!    recovery never interleave, then leftovers of killed runs are removed (temporary files,
+//!    a data file whose manifest was never published, a manifest whose data file is gone).
+//! 2. Free space is checked: the copy needs the database plus its `-wal`, plus 10 %.
+//! 3. The copy:
+//!    - a database that is a single file (no `-wal`, no `-journal`) is copied with SQLite's
+//!      online backup API from a read-only tooling connection, in **one step** when a writer
+//!      may be live (a stepped backup restarts on every foreign commit and may never end),
+//!      in steps with progress when the caller holds the writer lock and no engine runs;
+//!    - a set with a `-wal` or `-journal` (a crashed or running engine) is, when the caller
+//!      holds the writer lock with no engine running, copied byte for byte into a private
+//!      scratch directory (never its `-shm`), and SQLite recovers the *copy*: the original is
+//!      never opened read-write and its `-shm` is never rewritten. Sizes, times and inodes
+//!      are compared before and after: a set that changed under the copy is refused.
+//!      Without the writer lock, the backup API is used (SQLite's own locking).
+//! 4. The copy is switched to `journal_mode=DELETE`, so it is one self-contained file.
+//! 5. Verification, on two cores at once: `PRAGMA integrity_check` (or `quick_check`) and
+//!    `PRAGMA foreign_key_check` on a **read-write** connection to the private copy (a
+//!    read-only connection skips CHECK constraints), and SHA-256 of the file plus `fsync`.
+//!    Any error, interruption or timeout is a failed check, never a pass.
+//! 6. Publication: the data file is renamed into place, then its manifest is written
+//!    atomically, then the directory is synced. A backup is listed only when its manifest
+//!    exists; it counts as good only when the manifest says `verified` (see
+//!    [`Manifest::is_good`]).
+//!
+//! Files are `0600` in a `0700` directory: a backup holds everything the database holds.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OpenFlags};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::atomic::{self, TMP_MARK};
+use crate::connect::{ToolOptions, open_tool};
+use crate::error::OpenError;
+use crate::session::BackupKind;
+use crate::session::progress::{Phase, Progress};
+use crate::vfs::Guard;
+
+/// Suffix of backup data files.
+pub const DATA_EXT: &str = "sqlite";
+/// Suffix of manifests.
+pub const MANIFEST_EXT: &str = "json";
+const STORE_LOCK: &str = ".warden-store.lock";
+const SCRATCH_PREFIX: &str = ".scratch";
+
+/// How thoroughly a copy is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckMode {
+    /// `PRAGMA integrity_check`: every b-tree, every index entry against its table, UNIQUE,
+    /// CHECK and NOT NULL constraints. O(N log N). The default.
+    #[default]
+    Full,
+    /// `PRAGMA quick_check`: the same minus index-versus-table and UNIQUE checks. O(N),
+    /// roughly five times faster; for very large databases with a nightly full check.
+    Quick,
+}
+
+impl CheckMode {
+    fn pragma(self) -> &'static str {
+        match self {
+            CheckMode::Full => "integrity_check",
+            CheckMode::Quick => "quick_check",
+        }
+    }
+}
+
+/// The result of checking a copy. A failed check is a report, not an error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntegrityReport {
+    /// Which pragma ran.
+    pub mode: CheckMode,
+    /// True only when the pragma returned exactly one row, `ok`, and no foreign key is
+    /// violated, and nothing failed or timed out.
+    pub ok: bool,
+    /// The pragma's rows (at most 100, SQLite's own cap), or the error it raised.
+    pub messages: Vec<String>,
+    /// Rows of `PRAGMA foreign_key_check`.
+    pub foreign_key_violations: u64,
+    /// The first few violations, as `table rowid -> parent`.
+    pub foreign_key_messages: Vec<String>,
+    /// Set when the check could not run to the end (an error, the time budget, a cancel).
+    pub error: Option<String>,
+    /// The time budget ran out (the check fails closed).
+    pub timed_out: bool,
+    /// Wall time of the check.
+    pub duration_ms: u64,
+}
+
+impl IntegrityReport {
+    fn failed(mode: CheckMode, error: String, started: Instant) -> Self {
+        IntegrityReport {
+            mode,
+            ok: false,
+            messages: vec![error.clone()],
+            foreign_key_violations: 0,
+            foreign_key_messages: Vec::new(),
+            error: Some(error),
+            timed_out: false,
+            duration_ms: ms(started.elapsed()),
+        }
+    }
+
+    /// One line: `ok`, or the first problem.
+    pub fn summary(&self) -> String {
+        if self.ok {
+            return format!("{}: ok", self.mode.pragma());
+        }
+        if self.timed_out {
+            return format!("{}: timed out after {} ms (fails closed)", self.mode.pragma(), self.duration_ms);
+        }
+        if let Some(first) = self.messages.iter().find(|m| m.as_str() != "ok") {
+            let more = self.messages.len().saturating_sub(1);
+            let more = if more > 0 { format!(" (+{more} more)") } else { String::new() };
+            return format!("{}: {first}{more}", self.mode.pragma());
+        }
+        format!(
+            "foreign_key_check: {} violation(s), first: {}",
+            self.foreign_key_violations,
+            self.foreign_key_messages.first().map(String::as_str).unwrap_or("?")
+        )
+    }
+}
+
+/// What a backup's manifest records. Schema 1; readers ignore unknown fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Manifest schema version.
+    pub schema: u32,
+    /// The backup's id (the file stem).
+    pub id: String,
+    /// The data file's name, in the same directory.
+    pub file: String,
+    /// Why it was taken.
+    pub kind: BackupKind,
+    /// When the copy was taken (RFC 3339 UTC).
+    pub created: String,
+    /// The database it copies.
+    pub source: PathBuf,
+    /// The session it belongs to.
+    pub session_id: Option<String>,
+    /// Size of the data file in bytes.
+    pub size: u64,
+    /// Page size of the copy.
+    pub page_size: u32,
+    /// Page count of the copy.
+    pub page_count: u64,
+    /// SHA-256 of the data file, lowercase hex.
+    pub sha256: String,
+    /// The check of the copy.
+    pub integrity: IntegrityReport,
+    /// The copy passed its check and its hash is recorded: it may be restored.
+    pub verified: bool,
+    /// How the copy was made: `backup_api` or `private_copy_recovered`.
+    pub method: String,
+    /// Bytes of `-wal` and `-journal` beside the source when it was copied.
+    pub source_sidecar_bytes: u64,
+    /// Durations of the phases.
+    pub timings: Timings,
+    /// SQLite that made and checked the copy.
+    pub sqlite_version: String,
+    /// warden that made it.
+    pub warden_version: String,
+    /// Host that made it.
+    pub host: String,
+}
+
+impl Manifest {
+    /// A backup that may be restored as a known-good state: verified, and not a post-crash
+    /// copy.
+    pub fn is_good(&self) -> bool {
+        self.verified && self.kind.can_be_good()
+    }
+
+    /// When it was taken.
+    pub fn created_at(&self) -> Option<jiff::Timestamp> {
+        self.created.parse().ok()
+    }
+}
+
+/// Phase durations of one backup, in milliseconds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timings {
+    /// Copying.
+    pub copy_ms: u64,
+    /// Integrity check (runs beside hashing).
+    pub check_ms: u64,
+    /// Hash and fsync (runs beside the check).
+    pub hash_ms: u64,
+    /// Everything, lock to publication.
+    pub total_ms: u64,
+}
+
+/// A published backup: its manifest and where its files are.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackupRecord {
+    /// The manifest as published.
+    pub manifest: Manifest,
+    /// The data file.
+    pub path: PathBuf,
+    /// The manifest file.
+    pub manifest_path: PathBuf,
+}
+
+/// How to take one backup.
+#[derive(Clone, Default)]
+pub struct BackupOptions {
+    /// Why.
+    pub kind: Option<BackupKind>,
+    /// The session it belongs to.
+    pub session_id: Option<String>,
+    /// The check to run on the copy.
+    pub check: CheckMode,
+    /// Give up the check after this long (fails closed); `None` for no limit.
+    pub check_budget: Option<Duration>,
+    /// The caller holds the database's writer lock and no engine is running: the copy may
+    /// be made in steps (with progress) and a set with a `-wal`/`-journal` may be copied
+    /// privately and recovered. Never set it while an engine may be writing.
+    pub writer_lock_held: bool,
+    /// The guard whose tooling VFS reads the source (its audit log records the read);
+    /// `None` uses the default guard.
+    pub guard: Option<Guard>,
+    /// Set to stop early (the backup then fails with [`BackupError::Cancelled`]).
+    pub cancel: Option<Arc<AtomicBool>>,
+    /// Keep the copy even when its check fails, published as unverified (for post-crash
+    /// evidence); otherwise a failed copy is discarded and only its report is returned.
+    pub keep_unverified: bool,
+    /// Where progress goes.
+    pub progress: Option<Arc<dyn Progress>>,
+}
+
+impl std::fmt::Debug for BackupOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackupOptions")
+            .field("kind", &self.kind)
+            .field("session_id", &self.session_id)
+            .field("check", &self.check)
+            .field("check_budget", &self.check_budget)
+            .field("writer_lock_held", &self.writer_lock_held)
+            .field("keep_unverified", &self.keep_unverified)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What [`BackupStore::take`] produced.
+#[derive(Debug, Clone)]
+pub struct BackupOutcome {
+    /// The check of the copy (also in the manifest when published).
+    pub integrity: IntegrityReport,
+    /// The published backup: `Some` when verified, or when kept unverified on request.
+    pub published: Option<BackupRecord>,
+    /// The manifest that was (or would have been) written.
+    pub manifest: Manifest,
+}
+
+/// Why a backup could not be taken. A copy that fails its check is not an error: see
+/// [`BackupOutcome::integrity`].
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    /// Not enough free space for the copy.
+    #[error(
+        "not enough space for a backup in `{dir}`: need {needed} bytes, {available} free\n(hint: free space there, lower retention, or point backups at another local disk)"
+    )]
+    NoSpace {
+        /// The backup directory.
+        dir: PathBuf,
+        /// Bytes needed.
+        needed: u64,
+        /// Bytes available.
+        available: u64,
+    },
+    /// The disk filled up during the copy; nothing was published and the previous backups
+    /// are untouched.
+    #[error(
+        "the disk holding `{dir}` filled up during the backup; nothing was published and earlier backups are untouched\n(hint: free space or lower retention, then retry)"
+    )]
+    DiskFull {
+        /// The backup directory.
+        dir: PathBuf,
+    },
+    /// The source could not be opened through the guard.
+    #[error("cannot read `{db}` for a backup: {source}")]
+    Source {
+        /// The database.
+        db: PathBuf,
+        /// Why.
+        #[source]
+        source: OpenError,
+    },
+    /// The database is missing.
+    #[error("`{db}` does not exist; there is nothing to back up")]
+    Missing {
+        /// The database.
+        db: PathBuf,
+    },
+    /// The set has a hot journal or WAL and the caller does not hold the writer lock.
+    #[error(
+        "`{db}` has a hot rollback journal: an engine is mid-transaction or died\n(hint: run the backup inside a session (`warden run`), which holds the writer lock and recovers a private copy)"
+    )]
+    HotJournal {
+        /// The database.
+        db: PathBuf,
+    },
+    /// The set changed while it was being copied privately, though the writer lock was held:
+    /// something writes it outside warden.
+    #[error(
+        "`{db}` changed while warden copied it, although warden holds its writer lock: something writes it outside warden\n(hint: find it with `fuser -v {db}*`; the engine must be the only writer)"
+    )]
+    Changing {
+        /// The database.
+        db: PathBuf,
+    },
+    /// A SQLite call failed.
+    #[error("{action} `{path}`: {source}")]
+    Sqlite {
+        /// What was being done.
+        action: &'static str,
+        /// On which file.
+        path: PathBuf,
+        /// SQLite's error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// A file operation failed.
+    #[error("{action} `{path}`: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// On which file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+    /// Stopped on request.
+    #[error("backup of `{db}` cancelled")]
+    Cancelled {
+        /// The database.
+        db: PathBuf,
+    },
+}
+
+impl BackupError {
+    /// True for the disk-space errors (exit code 74 at the CLI).
+    pub fn is_space(&self) -> bool {
+        matches!(self, BackupError::NoSpace { .. } | BackupError::DiskFull { .. })
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn io_err<'a>(action: &'static str, path: &'a Path) -> impl Fn(io::Error) -> BackupError + 'a {
+    move |source| BackupError::Io { action, path: path.to_owned(), source }
+}
+
+/// The directory of one database's backups.
+#[derive(Debug, Clone)]
+pub struct BackupStore {
+    dir: PathBuf,
+    stem: String,
+}
+
+/// Holds the store's lock while alive.
+#[derive(Debug)]
+pub struct StoreLock {
+    _lock: nix::fcntl::Flock<File>,
+}
+
+/// What [`BackupStore::recover`] cleaned up.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Recovered {
+    /// Leftover temporary files and scratch directories removed.
+    pub temp_removed: Vec<PathBuf>,
+    /// Data files whose manifest was never published, removed (they were never listed).
+    pub orphan_data_removed: Vec<PathBuf>,
+    /// Manifests whose data file is gone, removed.
+    pub orphan_manifests_removed: Vec<PathBuf>,
+}
+
+impl Recovered {
+    /// Nothing was found.
+    pub fn is_empty(&self) -> bool {
+        self.temp_removed.is_empty() && self.orphan_data_removed.is_empty() && self.orphan_manifests_removed.is_empty()
+    }
+}
+
+/// A set's sidecars and identity, to notice changes during a private copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SetState(Vec<Option<(u64, i64, i64, u64)>>);
+
+/// `db` with `suffix` appended (`-wal`, `-journal`, `-shm`).
+pub fn sidecar(db: &Path, suffix: &str) -> PathBuf {
+    let mut s = db.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+fn set_state(db: &Path) -> SetState {
+    let files = [db.to_owned(), sidecar(db, "-wal"), sidecar(db, "-journal")];
+    SetState(
+        files
+            .iter()
+            .map(|p| std::fs::metadata(p).ok().map(|m| (m.len(), m.mtime(), m.mtime_nsec(), m.ino())))
+            .collect(),
+    )
+}
+
+fn nonempty(p: &Path) -> bool {
+    std::fs::metadata(p).is_ok_and(|m| m.len() > 0)
+}
+
+fn sqlite_version() -> String {
+    rusqlite::version().to_owned()
+}
+
+fn is_disk_full(e: &rusqlite::Error) -> bool {
+    e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
+}
+
+fn io_is_full(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EDQUOT)
+}
+
+/// A pause point for crash tests: when `WARDEN_PAUSE_AT` names `point`, the process says so on
+/// stderr and stops itself (`SIGSTOP`) so a test can `kill -9` it exactly there.
+pub fn pause_point(point: &str) {
+    static AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let at = AT.get_or_init(|| std::env::var("WARDEN_PAUSE_AT").ok());
+    if at.as_deref() == Some(point) {
+        eprintln!("warden: paused at {point} (pid {})", std::process::id());
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP);
+    }
+}
+
+impl BackupStore {
+    /// The store in `dir` for the database `db` (files are named after `db`'s file name).
+    pub fn new(dir: impl Into<PathBuf>, db: &Path) -> Self {
+        let stem = db.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "db".into());
+        BackupStore { dir: dir.into(), stem }
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Creates the directory (`0700`) if needed.
+    ///
+    /// # Errors
+    /// [`BackupError::Io`] when it cannot be created.
+    pub fn ensure_dir(&self) -> Result<(), BackupError> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
+            .map_err(io_err("creating the backup directory", &self.dir))
+    }
+
+    /// Takes the store's lock, waiting for another warden using the store to finish.
+    ///
+    /// # Errors
+    /// [`BackupError::Io`] when the lock file cannot be opened or locked.
+    pub fn lock(&self) -> Result<StoreLock, BackupError> {
+        self.ensure_dir()?;
+        let p = self.dir.join(STORE_LOCK);
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+            .open(&p)
+            .map_err(io_err("opening the store lock", &p))?;
+        let lock = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| BackupError::Io { action: "locking", path: p.clone(), source: e.into() })?;
+        Ok(StoreLock { _lock: lock })
+    }
+
+    fn is_ours(&self, name: &str) -> bool {
+        name.starts_with(&format!("{}-", self.stem))
+    }
+
+    /// Removes what killed runs left behind. Call with the store's lock held.
+    ///
+    /// # Errors
+    /// [`BackupError::Io`] when the directory cannot be read or a leftover removed.
+    pub fn recover(&self, _lock: &StoreLock) -> Result<Recovered, BackupError> {
+        let mut out = Recovered::default();
+        let rd = match std::fs::read_dir(&self.dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(io_err("reading", &self.dir)(e)),
+        };
+        let mut names = Vec::new();
+        for entry in rd {
+            let entry = entry.map_err(io_err("reading", &self.dir))?;
+            names.push(entry.file_name().to_string_lossy().into_owned());
+        }
+        for name in &names {
+            let path = self.dir.join(name);
+            if name.contains(TMP_MARK)
+                && (self.is_ours(name.trim_start_matches('.')) || name.starts_with(SCRATCH_PREFIX))
+            {
+                // The store lock is held, so no live warden owns a temporary file here.
+                let r = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+                r.map_err(io_err("removing leftover", &path))?;
+                out.temp_removed.push(path);
+            }
+        }
+        for name in &names {
+            if !self.is_ours(name) || name.contains(TMP_MARK) {
+                continue;
+            }
+            let path = self.dir.join(name);
+            if let Some(stem) = name.strip_suffix(&format!(".{DATA_EXT}")) {
+                let m = self.dir.join(format!("{stem}.{MANIFEST_EXT}"));
+                if !m.exists() {
+                    std::fs::remove_file(&path).map_err(io_err("removing unpublished copy", &path))?;
+                    out.orphan_data_removed.push(path);
+                }
+            } else if let Some(stem) = name.strip_suffix(&format!(".{MANIFEST_EXT}")) {
+                let d = self.dir.join(format!("{stem}.{DATA_EXT}"));
+                if !d.exists() {
+                    std::fs::remove_file(&path).map_err(io_err("removing orphan manifest", &path))?;
+                    out.orphan_manifests_removed.push(path);
+                }
+            }
+        }
+        if !out.is_empty() {
+            atomic::sync_dir(&self.dir).map_err(io_err("syncing", &self.dir))?;
+            tracing::warn!(dir = %self.dir.display(), ?out, "recovered leftovers of an interrupted backup or prune");
+        }
+        Ok(out)
+    }
+
+    /// Every published backup of this database, newest first. Manifests that cannot be
+    /// parsed are skipped with a warning (they never count as good).
+    ///
+    /// # Errors
+    /// [`BackupError::Io`] when the directory cannot be read.
+    pub fn list(&self) -> Result<Vec<BackupRecord>, BackupError> {
+        let rd = match std::fs::read_dir(&self.dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err("reading", &self.dir)(e)),
+        };
+        let mut out = Vec::new();
+        for entry in rd {
+            let entry = entry.map_err(io_err("reading", &self.dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !self.is_ours(&name) || name.contains(TMP_MARK) || !name.ends_with(&format!(".{MANIFEST_EXT}")) {
+                continue;
+            }
+            let manifest_path = entry.path();
+            let parsed = std::fs::read(&manifest_path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice::<Manifest>(&b).map_err(|e| e.to_string()));
+            match parsed {
+                Ok(manifest) => {
+                    let path = self.dir.join(&manifest.file);
+                    if path.exists() && !manifest.file.contains('/') {
+                        out.push(BackupRecord { manifest, path, manifest_path });
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(manifest = %manifest_path.display(), error = %e, "unreadable manifest skipped")
+                }
+            }
+        }
+        out.sort_by(|a, b| b.manifest.created.cmp(&a.manifest.created).then(b.manifest.id.cmp(&a.manifest.id)));
+        Ok(out)
+    }
+
+    /// The newest backup that is good ([`Manifest::is_good`]).
+    ///
+    /// # Errors
+    /// As [`BackupStore::list`].
+    pub fn newest_good(&self) -> Result<Option<BackupRecord>, BackupError> {
+        Ok(self.list()?.into_iter().find(|r| r.manifest.is_good()))
+    }
+
+    /// Re-hashes a backup's data file and compares size and SHA-256 with its manifest.
+    ///
+    /// # Errors
+    /// [`BackupError::Io`] when the file cannot be read.
+    pub fn verify_hash(&self, rec: &BackupRecord) -> Result<bool, BackupError> {
+        let md = std::fs::metadata(&rec.path).map_err(io_err("reading", &rec.path))?;
+        if md.len() != rec.manifest.size {
+            return Ok(false);
+        }
+        let (hash, _) = hash_file(&rec.path, None).map_err(io_err("hashing", &rec.path))?;
+        Ok(hash == rec.manifest.sha256)
+    }
+
+    /// Removes a backup: the manifest first (so it is no longer listed), then the data file,
+    /// then the directory is synced. Call with the store's lock held.
+    ///
+    /// # Errors
+    /// [`BackupError::Io`] when a file cannot be removed; a crash in between leaves an
+    /// unlisted data file that [`BackupStore::recover`] removes.
+    pub fn remove(&self, _lock: &StoreLock, rec: &BackupRecord) -> Result<(), BackupError> {
+        std::fs::remove_file(&rec.manifest_path).map_err(io_err("removing", &rec.manifest_path))?;
+        pause_point("remove-between");
+        match std::fs::remove_file(&rec.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err("removing", &rec.path)(e)),
+        }
+        atomic::sync_dir(&self.dir).map_err(io_err("syncing", &self.dir))
+    }
+
+    fn new_id(&self, kind: BackupKind) -> String {
+        let ts = jiff::Timestamp::now().strftime("%Y%m%dT%H%M%S%.3fZ").to_string();
+        let base = format!("{}-{ts}-{}", self.stem, kind.as_str());
+        let mut id = base.clone();
+        let mut n = 1;
+        while self.dir.join(format!("{id}.{MANIFEST_EXT}")).exists()
+            || self.dir.join(format!("{id}.{DATA_EXT}")).exists()
+        {
+            n += 1;
+            id = format!("{base}.{n}");
+        }
+        id
+    }
+
+    /// Free bytes for unprivileged users in the store's directory.
+    ///
+    /// # Errors
+    /// [`BackupError::Io`] when `statvfs` fails.
+    pub fn free_bytes(&self) -> Result<u64, BackupError> {
+        let st = nix::sys::statvfs::statvfs(&self.dir).map_err(|e| BackupError::Io {
+            action: "statvfs",
+            path: self.dir.clone(),
+            source: e.into(),
+        })?;
+        #[allow(clippy::useless_conversion)]
+        Ok(u64::from(st.blocks_available()).saturating_mul(u64::from(st.fragment_size())))
+    }
+
+    /// Bytes a backup of `db` needs: database + `-wal` + `-journal`, plus 10 % and 1 MiB.
+    pub fn space_needed(db: &Path) -> u64 {
+        let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        let raw = size(db) + size(&sidecar(db, "-wal")) + size(&sidecar(db, "-journal"));
+        raw + raw / 10 + (1 << 20)
+    }
+
+    /// Takes, checks, hashes and (when verified, or on request) publishes a backup of `db`.
+    ///
+    /// # Errors
+    /// [`BackupError`] when no copy could be made; a copy that fails its check is reported
+    /// in [`BackupOutcome::integrity`] instead.
+    pub fn take(&self, db: &Path, opts: &BackupOptions) -> Result<BackupOutcome, BackupError> {
+        let started = Instant::now();
+        let kind = opts.kind.unwrap_or(BackupKind::Manual);
+        if !db.exists() {
+            return Err(BackupError::Missing { db: db.to_owned() });
+        }
+        let lock = self.lock()?;
+        self.recover(&lock)?;
+        let needed = Self::space_needed(db);
+        let available = self.free_bytes()?;
+        if available < needed {
+            return Err(BackupError::NoSpace { dir: self.dir.clone(), needed, available });
+        }
+        let id = self.new_id(kind);
+        let final_path = self.dir.join(format!("{id}.{DATA_EXT}"));
+        let tmp = atomic::temp_path_for(&final_path);
+        let guard_tmp =
+            TempGuard(vec![tmp.clone(), sidecar(&tmp, "-journal"), sidecar(&tmp, "-wal"), sidecar(&tmp, "-shm")]);
+        let full = |e: BackupError| match &e {
+            BackupError::Sqlite { source, .. } if is_disk_full(source) => {
+                BackupError::DiskFull { dir: self.dir.clone() }
+            }
+            BackupError::Io { source, .. } if io_is_full(source) => BackupError::DiskFull { dir: self.dir.clone() },
+            _ => e,
+        };
+
+        let sidecar_bytes = [sidecar(db, "-wal"), sidecar(db, "-journal")]
+            .iter()
+            .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+            .sum();
+        let copy_started = Instant::now();
+        let method = self.copy(db, &tmp, opts).map_err(full)?;
+        pause_point("backup-copied");
+        finalize_copy(&tmp).map_err(full)?;
+        let copy_ms = ms(copy_started.elapsed());
+        check_cancel(opts, db)?;
+
+        let (integrity, sha256, hash_ms, (page_size, page_count)) = verify_copy(&tmp, opts).map_err(full)?;
+        check_cancel(opts, db)?;
+        pause_point("backup-verified");
+        let size = std::fs::metadata(&tmp).map_err(io_err("reading", &tmp))?.len();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).map_err(io_err("chmod", &tmp))?;
+        let verified = integrity.ok;
+        let kind = if !verified && kind == BackupKind::Post { BackupKind::PostCrash } else { kind };
+        let manifest = Manifest {
+            schema: 1,
+            id: id.clone(),
+            file: format!("{id}.{DATA_EXT}"),
+            kind,
+            created: crate::identity::now_rfc3339(),
+            source: db.to_owned(),
+            session_id: opts.session_id.clone(),
+            size,
+            page_size,
+            page_count,
+            sha256,
+            integrity: integrity.clone(),
+            verified,
+            method: method.to_owned(),
+            source_sidecar_bytes: sidecar_bytes,
+            timings: Timings { copy_ms, check_ms: integrity.duration_ms, hash_ms, total_ms: ms(started.elapsed()) },
+            sqlite_version: sqlite_version(),
+            warden_version: env!("CARGO_PKG_VERSION").to_owned(),
+            host: crate::identity::ProcessIdentity::current().host,
+        };
+        if !verified && !opts.keep_unverified {
+            return Ok(BackupOutcome { integrity, published: None, manifest });
+        }
+        std::fs::rename(&tmp, &final_path).map_err(io_err("publishing", &final_path))?;
+        pause_point("backup-data-renamed");
+        let manifest_path = self.dir.join(format!("{id}.{MANIFEST_EXT}"));
+        let bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| io_err("encoding", &manifest_path)(e.into()))?;
+        atomic::write_atomic(&manifest_path, &bytes, 0o600).map_err(io_err("writing", &manifest_path)).map_err(full)?;
+        pause_point("backup-published");
+        drop(guard_tmp);
+        drop(lock);
+        Ok(BackupOutcome {
+            integrity,
+            published: Some(BackupRecord { manifest: manifest.clone(), path: final_path, manifest_path }),
+            manifest,
+        })
+    }
+
+    fn copy(&self, db: &Path, tmp: &Path, opts: &BackupOptions) -> Result<&'static str, BackupError> {
+        let has_sidecars = nonempty(&sidecar(db, "-wal")) || sidecar(db, "-journal").exists();
+        if has_sidecars && opts.writer_lock_held {
+            self.private_copy(db, tmp, opts)?;
+            return Ok("private_copy_recovered");
+        }
+        match backup_api(db, tmp, opts) {
+            Err(BackupError::Sqlite { source, .. }) if is_hot_journal(&source) => {
+                Err(BackupError::HotJournal { db: db.to_owned() })
+            }
+            other => other.map(|()| "backup_api"),
+        }
+    }
+
+    /// Copies db + `-wal` + `-journal` (never `-shm`) into a scratch directory, lets SQLite
+    /// recover the copy, and moves the recovered file to `tmp`.
+    fn private_copy(&self, db: &Path, tmp: &Path, opts: &BackupOptions) -> Result<(), BackupError> {
+        let scratch = self.dir.join(format!("{SCRATCH_PREFIX}{TMP_MARK}{}.{}", std::process::id(), unique()));
+        std::fs::DirBuilder::new().mode(0o700).create(&scratch).map_err(io_err("creating", &scratch))?;
+        let _cleanup = TempGuard(vec![scratch.clone()]);
+        let copy_db = scratch.join("db");
+        for attempt in 0..2 {
+            let before = set_state(db);
+            for (suffix, required) in [("", true), ("-wal", false), ("-journal", false)] {
+                let from = sidecar(db, suffix);
+                let to = sidecar(&copy_db, suffix);
+                let _ = std::fs::remove_file(&to);
+                match std::fs::copy(&from, &to) {
+                    Ok(_) => {}
+                    Err(e) if !required && e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_err("copying", &from)(e)),
+                }
+                check_cancel(opts, db)?;
+            }
+            if set_state(db) == before {
+                break;
+            }
+            if attempt == 1 {
+                return Err(BackupError::Changing { db: db.to_owned() });
+            }
+        }
+        if let Some(p) = &opts.progress {
+            p.update(Phase::Copy, 1, 1);
+        }
+        // Opening the copy read-write lets SQLite roll back the hot journal or replay the
+        // WAL into the copy, exactly as the engine would at its next open.
+        let sq = |action: &'static str| {
+            let path = copy_db.clone();
+            move |source| BackupError::Sqlite { action, path, source }
+        };
+        let conn = Connection::open_with_flags_and_vfs(
+            &copy_db,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            c"unix",
+        )
+        .map_err(sq("opening the private copy"))?;
+        let mode: String =
+            conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).map_err(sq("recovering the private copy"))?;
+        if mode.eq_ignore_ascii_case("wal") {
+            let (busy, _, _): (i64, i64, i64) = conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .map_err(sq("checkpointing the private copy"))?;
+            if busy != 0 {
+                return Err(BackupError::Sqlite {
+                    action: "checkpointing the private copy",
+                    path: copy_db.clone(),
+                    source: rusqlite::Error::SqliteFailure(
+                        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+                        Some("checkpoint incomplete".into()),
+                    ),
+                });
+            }
+        }
+        drop(conn);
+        std::fs::rename(&copy_db, tmp).map_err(io_err("moving the private copy", tmp))?;
+        Ok(())
+    }
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::AtomicU64;
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+fn check_cancel(opts: &BackupOptions, db: &Path) -> Result<(), BackupError> {
+    if opts.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+        return Err(BackupError::Cancelled { db: db.to_owned() });
+    }
+    Ok(())
+}
+
+fn is_hot_journal(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if f.extended_code == rusqlite::ffi::SQLITE_READONLY_ROLLBACK
+            || f.extended_code == rusqlite::ffi::SQLITE_READONLY_RECOVERY)
+}
+
+/// Removes the listed paths on drop (files or directories), unless they were moved away.
+struct TempGuard(Vec<PathBuf>);
+
+impl Drop for TempGuard {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            if p.is_dir() {
+                let _ = std::fs::remove_dir_all(p);
+            } else {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
+}
+
+/// The online backup API from a read-only tooling connection into `tmp`.
+fn backup_api(db: &Path, tmp: &Path, opts: &BackupOptions) -> Result<(), BackupError> {
+    let src = open_tool(db, &ToolOptions { guard: opts.guard.clone(), ..Default::default() })
+        .map_err(|source| BackupError::Source { db: db.to_owned(), source })?;
+    let sq = |action: &'static str, path: &Path| {
+        let path = path.to_owned();
+        move |source| BackupError::Sqlite { action, path: path.clone(), source }
+    };
+    let mut dst = Connection::open_with_flags_and_vfs(
+        tmp,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        c"unix",
+    )
+    .map_err(sq("creating", tmp))?;
+    // The destination is a brand-new private file: no journal and no syncs while copying
+    // (it is synced once, whole, after verification).
+    dst.execute_batch("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;").map_err(sq("preparing", tmp))?;
+    let backup = rusqlite::backup::Backup::new(&src, &mut dst).map_err(sq("starting the backup of", db))?;
+    // One step when a writer may be live: a stepped backup restarts at every foreign commit.
+    // In steps (with progress) when the caller holds the writer lock: nothing can restart it.
+    let pages: std::ffi::c_int = if opts.writer_lock_held { 4096 } else { -1 };
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        check_cancel(opts, db)?;
+        use rusqlite::backup::StepResult;
+        match backup.step(pages).map_err(sq("copying", db))? {
+            StepResult::Done => break,
+            StepResult::More => {}
+            StepResult::Busy | StepResult::Locked => {
+                if Instant::now() > deadline {
+                    return Err(BackupError::Sqlite {
+                        action: "copying (the database stayed locked for 10 minutes)",
+                        path: db.to_owned(),
+                        source: rusqlite::Error::SqliteFailure(
+                            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+                            None,
+                        ),
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            _ => {}
+        }
+        if let Some(p) = &opts.progress {
+            let pr = backup.progress();
+            let total = u64::try_from(pr.pagecount).unwrap_or(0);
+            let done = total.saturating_sub(u64::try_from(pr.remaining).unwrap_or(0));
+            p.update(Phase::Copy, done, total);
+        }
+    }
+    Ok(())
+}
+
+/// Makes the copy one self-contained rollback-journal file (a copy of a WAL database says
+/// WAL in its header).
+fn finalize_copy(tmp: &Path) -> Result<(), BackupError> {
+    let sq = |action: &'static str| move |source| BackupError::Sqlite { action, path: tmp.to_owned(), source };
+    let conn = Connection::open_with_flags_and_vfs(
+        tmp,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        c"unix",
+    )
+    .map_err(sq("opening the copy"))?;
+    let mode: String =
+        conn.query_row("PRAGMA journal_mode=DELETE", [], |r| r.get(0)).map_err(sq("setting journal_mode on"))?;
+    if !mode.eq_ignore_ascii_case("delete") {
+        return Err(BackupError::Sqlite {
+            action: "setting journal_mode=DELETE on",
+            path: tmp.to_owned(),
+            source: rusqlite::Error::InvalidQuery,
+        });
+    }
+    Ok(())
+}
+
+/// Hashes a file (SHA-256, lowercase hex) and `fsync`s it; reports progress as it goes.
+fn hash_file(path: &Path, progress: Option<&dyn Fn(u64)>) -> io::Result<(String, Duration)> {
+    let started = Instant::now();
+    let mut f = File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut done = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        done += n as u64;
+        if let Some(p) = progress {
+            p(done);
+        }
+    }
+    let hex = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    Ok((hex, started.elapsed()))
+}
+
+/// Integrity check (one thread) beside hash + fsync (this thread). Returns the report, the
+/// hash, the hash time, and (page_size, page_count).
+fn verify_copy(tmp: &Path, opts: &BackupOptions) -> Result<(IntegrityReport, String, u64, (u32, u64)), BackupError> {
+    let before = std::fs::metadata(tmp).map_err(io_err("reading", tmp))?;
+    let size = before.len();
+    let tid = Arc::new(std::sync::atomic::AtomicI32::new(0));
+    let check = {
+        let path = tmp.to_owned();
+        let mode = opts.check;
+        let budget = opts.check_budget;
+        let cancel = opts.cancel.clone();
+        let tid = tid.clone();
+        std::thread::Builder::new()
+            .name("warden-check".into())
+            .spawn(move || {
+                tid.store(nix::unistd::gettid().as_raw(), Ordering::Relaxed);
+                check_file(&path, mode, budget, cancel)
+            })
+            .map_err(io_err("starting the check thread for", tmp))?
+    };
+    let progress = opts.progress.clone();
+    let report_check = |progress: &Option<Arc<dyn Progress>>| {
+        if let Some(p) = progress {
+            let read = thread_read_bytes(tid.load(Ordering::Relaxed));
+            p.update(Phase::Check, read.min(size.saturating_sub(1)), size);
+        }
+    };
+    let mut last = Instant::now();
+    let tick = |done: u64| {
+        if let Some(p) = &progress {
+            p.update(Phase::Hash, done, size);
+        }
+    };
+    let hashed = hash_file(tmp, Some(&tick)).and_then(|(h, d)| {
+        let f = File::open(tmp)?;
+        f.sync_all()?;
+        Ok((h, d))
+    });
+    while !check.is_finished() {
+        if last.elapsed() > Duration::from_millis(200) {
+            report_check(&progress);
+            last = Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let result = check.join().unwrap_or_else(|_| {
+        Ok((IntegrityReport::failed(opts.check, "the check thread panicked".into(), Instant::now()), (0, 0)))
+    });
+    let (hash, hash_time) = hashed.map_err(io_err("hashing", tmp))?;
+    let (mut report, pages) = result?;
+    if let Some(p) = &progress {
+        p.update(Phase::Check, size, size);
+    }
+    let after = std::fs::metadata(tmp).map_err(io_err("reading", tmp))?;
+    if (after.len(), after.mtime(), after.mtime_nsec()) != (before.len(), before.mtime(), before.mtime_nsec()) {
+        report.ok = false;
+        report.error = Some("the copy changed while it was being checked".into());
+    }
+    Ok((report, hash, ms(hash_time), pages))
+}
+
+/// Bytes read so far by thread `tid` of this process (`/proc/self/task/<tid>/io`, `rchar`).
+fn thread_read_bytes(tid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/self/task/{tid}/io"))
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("rchar:").and_then(|v| v.trim().parse().ok())))
+        .unwrap_or(0)
+}
+
+/// Runs the check pragma and `foreign_key_check` on a read-write connection to `path`.
+/// Never returns `ok` unless exactly one row `ok` came back, with no error, interruption or
+/// foreign key violation.
+pub fn check_file(
+    path: &Path,
+    mode: CheckMode,
+    budget: Option<Duration>,
+    cancel: Option<Arc<AtomicBool>>,
+) -> Result<(IntegrityReport, (u32, u64)), BackupError> {
+    let started = Instant::now();
+    // Read-write on purpose: SQLite attaches CHECK constraints only to writable schemas.
+    let mut conn = match Connection::open_with_flags_and_vfs(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        c"unix",
+    ) {
+        Ok(c) => c,
+        Err(e) => return Ok((IntegrityReport::failed(mode, format!("open failed: {e}"), started), (0, 0))),
+    };
+    let timed_out = Arc::new(AtomicBool::new(false));
+    {
+        let deadline = budget.map(|b| started + b);
+        let timed_out = timed_out.clone();
+        let installed = conn.progress_handler(
+            10_000,
+            Some(move || {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    timed_out.store(true, Ordering::Relaxed);
+                    return true;
+                }
+                cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed))
+            }),
+        );
+        if let Err(e) = installed {
+            return Ok((IntegrityReport::failed(mode, format!("cannot set the time budget: {e}"), started), (0, 0)));
+        }
+    }
+    let _ = conn.execute_batch("PRAGMA query_only=ON; PRAGMA cache_size=-65536;");
+    let rows: rusqlite::Result<Vec<String>> = (|| {
+        let mut st = conn.prepare(&format!("PRAGMA {}", mode.pragma()))?;
+        let it = st.query_map([], |r| r.get::<_, String>(0))?;
+        it.collect()
+    })();
+    let mut report = match rows {
+        Ok(rows) => IntegrityReport {
+            mode,
+            ok: rows.len() == 1 && rows[0] == "ok",
+            messages: rows,
+            foreign_key_violations: 0,
+            foreign_key_messages: Vec::new(),
+            error: None,
+            timed_out: false,
+            duration_ms: 0,
+        },
+        Err(e) => IntegrityReport::failed(mode, format!("{} failed: {e}", mode.pragma()), started),
+    };
+    if report.ok {
+        let fk: rusqlite::Result<Vec<String>> = (|| {
+            let mut st = conn.prepare("PRAGMA foreign_key_check")?;
+            let it = st.query_map([], |r| {
+                let table: String = r.get(0)?;
+                let rowid: Option<i64> = r.get(1)?;
+                let parent: String = r.get(2)?;
+                Ok(format!("{table} rowid {} -> {parent}", rowid.map_or("?".into(), |v| v.to_string())))
+            })?;
+            it.collect()
+        })();
+        match fk {
+            Ok(v) => {
+                report.foreign_key_violations = v.len() as u64;
+                report.ok = v.is_empty();
+                report.foreign_key_messages = v.into_iter().take(20).collect();
+            }
+            Err(e) => {
+                report.ok = false;
+                report.error = Some(format!("foreign_key_check failed: {e}"));
+            }
+        }
+    }
+    if timed_out.load(Ordering::Relaxed) {
+        report.ok = false;
+        report.timed_out = true;
+        report.error =
+            Some(format!("time budget of {} s exceeded", budget.map(|b| b.as_secs_f64()).unwrap_or_default()));
+    }
+    let page_size: u32 = conn.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap_or(0);
+    let page_count: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap_or(0);
+    let page_count = u64::try_from(page_count).unwrap_or(0);
+    report.duration_ms = ms(started.elapsed());
+    Ok((report, (page_size, page_count)))
+}

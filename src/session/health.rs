@@ -1,0 +1,317 @@
+//! The health artifact: one JSON file per session, the record an operator reads afterwards.
+//!
+//! Owns: the artifact's schema (documented field by field below; stable: fields are only
+//! ever added, readers must ignore unknown ones) and writing it atomically, once at start
+//! (`status: running`) and again at each step until it is final. Does not own: the values,
+//! which [`super::Session`] fills in.
+//!
+//! Path: `<session_dir>/<session_id>.json`. Session ids sort by start time
+//! (`20261125T181430Z-4f1c`).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::BackupKind;
+use super::backup::BackupRecord;
+use super::gate::GateReport;
+use crate::atomic;
+use crate::fs::FsVerdict;
+
+/// Current artifact schema version.
+pub const SCHEMA: u32 = 1;
+
+/// Where a session stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionStatus {
+    /// Preflight, gate or engine in progress. A `running` artifact whose runner is gone
+    /// means warden itself was killed.
+    Running,
+    /// The engine exited 0 and the post-session backup is verified.
+    Completed,
+    /// The engine exited 0 but the post-session backup failed.
+    CompletedWithoutBackup,
+    /// The engine exited non-zero or was killed; a post-crash copy was attempted.
+    EngineFailed,
+    /// The engine could not be started.
+    EngineNotStarted,
+    /// A preflight step or the integrity gate refused: the engine never started.
+    Refused,
+    /// Stopped by a signal before the engine started.
+    Aborted,
+    /// Was `running` when a later session took the writer lock: warden itself was killed
+    /// mid-session, so no post-session backup was taken.
+    Abandoned,
+}
+
+/// The lifecycle steps, in order; `failed_step` names the one that stopped a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// Reading the configuration.
+    Config,
+    /// The linked SQLite is at least 3.51.3.
+    SqliteVersion,
+    /// The database and backup directory are on local storage.
+    Storage,
+    /// Enough free space for the pre-session backup.
+    FreeSpace,
+    /// The writer lock.
+    WriterLock,
+    /// The integrity gate.
+    Gate,
+    /// The verified pre-session backup.
+    PreBackup,
+    /// Starting the engine.
+    EngineStart,
+    /// The engine ran.
+    Engine,
+    /// The post-session (or post-crash) backup.
+    PostBackup,
+    /// Retention.
+    Retention,
+}
+
+/// A backup as the artifact names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupRef {
+    /// Backup id.
+    pub id: String,
+    /// Data file.
+    pub path: PathBuf,
+    /// Why it was taken.
+    pub kind: BackupKind,
+    /// When (RFC 3339 UTC).
+    pub created: String,
+    /// SHA-256 of the data file.
+    pub sha256: String,
+    /// Bytes.
+    pub size: u64,
+    /// Passed its check.
+    pub verified: bool,
+}
+
+impl From<&BackupRecord> for BackupRef {
+    fn from(r: &BackupRecord) -> Self {
+        BackupRef {
+            id: r.manifest.id.clone(),
+            path: r.path.clone(),
+            kind: r.manifest.kind,
+            created: r.manifest.created.clone(),
+            sha256: r.manifest.sha256.clone(),
+            size: r.manifest.size,
+            verified: r.manifest.verified,
+        }
+    }
+}
+
+/// The engine process.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineRun {
+    /// Program and arguments, as given (no shell).
+    pub command: Vec<String>,
+    /// Its pid.
+    pub pid: Option<u32>,
+    /// When it started.
+    pub started_at: Option<String>,
+    /// When it exited.
+    pub exited_at: Option<String>,
+    /// Its exit code, when it exited.
+    pub exit_code: Option<i32>,
+    /// The signal that killed it, when one did.
+    pub signal: Option<i32>,
+    /// Exit code 0.
+    pub clean: bool,
+    /// Signals warden forwarded to it, by name.
+    pub forwarded_signals: Vec<String>,
+    /// Run time.
+    pub duration_ms: Option<u64>,
+}
+
+/// The backup taken when the session ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PostBackup {
+    /// `post` after a clean exit, `post-crash` otherwise.
+    pub kind: Option<BackupKind>,
+    /// A verified `post` backup was published.
+    pub ok: bool,
+    /// The backup, when one was published.
+    pub backup: Option<BackupRef>,
+    /// One-line result of its check.
+    pub integrity: Option<String>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// What retention did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetentionSummary {
+    /// Backups kept.
+    pub kept: usize,
+    /// Ids removed.
+    pub removed: Vec<String>,
+    /// Bytes freed.
+    pub freed_bytes: u64,
+    /// Why it failed (the session's outcome does not change).
+    pub error: Option<String>,
+}
+
+/// Phase durations in milliseconds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Durations {
+    /// Version, storage, space and lock checks.
+    pub preflight_ms: u64,
+    /// Gate including the pre-session backup.
+    pub gate_ms: u64,
+    /// The engine.
+    pub engine_ms: u64,
+    /// Post-session backup.
+    pub post_backup_ms: u64,
+    /// Retention.
+    pub retention_ms: u64,
+    /// Everything.
+    pub total_ms: u64,
+}
+
+/// The per-session health artifact (schema 1).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HealthArtifact {
+    /// Schema version ([`SCHEMA`]).
+    pub schema: u32,
+    /// Session id.
+    pub session_id: String,
+    /// Where the session stands.
+    pub status: SessionStatus,
+    /// The step that stopped the session, if one did.
+    pub failed_step: Option<Step>,
+    /// The error that stopped it, with its hint.
+    pub error: Option<String>,
+    /// When warden started the session (RFC 3339 UTC).
+    pub started_at: String,
+    /// When the artifact became final.
+    pub finished_at: Option<String>,
+    /// The database.
+    pub database: PathBuf,
+    /// Storage verdict of the database's location.
+    pub storage: Option<FsVerdict>,
+    /// Where this session's backups go.
+    pub backup_dir: PathBuf,
+    /// Free bytes in the backup directory at start, and what the backup needed.
+    pub free_space: Option<FreeSpace>,
+    /// The integrity gate.
+    pub gate: Option<GateReport>,
+    /// The verified pre-session backup.
+    pub pre_backup: Option<BackupRef>,
+    /// The engine.
+    pub engine: Option<EngineRun>,
+    /// The post-session backup.
+    pub post_backup: Option<PostBackup>,
+    /// Retention.
+    pub retention: Option<RetentionSummary>,
+    /// Phase durations.
+    pub durations: Durations,
+    /// The exit code warden returned (the engine's own, or warden's for a refusal).
+    pub exit_code: Option<i32>,
+    /// Versions.
+    pub versions: Versions,
+    /// Who ran it.
+    pub runner: crate::identity::ProcessIdentity,
+}
+
+/// Free space at start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FreeSpace {
+    /// Free bytes in the backup directory.
+    pub available: u64,
+    /// Bytes the backup needs.
+    pub needed: u64,
+}
+
+/// Versions in play.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Versions {
+    /// warden.
+    pub warden: String,
+    /// The linked SQLite.
+    pub sqlite: String,
+}
+
+impl HealthArtifact {
+    /// A fresh artifact with status `running`.
+    pub fn new(session_id: &str, db: &Path, backup_dir: &Path) -> Self {
+        HealthArtifact {
+            schema: SCHEMA,
+            session_id: session_id.to_owned(),
+            status: SessionStatus::Running,
+            failed_step: None,
+            error: None,
+            started_at: crate::identity::now_rfc3339(),
+            finished_at: None,
+            database: db.to_owned(),
+            storage: None,
+            backup_dir: backup_dir.to_owned(),
+            free_space: None,
+            gate: None,
+            pre_backup: None,
+            engine: None,
+            post_backup: None,
+            retention: None,
+            durations: Durations::default(),
+            exit_code: None,
+            versions: Versions { warden: env!("CARGO_PKG_VERSION").to_owned(), sqlite: rusqlite::version().to_owned() },
+            runner: crate::identity::ProcessIdentity::current(),
+        }
+    }
+
+    /// Writes the artifact to `path` atomically (`0640`).
+    ///
+    /// # Errors
+    /// The I/O error; the previous version of the file is then intact.
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        let mut bytes = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        bytes.push(b'\n');
+        atomic::write_atomic(path, &bytes, 0o640)
+    }
+
+    /// Reads an artifact.
+    ///
+    /// # Errors
+    /// The I/O or parse error.
+    pub fn read(path: &Path) -> std::io::Result<Self> {
+        let bytes = std::fs::read(path)?;
+        serde_json::from_slice(&bytes).map_err(std::io::Error::other)
+    }
+
+    /// True when the session ended with the engine closing cleanly.
+    pub fn is_successful(&self) -> bool {
+        matches!(self.status, SessionStatus::Completed | SessionStatus::CompletedWithoutBackup)
+    }
+}
+
+/// Every artifact in `dir`, oldest first (ids sort by start time). Unreadable files are
+/// skipped with a warning.
+///
+/// # Errors
+/// The I/O error of reading the directory (a missing directory is an empty list).
+pub fn list(dir: &Path) -> std::io::Result<Vec<(PathBuf, HealthArtifact)>> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for entry in rd {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || !name.ends_with(".json") {
+            continue;
+        }
+        match HealthArtifact::read(&entry.path()) {
+            Ok(a) => out.push((entry.path(), a)),
+            Err(e) => tracing::warn!(file = %entry.path().display(), error = %e, "unreadable session artifact skipped"),
+        }
+    }
+    out.sort_by(|a, b| a.1.session_id.cmp(&b.1.session_id));
+    Ok(out)
+}

@@ -1,0 +1,710 @@
+//! Sessions: the lifecycle around an engine run, and the library API for Rust engines.
+//!
+//! Owns: the order of the steps and their fail-closed rules. [`Session::begin`] runs, in
+//! order, stopping at the first refusal with nothing started:
+//! 1. the SQLite version floor (3.51.3);
+//! 2. the storage verdict of the database and the backup directory (local only);
+//! 3. free space for the pre-session backup;
+//! 4. the writer lock, taken here and held until [`Session::finish`];
+//! 5. the integrity gate ([`gate`]) whose checked private copy becomes
+//! 6. the verified pre-session backup ([`backup`]).
+//!
+//! [`Session::finish`] then takes the post-session backup (`post` after a clean close; a
+//! clearly labelled `post-crash` copy otherwise, never counted as the last good backup),
+//! applies retention ([`prune`]) and finalises the health artifact ([`health`]). Every
+//! step, refusals included, is recorded in the artifact as it happens.
+//!
+//! Does not own: starting and supervising an engine process ([`run`]), the checks
+//! themselves ([`gate`], [`scan`], [`backup`]), or which backups to keep ([`retention`]).
+//!
+//! ```no_run
+//! use sqlite_warden::session::{Session, SessionConfig, EngineOutcome};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let session = Session::begin(SessionConfig::new("/var/lib/engine/engine.db"))
+//!     .map_err(|f| f.error)?;
+//! let conn = session.open_engine(&Default::default())?;
+//! conn.execute_batch("INSERT INTO fills(qty) VALUES (1)")?;
+//! drop(conn); // close the engine connection before finishing
+//! let artifact = session.finish(EngineOutcome::clean())?;
+//! println!("session {} {:?}", artifact.session_id, artifact.status);
+//! # Ok(()) }
+//! ```
+
+pub mod backup;
+pub mod gate;
+pub mod health;
+pub mod kind;
+pub mod progress;
+pub mod prune;
+pub mod retention;
+pub mod run;
+pub mod scan;
+
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+pub use kind::BackupKind;
+
+use self::backup::{BackupError, BackupOptions, BackupStore, CheckMode};
+use self::gate::{GateFailure, GateOptions, GateReport};
+use self::health::{BackupRef, FreeSpace, HealthArtifact, PostBackup, RetentionSummary, SessionStatus, Step};
+use self::progress::Progress;
+use self::retention::RetentionPolicy;
+use crate::error::{LockError, OpenError, ProbeError, RegisterError};
+use crate::fs::FsVerdict;
+use crate::lock::{CloseState, WriterLock, WriterScope};
+use crate::vfs::{self, Guard};
+
+/// Everything a session needs. [`SessionConfig::new`] gives the documented defaults.
+#[derive(Clone)]
+pub struct SessionConfig {
+    /// The database.
+    pub db: PathBuf,
+    /// Backups of this database (default `<db>.warden/backups`).
+    pub backup_dir: Option<PathBuf>,
+    /// Health artifacts (default `<db>.warden/sessions`).
+    pub session_dir: Option<PathBuf>,
+    /// A missing or empty database is allowed (the engine creates it). Default `false`.
+    pub create: bool,
+    /// The gate's check (default [`CheckMode::Full`], `integrity_check`).
+    pub check: CheckMode,
+    /// The gate's time budget; exceeding it fails the gate (default 30 minutes).
+    pub check_budget: Option<Duration>,
+    /// Retention applied after each session.
+    pub retention: RetentionPolicy,
+    /// The guard (default: the process's default guard).
+    pub guard: Option<Guard>,
+    /// Progress of the gate and the backups.
+    pub progress: Option<Arc<dyn Progress>>,
+    /// Set to abandon the gate or a backup early (signals).
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+impl std::fmt::Debug for SessionConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionConfig")
+            .field("db", &self.db)
+            .field("backup_dir", &self.backup_dir)
+            .field("session_dir", &self.session_dir)
+            .field("create", &self.create)
+            .field("check", &self.check)
+            .field("check_budget", &self.check_budget)
+            .field("retention", &self.retention)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionConfig {
+    /// The defaults for `db`.
+    pub fn new(db: impl Into<PathBuf>) -> Self {
+        SessionConfig {
+            db: db.into(),
+            backup_dir: None,
+            session_dir: None,
+            create: false,
+            check: CheckMode::Full,
+            check_budget: Some(Duration::from_secs(30 * 60)),
+            retention: RetentionPolicy::default(),
+            guard: None,
+            progress: None,
+            cancel: None,
+        }
+    }
+
+    /// `<db>.warden`, the default home of backups and artifacts.
+    pub fn state_dir(db: &Path) -> PathBuf {
+        backup::sidecar(db, ".warden")
+    }
+
+    /// The backup directory in effect.
+    pub fn backup_dir(&self) -> PathBuf {
+        self.backup_dir.clone().unwrap_or_else(|| Self::state_dir(&self.db).join("backups"))
+    }
+
+    /// The artifact directory in effect.
+    pub fn session_dir(&self) -> PathBuf {
+        self.session_dir.clone().unwrap_or_else(|| Self::state_dir(&self.db).join("sessions"))
+    }
+}
+
+/// Why a session could not begin or finish. Every variant says what to do next.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The linked SQLite is older than the floor.
+    #[error(
+        "SQLite {found} is older than {floor}, which fixes a WAL-reset corruption bug\n(hint: rebuild warden with the bundled SQLite, or upgrade the system library)"
+    )]
+    SqliteTooOld {
+        /// The linked version.
+        found: String,
+        /// The floor.
+        floor: &'static str,
+    },
+    /// The storage could not be examined.
+    #[error(transparent)]
+    Probe(#[from] ProbeError),
+    /// The database or the backup directory is not on local storage.
+    #[error(
+        "`{path}` is on {}, {} storage ({}): warden starts sessions only on local disks\n(hint: move the {what} to a local disk; see `warden fs {path}`)",
+        verdict.describe(), verdict.kind, verdict.reason
+    )]
+    StorageRefused {
+        /// The path judged.
+        path: PathBuf,
+        /// `database` or `backup directory`.
+        what: &'static str,
+        /// The verdict.
+        verdict: Box<FsVerdict>,
+    },
+    /// Not enough free space for the pre-session backup.
+    #[error(
+        "not enough space for the pre-session backup in `{dir}`: need {needed} bytes, {available} free\n(hint: free space, lower retention, or point backup_dir at another local disk)"
+    )]
+    NoSpace {
+        /// The backup directory.
+        dir: PathBuf,
+        /// Bytes needed.
+        needed: u64,
+        /// Bytes free.
+        available: u64,
+    },
+    /// Another writer holds the database.
+    #[error("{0}")]
+    WriterLocked(LockError),
+    /// The integrity gate refused the database. The report says why.
+    #[error("integrity gate refused `{}`: {}\n(hint: the engine was not started; see the session artifact, restore a verified backup, or salvage)", report.db.display(), report.summary())]
+    GateFailed {
+        /// The gate's report.
+        report: Box<GateReport>,
+    },
+    /// The pre- or post-session backup could not be taken.
+    #[error("{0}")]
+    Backup(#[from] BackupError),
+    /// The health artifact could not be written.
+    #[error("cannot write the session artifact `{path}`: {source}\n(hint: check permissions of the session directory)")]
+    Artifact {
+        /// The artifact.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The guard could not be registered.
+    #[error(transparent)]
+    Register(#[from] RegisterError),
+    /// Stopped by a signal before the engine started.
+    #[error("session on `{db}` aborted before the engine started")]
+    Aborted {
+        /// The database.
+        db: PathBuf,
+    },
+}
+
+impl SessionError {
+    /// The sysexits-style exit code for this error (documented in the README).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            SessionError::SqliteTooOld { .. } | SessionError::Register(_) => 70,
+            SessionError::Probe(_) | SessionError::StorageRefused { .. } => 69,
+            SessionError::NoSpace { .. } => 73,
+            SessionError::WriterLocked(LockError::Held { .. }) => 75,
+            SessionError::WriterLocked(_) => 74,
+            SessionError::GateFailed { report } => match report.failure {
+                Some(GateFailure::Missing | GateFailure::Empty) => 66,
+                _ => 65,
+            },
+            SessionError::Backup(e) if e.is_space() => 74,
+            SessionError::Backup(BackupError::Changing { .. }) => 65,
+            SessionError::Backup(BackupError::Missing { .. }) => 66,
+            SessionError::Backup(_) => 74,
+            SessionError::Artifact { .. } => 73,
+            SessionError::Aborted { .. } => 130,
+        }
+    }
+}
+
+/// A session that could not begin: the error, the step it stopped at, and the artifact
+/// that records it.
+#[derive(Debug)]
+pub struct BeginFailure {
+    /// What went wrong.
+    pub error: SessionError,
+    /// The step that refused.
+    pub step: Step,
+    /// The artifact as written (status `refused` or `aborted`).
+    pub artifact: Box<HealthArtifact>,
+    /// Where it was written, if it could be.
+    pub artifact_path: Option<PathBuf>,
+}
+
+/// How the engine ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EngineOutcome {
+    /// Its exit code.
+    pub exit_code: Option<i32>,
+    /// The signal that killed it.
+    pub signal: Option<i32>,
+    /// It never started (nothing ran; no post-session backup is needed).
+    pub not_started: bool,
+}
+
+impl EngineOutcome {
+    /// Exit code 0.
+    pub fn clean() -> Self {
+        EngineOutcome { exit_code: Some(0), signal: None, not_started: false }
+    }
+
+    /// A clean close.
+    pub fn is_clean(&self) -> bool {
+        self.exit_code == Some(0) && !self.not_started
+    }
+
+    /// The exit code a supervisor should return: the engine's own, `128 + signal` when it
+    /// was killed.
+    pub fn process_exit_code(&self) -> i32 {
+        match (self.exit_code, self.signal) {
+            (Some(c), _) => c,
+            (None, Some(s)) => 128 + s,
+            (None, None) => 70,
+        }
+    }
+}
+
+/// A running session: the writer lock is held, the gate passed, the pre-session backup is
+/// verified. Finish it with [`Session::finish`]; dropping it releases the lock without a
+/// post-session backup (the artifact then stays `running`).
+#[derive(Debug)]
+pub struct Session {
+    config: SessionConfig,
+    id: String,
+    guard: Guard,
+    lock: Option<WriterLock>,
+    store: BackupStore,
+    artifact: HealthArtifact,
+    artifact_path: PathBuf,
+    started: Instant,
+    engine_started: Option<Instant>,
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A new session id: `YYYYmmddTHHMMSSZ-xxxx`, sortable by start time.
+pub fn new_session_id() -> String {
+    let now = jiff::Timestamp::now();
+    let salt = (u64::from(std::process::id()) << 20) ^ u64::from(now.subsec_nanosecond().unsigned_abs());
+    format!("{}-{:04x}", now.strftime("%Y%m%dT%H%M%SZ"), salt & 0xffff)
+}
+
+fn read_change_counter(db: &Path) -> Option<u32> {
+    use std::io::Read;
+    let mut h = [0u8; 28];
+    std::fs::File::open(db).ok()?.read_exact(&mut h).ok()?;
+    (&h[..16] == b"SQLite format 3\0").then(|| u32::from_be_bytes([h[24], h[25], h[26], h[27]]))
+}
+
+impl Session {
+    /// Runs the preflight, takes the writer lock, runs the gate and publishes the verified
+    /// pre-session backup. On any refusal nothing is started, the lock is released, and the
+    /// artifact records the step and the reason.
+    ///
+    /// # Errors
+    /// A [`BeginFailure`] naming the step, the error (with its exit code) and the artifact.
+    pub fn begin(config: SessionConfig) -> Result<Session, Box<BeginFailure>> {
+        let id = new_session_id();
+        let started = Instant::now();
+        let backup_dir = config.backup_dir();
+        let session_dir = config.session_dir();
+        let mut artifact = HealthArtifact::new(&id, &config.db, &backup_dir);
+        let artifact_path = session_dir.join(format!("{id}.json"));
+        let fail = |mut artifact: HealthArtifact, step: Step, error: SessionError, written: bool| {
+            artifact.status = if matches!(error, SessionError::Aborted { .. }) {
+                SessionStatus::Aborted
+            } else {
+                SessionStatus::Refused
+            };
+            artifact.failed_step = Some(step);
+            artifact.error = Some(error.to_string());
+            artifact.exit_code = Some(i32::from(error.exit_code()));
+            artifact.finished_at = Some(crate::identity::now_rfc3339());
+            artifact.durations.total_ms = ms(started.elapsed());
+            let artifact_path = if written || artifact.write(&artifact_path).is_ok() {
+                let _ = artifact.write(&artifact_path);
+                Some(artifact_path.clone())
+            } else {
+                None
+            };
+            Box::new(BeginFailure { error, step, artifact: Box::new(artifact), artifact_path })
+        };
+
+        if let Err(source) = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o750)
+            .create(&session_dir)
+            .and_then(|()| artifact.write(&artifact_path))
+        {
+            return Err(fail(
+                artifact,
+                Step::Config,
+                SessionError::Artifact { path: artifact_path.clone(), source },
+                false,
+            ));
+        }
+
+        // 1. SQLite floor.
+        if vfs::sqlite_version_number() < vfs::SQLITE_FLOOR {
+            let e = SessionError::SqliteTooOld { found: rusqlite::version().to_owned(), floor: "3.51.3" };
+            return Err(fail(artifact, Step::SqliteVersion, e, true));
+        }
+        let guard = match config.guard.clone().map_or_else(vfs::default_guard, Ok) {
+            Ok(g) => g,
+            Err(e) => return Err(fail(artifact, Step::Config, e.into(), true)),
+        };
+
+        // 2. Storage of the database and of the backups.
+        let store = BackupStore::new(&backup_dir, &config.db);
+        let verdict = match guard.classify(&config.db) {
+            Ok(v) => v,
+            Err(e) => return Err(fail(artifact, Step::Storage, e.into(), true)),
+        };
+        artifact.storage = Some(verdict.clone());
+        if !verdict.kind.is_local() {
+            let e =
+                SessionError::StorageRefused { path: config.db.clone(), what: "database", verdict: Box::new(verdict) };
+            return Err(fail(artifact, Step::Storage, e, true));
+        }
+        if let Err(e) = store.ensure_dir() {
+            return Err(fail(artifact, Step::Storage, e.into(), true));
+        }
+        match guard.classify(&backup_dir) {
+            Ok(v) if v.kind.is_local() => {}
+            Ok(v) => {
+                let e =
+                    SessionError::StorageRefused { path: backup_dir, what: "backup directory", verdict: Box::new(v) };
+                return Err(fail(artifact, Step::Storage, e, true));
+            }
+            Err(e) => return Err(fail(artifact, Step::Storage, e.into(), true)),
+        }
+
+        // 3. Free space.
+        let needed = BackupStore::space_needed(&config.db);
+        let available = match store.free_bytes() {
+            Ok(a) => a,
+            Err(e) => return Err(fail(artifact, Step::FreeSpace, e.into(), true)),
+        };
+        artifact.free_space = Some(FreeSpace { available, needed });
+        if available < needed {
+            let e = SessionError::NoSpace { dir: store.dir().to_owned(), needed, available };
+            return Err(fail(artifact, Step::FreeSpace, e, true));
+        }
+
+        // 4. The writer lock, held from here to `finish`.
+        let acquired = match WriterLock::acquire(&config.db, WriterScope::Process) {
+            Ok(a) => a,
+            Err(e) => return Err(fail(artifact, Step::WriterLock, SessionError::WriterLocked(e), true)),
+        };
+        let lock = acquired.lock;
+        let _ = lock.set_session(&id);
+        if let Some(prev) = acquired.previous.filter(|p| p.state == crate::lock::RecordState::Held) {
+            tracing::warn!(db = %config.db.display(), holder = %prev.holder.describe(), "the previous writer never released the lock: it crashed or was killed");
+        }
+        mark_abandoned(&session_dir, &id);
+        let preflight_ms = ms(started.elapsed());
+        artifact.durations.preflight_ms = preflight_ms;
+        let _ = artifact.write(&artifact_path);
+
+        // 5 + 6. The gate and the pre-session backup.
+        let gate_started = Instant::now();
+        let opts = BackupOptions {
+            kind: Some(BackupKind::Pre),
+            session_id: Some(id.clone()),
+            check: config.check,
+            check_budget: config.check_budget,
+            writer_lock_held: true,
+            guard: Some(guard.clone()),
+            cancel: config.cancel.clone(),
+            keep_unverified: false,
+            progress: config.progress.clone(),
+        };
+        let result = gate::run(&config.db, &store, &GateOptions { allow_create: config.create }, &opts);
+        artifact.durations.gate_ms = ms(gate_started.elapsed());
+        let cancelled = config.cancel.as_ref().is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed));
+        match result {
+            Ok((report, published)) => {
+                artifact.pre_backup = published.as_ref().map(BackupRef::from);
+                let passed = report.passed;
+                artifact.gate = Some(report.clone());
+                if cancelled {
+                    drop(lock);
+                    return Err(fail(artifact, Step::Gate, SessionError::Aborted { db: config.db.clone() }, true));
+                }
+                if !passed {
+                    drop(lock);
+                    return Err(fail(
+                        artifact,
+                        Step::Gate,
+                        SessionError::GateFailed { report: Box::new(report) },
+                        true,
+                    ));
+                }
+            }
+            Err(BackupError::Cancelled { .. }) => {
+                drop(lock);
+                return Err(fail(artifact, Step::Gate, SessionError::Aborted { db: config.db.clone() }, true));
+            }
+            Err(e) => {
+                drop(lock);
+                return Err(fail(artifact, Step::PreBackup, e.into(), true));
+            }
+        }
+        if let Err(source) = artifact.write(&artifact_path) {
+            drop(lock);
+            return Err(fail(
+                artifact,
+                Step::Config,
+                SessionError::Artifact { path: artifact_path.clone(), source },
+                true,
+            ));
+        }
+        Ok(Session {
+            config,
+            id,
+            guard,
+            lock: Some(lock),
+            store,
+            artifact,
+            artifact_path,
+            started,
+            engine_started: None,
+        })
+    }
+
+    /// The session id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The database.
+    pub fn db(&self) -> &Path {
+        &self.config.db
+    }
+
+    /// The guard the session runs under.
+    pub fn guard(&self) -> &Guard {
+        &self.guard
+    }
+
+    /// The health artifact's path.
+    pub fn artifact_path(&self) -> &Path {
+        &self.artifact_path
+    }
+
+    /// The artifact as it stands.
+    pub fn artifact(&self) -> &HealthArtifact {
+        &self.artifact
+    }
+
+    /// The backup store.
+    pub fn store(&self) -> &BackupStore {
+        &self.store
+    }
+
+    /// The writer lock this session holds.
+    pub fn writer_lock(&self) -> Option<&WriterLock> {
+        self.lock.as_ref()
+    }
+
+    /// Opens the engine connection through the session's guard (it joins the session's
+    /// writer lock). Close it before [`Session::finish`].
+    ///
+    /// # Errors
+    /// As [`crate::connect::open_engine`].
+    pub fn open_engine(&self, opts: &crate::connect::EngineOptions) -> Result<rusqlite::Connection, OpenError> {
+        let mut opts = opts.clone();
+        opts.guard = Some(self.guard.clone());
+        opts.create = opts.create || self.config.create;
+        crate::connect::open_engine(&self.config.db, &opts)
+    }
+
+    /// Records that the engine started (for the artifact).
+    pub fn engine_started(&mut self, command: Vec<String>, pid: Option<u32>) {
+        self.engine_started = Some(Instant::now());
+        self.artifact.engine = Some(health::EngineRun {
+            command,
+            pid,
+            started_at: Some(crate::identity::now_rfc3339()),
+            ..Default::default()
+        });
+        let _ = self.artifact.write(&self.artifact_path);
+    }
+
+    /// Records a signal forwarded to the engine.
+    pub fn signal_forwarded(&mut self, name: &str) {
+        if let Some(e) = self.artifact.engine.as_mut() {
+            e.forwarded_signals.push(name.to_owned());
+        }
+    }
+
+    /// Ends the session: post-session backup (`post` after a clean close, `post-crash`
+    /// otherwise), retention, final artifact, lock release. Failures of these steps are
+    /// recorded in the artifact; the returned artifact says what happened.
+    ///
+    /// # Errors
+    /// [`SessionError::Artifact`] when the final artifact cannot be written.
+    pub fn finish(mut self, outcome: EngineOutcome) -> Result<HealthArtifact, SessionError> {
+        let db = self.config.db.clone();
+        let engine_ms = self.engine_started.map(|s| ms(s.elapsed()));
+        let engine = self.artifact.engine.get_or_insert_with(Default::default);
+        engine.exit_code = outcome.exit_code;
+        engine.signal = outcome.signal;
+        engine.clean = outcome.is_clean();
+        engine.exited_at = Some(crate::identity::now_rfc3339());
+        engine.duration_ms = engine_ms;
+        self.artifact.durations.engine_ms = engine_ms.unwrap_or(0);
+
+        // The post-session backup.
+        let post_started = Instant::now();
+        let mut post = PostBackup::default();
+        if outcome.not_started {
+            post.error = Some("the engine never started; the pre-session backup is current".into());
+        } else if !db.exists() {
+            post.error = Some("the database does not exist after the session".into());
+        } else {
+            let kind = if outcome.is_clean() { BackupKind::Post } else { BackupKind::PostCrash };
+            post.kind = Some(kind);
+            // A private copy is safe only when no engine connection of this process is open.
+            let alone = self.lock.as_ref().is_some_and(WriterLock::is_last);
+            let opts = BackupOptions {
+                kind: Some(kind),
+                session_id: Some(self.id.clone()),
+                check: self.config.check,
+                check_budget: self.config.check_budget,
+                writer_lock_held: alone,
+                guard: Some(self.guard.clone()),
+                cancel: None,
+                keep_unverified: true,
+                progress: self.config.progress.clone(),
+            };
+            match self.store.take(&db, &opts) {
+                Ok(out) => {
+                    post.integrity = Some(out.integrity.summary());
+                    post.backup = out.published.as_ref().map(BackupRef::from);
+                    post.ok = kind == BackupKind::Post && out.integrity.ok && out.published.is_some();
+                    if !out.integrity.ok {
+                        post.error = Some(format!("the copy failed its check: {}", out.integrity.summary()));
+                    }
+                }
+                Err(e) => post.error = Some(e.to_string()),
+            }
+        }
+        self.artifact.durations.post_backup_ms = ms(post_started.elapsed());
+        let post_ok = post.ok;
+        let post_attempted = post.kind.is_some();
+        self.artifact.post_backup = Some(post);
+        self.artifact.status = match (outcome.not_started, outcome.is_clean(), post_ok) {
+            (true, _, _) => SessionStatus::EngineNotStarted,
+            (false, true, true) => SessionStatus::Completed,
+            (false, true, false) => SessionStatus::CompletedWithoutBackup,
+            (false, false, _) => SessionStatus::EngineFailed,
+        };
+        if outcome.not_started {
+            self.artifact.failed_step = Some(Step::EngineStart);
+        } else if !outcome.is_clean() {
+            self.artifact.failed_step = Some(Step::Engine);
+        } else if post_attempted && !post_ok {
+            self.artifact.failed_step = Some(Step::PostBackup);
+        }
+        let _ = self.artifact.write(&self.artifact_path);
+
+        // Retention: never the newest good backup, never what the latest successful
+        // session refers to.
+        let ret_started = Instant::now();
+        let protected = protected_ids(&self.config.session_dir(), &self.artifact);
+        let summary = match prune::prune(&self.store, &self.config.retention, &protected, false) {
+            Ok(plan) => RetentionSummary {
+                kept: plan.kept().count(),
+                removed: plan.dropped().map(|d| d.id.clone()).collect(),
+                freed_bytes: plan.freed_bytes(),
+                error: None,
+            },
+            Err(e) => RetentionSummary { error: Some(e.to_string()), ..Default::default() },
+        };
+        self.artifact.retention = Some(summary);
+        self.artifact.durations.retention_ms = ms(ret_started.elapsed());
+
+        // Release the lock, recording the database as this clean close left it.
+        if let Some(lock) = self.lock.take() {
+            let close = if outcome.is_clean() { CloseState::observe(&db, read_change_counter(&db)) } else { None };
+            lock.release(close);
+        }
+        let code = if outcome.not_started {
+            outcome.process_exit_code()
+        } else if outcome.is_clean() && post_attempted && !post_ok {
+            74
+        } else {
+            outcome.process_exit_code()
+        };
+        self.artifact.exit_code = Some(code);
+        self.artifact.finished_at = Some(crate::identity::now_rfc3339());
+        self.artifact.durations.total_ms = ms(self.started.elapsed());
+        self.artifact
+            .write(&self.artifact_path)
+            .map_err(|source| SessionError::Artifact { path: self.artifact_path.clone(), source })?;
+        Ok(self.artifact)
+    }
+}
+
+fn referenced(a: &HealthArtifact, out: &mut std::collections::BTreeSet<String>) {
+    if let Some(p) = &a.pre_backup {
+        out.insert(p.id.clone());
+    }
+    if let Some(b) = a.post_backup.as_ref().and_then(|p| p.backup.as_ref()) {
+        out.insert(b.id.clone());
+    }
+}
+
+/// Ids of the backups the latest successful session of `db` (per the artifacts in
+/// `session_dir`) refers to: retention never removes them.
+pub fn protected_by_latest_session(session_dir: &Path, db: &Path) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    if let Ok(all) = health::list(session_dir)
+        && let Some((_, last_ok)) = all.iter().rev().find(|(_, a)| a.is_successful() && a.database == db)
+    {
+        referenced(last_ok, &mut out);
+    }
+    out
+}
+
+/// Backups the latest successful session (and this one) refer to.
+fn protected_ids(session_dir: &Path, current: &HealthArtifact) -> std::collections::BTreeSet<String> {
+    if current.is_successful() {
+        let mut out = std::collections::BTreeSet::new();
+        referenced(current, &mut out);
+        return out;
+    }
+    let mut out = protected_by_latest_session(session_dir, &current.database);
+    // The state the engine started from stays too.
+    if let Some(p) = &current.pre_backup {
+        out.insert(p.id.clone());
+    }
+    out
+}
+
+/// Marks `running` artifacts of earlier sessions as abandoned: the caller holds the writer
+/// lock, so no earlier session of this database is alive.
+fn mark_abandoned(session_dir: &Path, current: &str) {
+    let Ok(all) = health::list(session_dir) else { return };
+    for (path, mut a) in all {
+        if a.session_id != current && a.status == SessionStatus::Running {
+            a.status = SessionStatus::Abandoned;
+            a.error = Some("warden was killed before the session ended (found by a later session)".into());
+            a.finished_at = Some(crate::identity::now_rfc3339());
+            let _ = a.write(&path);
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! `warden run`: a whole session around an engine process.
+//!
+//! Owns: starting the engine (no shell; program and arguments exactly as given) with the
+//! session in its environment and the writer lock handed to it, forwarding SIGINT, SIGTERM
+//! and SIGHUP to it, waiting for it, and mapping how it ended to an exit status. Does not own:
+//! the steps before and after the engine ([`super::Session`]).
+//!
+//! The engine's environment:
+//! - `WARDEN_DB`: the database (absolute path);
+//! - `WARDEN_SESSION_ID`, `WARDEN_SESSION_ARTIFACT`: the session and its health artifact;
+//! - `WARDEN_BACKUP_DIR`: where the session's backups are;
+//! - `WARDEN_AUDIT_DIR`: the audit log directory, so a guarded engine logs where warden does;
+//! - `WARDEN_LOCK_FD` ([`crate::lock::INHERIT_FD_ENV`]): the inherited writer lock. A guarded
+//!   engine adopts it; any engine keeps the lock held simply by being alive.
+//!
+//! The engine runs in its own process group, so a Ctrl-C on the terminal reaches warden
+//! only, which forwards it once; the engine should not read from the terminal.
+
+use std::ffi::OsString;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use super::health::{HealthArtifact, SessionStatus, Step};
+use super::{EngineOutcome, Session, SessionConfig};
+
+/// What to run.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Program and arguments (no shell).
+    pub command: Vec<OsString>,
+}
+
+/// What happened, for the caller to render.
+#[derive(Debug)]
+pub enum RunEvent<'a> {
+    /// The gate passed and the pre-session backup is published; the engine starts next.
+    Ready(&'a Session),
+    /// The engine is running.
+    EngineStarted {
+        /// Its pid.
+        pid: u32,
+    },
+    /// A signal was forwarded to the engine.
+    Forwarded(&'static str),
+    /// The engine exited; the post-session backup starts.
+    EngineExited(EngineOutcome),
+}
+
+/// The result of a whole run.
+#[derive(Debug)]
+pub struct RunReport {
+    /// The final artifact.
+    pub artifact: HealthArtifact,
+    /// Where it is, when it could be written.
+    pub artifact_path: Option<PathBuf>,
+    /// The exit code for the process: the engine's own, `128 + N` if a signal killed it,
+    /// warden's own code for a refusal (sysexits), `74` if the engine exited 0 but the
+    /// post-session backup failed, `126`/`127` if the engine could not be started.
+    pub exit_code: i32,
+    /// The error that stopped the session early, with its hint.
+    pub error: Option<String>,
+}
+
+/// Forwards SIGINT, SIGTERM and SIGHUP to the engine while one runs, and turns them into a
+/// cancel request before that (the gate stops, the engine never starts).
+pub struct SignalForwarder {
+    handle: signal_hook::iterator::Handle,
+    thread: Option<std::thread::JoinHandle<()>>,
+    target: Arc<AtomicI32>,
+    forwarded: Arc<Mutex<Vec<&'static str>>>,
+    cancel: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for SignalForwarder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignalForwarder").field("target", &self.target).finish_non_exhaustive()
+    }
+}
+
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        signal_hook::consts::SIGINT => "SIGINT",
+        signal_hook::consts::SIGTERM => "SIGTERM",
+        signal_hook::consts::SIGHUP => "SIGHUP",
+        _ => "signal",
+    }
+}
+
+impl SignalForwarder {
+    /// Installs the handlers (replacing the default "terminate" action).
+    ///
+    /// # Errors
+    /// The I/O error of registering them.
+    pub fn install() -> std::io::Result<Self> {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+        let handle = signals.handle();
+        let target = Arc::new(AtomicI32::new(0));
+        let forwarded = Arc::new(Mutex::new(Vec::new()));
+        let cancel = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (target, forwarded, cancel) = (target.clone(), forwarded.clone(), cancel.clone());
+            std::thread::Builder::new().name("warden-signals".into()).spawn(move || {
+                for sig in signals.forever() {
+                    let pid = target.load(Ordering::SeqCst);
+                    if pid > 0 {
+                        if let Ok(s) = nix::sys::signal::Signal::try_from(sig) {
+                            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), s);
+                        }
+                        forwarded.lock().unwrap_or_else(PoisonError::into_inner).push(signal_name(sig));
+                    } else {
+                        tracing::warn!(signal = signal_name(sig), "stopping before the engine starts");
+                        cancel.store(true, Ordering::SeqCst);
+                    }
+                }
+            })?
+        };
+        Ok(SignalForwarder { handle, thread: Some(thread), target, forwarded, cancel })
+    }
+
+    /// The flag set by a signal received before the engine started.
+    pub fn cancel_flag(&self) -> Arc<AtomicBool> {
+        self.cancel.clone()
+    }
+
+    fn set_target(&self, pid: Option<u32>) {
+        let raw = pid.and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
+        self.target.store(raw, Ordering::SeqCst);
+    }
+
+    fn take_forwarded(&self) -> Vec<&'static str> {
+        std::mem::take(&mut *self.forwarded.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+impl Drop for SignalForwarder {
+    fn drop(&mut self) {
+        self.handle.close();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Runs a whole session: [`Session::begin`], the engine, [`Session::finish`].
+///
+/// `signals` should be installed before the call so that a signal during the gate stops it.
+pub fn run(
+    mut config: SessionConfig,
+    opts: &RunOptions,
+    signals: &SignalForwarder,
+    on_event: &mut dyn FnMut(RunEvent<'_>),
+) -> RunReport {
+    config.cancel = Some(signals.cancel_flag());
+    if let Ok(abs) = std::path::absolute(&config.db) {
+        config.db = abs;
+    }
+    let mut session = match Session::begin(config) {
+        Ok(s) => s,
+        Err(f) => {
+            let code = i32::from(f.error.exit_code());
+            return RunReport {
+                artifact: *f.artifact,
+                artifact_path: f.artifact_path,
+                exit_code: code,
+                error: Some(format!("{} (step: {})", f.error, step_name(f.step))),
+            };
+        }
+    };
+    on_event(RunEvent::Ready(&session));
+    let command: Vec<String> = opts.command.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+    let outcome = match spawn_and_wait(&mut session, opts, signals, on_event) {
+        Ok(o) => o,
+        Err((o, e)) => {
+            tracing::error!(error = %e, "the engine could not be started");
+            session.engine_started(command, None);
+            let artifact_path = session.artifact_path().to_owned();
+            let code = o.process_exit_code();
+            let mut report = match session.finish(o) {
+                Ok(a) => RunReport { artifact: a, artifact_path: Some(artifact_path), exit_code: code, error: None },
+                Err(err) => return finish_failed(err, code),
+            };
+            report.error = Some(format!(
+                "cannot start the engine `{}`: {e}\n(hint: give the program's path; no shell is involved)",
+                opts.command.first().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default()
+            ));
+            report.artifact.error.clone_from(&report.error);
+            if let Some(p) = &report.artifact_path {
+                let _ = report.artifact.write(p);
+            }
+            return report;
+        }
+    };
+    on_event(RunEvent::EngineExited(outcome));
+    let artifact_path = session.artifact_path().to_owned();
+    match session.finish(outcome) {
+        Ok(a) => {
+            let code = a.exit_code.unwrap_or(70);
+            let error = match a.status {
+                SessionStatus::CompletedWithoutBackup => Some(format!(
+                    "the engine exited 0 but the post-session backup failed: {}",
+                    a.post_backup.as_ref().and_then(|p| p.error.clone()).unwrap_or_default()
+                )),
+                _ => None,
+            };
+            RunReport { artifact: a, artifact_path: Some(artifact_path), exit_code: code, error }
+        }
+        Err(e) => finish_failed(e, outcome.process_exit_code()),
+    }
+}
+
+fn finish_failed(err: super::SessionError, code: i32) -> RunReport {
+    RunReport {
+        artifact: HealthArtifact::new("unknown", std::path::Path::new(""), std::path::Path::new("")),
+        artifact_path: None,
+        exit_code: code,
+        error: Some(err.to_string()),
+    }
+}
+
+/// The name used in artifacts and messages.
+pub fn step_name(step: Step) -> String {
+    serde_json::to_value(step).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+}
+
+fn spawn_and_wait(
+    session: &mut Session,
+    opts: &RunOptions,
+    signals: &SignalForwarder,
+    on_event: &mut dyn FnMut(RunEvent<'_>),
+) -> Result<EngineOutcome, (EngineOutcome, std::io::Error)> {
+    let not_started = |code: i32| EngineOutcome { exit_code: Some(code), signal: None, not_started: true };
+    let Some((program, args)) = opts.command.split_first() else {
+        return Err((not_started(64), std::io::Error::other("no engine command given")));
+    };
+    let fd = match session.writer_lock().map(crate::lock::WriterLock::inheritable_fd) {
+        Some(Ok(fd)) => fd,
+        Some(Err(e)) => return Err((not_started(74), std::io::Error::other(e.to_string()))),
+        None => return Err((not_started(70), std::io::Error::other("the session holds no writer lock"))),
+    };
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .env("WARDEN_DB", session.db())
+        .env("WARDEN_SESSION_ID", session.id())
+        .env("WARDEN_SESSION_ARTIFACT", session.artifact_path())
+        .env("WARDEN_BACKUP_DIR", session.store().dir())
+        .env("WARDEN_AUDIT_DIR", &session.guard().config().audit_dir)
+        .env(crate::lock::INHERIT_FD_ENV, fd.as_raw_fd().to_string())
+        .process_group(0);
+    let spawned = cmd.spawn();
+    drop(fd);
+    let mut child = match spawned {
+        Ok(c) => c,
+        Err(e) => {
+            let code = match e.kind() {
+                std::io::ErrorKind::NotFound => 127,
+                _ => 126,
+            };
+            return Err((not_started(code), e));
+        }
+    };
+    signals.set_target(Some(child.id()));
+    let command = opts.command.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+    session.engine_started(command, Some(child.id()));
+    on_event(RunEvent::EngineStarted { pid: child.id() });
+    let status = loop {
+        match child.wait() {
+            Ok(s) => break s,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                signals.set_target(None);
+                return Err((not_started(70), e));
+            }
+        }
+    };
+    signals.set_target(None);
+    for name in signals.take_forwarded() {
+        session.signal_forwarded(name);
+        on_event(RunEvent::Forwarded(name));
+    }
+    Ok(EngineOutcome { exit_code: status.code(), signal: status.signal(), not_started: false })
+}
