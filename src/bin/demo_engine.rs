@@ -5,12 +5,19 @@
 //! Output is one JSON object per line on stdout (`ready`, `busy`, `refused`, `done`).
 //!
 //! ```text
-//! warden-demo-engine --db PATH [--trades N] [--create] [--hold-ms MS]
-//!                    [--wait-for FILE] [--spawn-child CMD...]
+//! warden-demo-engine [--db PATH] [--trades N] [--interval-ms MS] [--create] [--hold-ms MS]
+//!                    [--exit-code N] [--wait-for FILE] [--spawn-child CMD...]
 //! ```
+//!
+//! Under `warden run` the database comes from `WARDEN_DB`. Each trade is one transaction
+//! that also bumps `ledger.trades`, so any consistent copy satisfies
+//! `SELECT count(*) FROM trades` = `SELECT trades FROM ledger`. SIGTERM, SIGINT and SIGHUP
+//! stop it early and cleanly (exit 0), as a well-behaved engine would.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use sqlite_warden::connect::{EngineOptions, open_engine};
@@ -21,13 +28,23 @@ struct Args {
     trades: u32,
     create: bool,
     hold: Duration,
+    interval: Duration,
+    exit_code: u8,
     wait_for: Option<PathBuf>,
     child: Vec<String>,
 }
 
 fn parse() -> Result<Args, String> {
-    let mut a =
-        Args { db: PathBuf::new(), trades: 0, create: false, hold: Duration::ZERO, wait_for: None, child: Vec::new() };
+    let mut a = Args {
+        db: PathBuf::new(),
+        trades: 0,
+        create: false,
+        hold: Duration::ZERO,
+        interval: Duration::ZERO,
+        exit_code: 0,
+        wait_for: None,
+        child: Vec::new(),
+    };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut val = || it.next().ok_or_else(|| format!("{arg} needs a value"));
@@ -35,6 +52,10 @@ fn parse() -> Result<Args, String> {
             "--db" => a.db = PathBuf::from(val()?),
             "--trades" => a.trades = val()?.parse().map_err(|e| format!("--trades: {e}"))?,
             "--hold-ms" => a.hold = Duration::from_millis(val()?.parse().map_err(|e| format!("--hold-ms: {e}"))?),
+            "--interval-ms" => {
+                a.interval = Duration::from_millis(val()?.parse().map_err(|e| format!("--interval-ms: {e}"))?);
+            }
+            "--exit-code" => a.exit_code = val()?.parse().map_err(|e| format!("--exit-code: {e}"))?,
             "--wait-for" => a.wait_for = Some(PathBuf::from(val()?)),
             "--create" => a.create = true,
             "--spawn-child" => {
@@ -62,6 +83,13 @@ fn main() -> ExitCode {
             return ExitCode::from(64);
         }
     };
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT, signal_hook::consts::SIGHUP] {
+        if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
+            eprintln!("warden-demo-engine: cannot handle signals: {e}");
+            return ExitCode::from(70);
+        }
+    }
     if let Some(f) = &args.wait_for {
         let deadline = Instant::now() + Duration::from_secs(30);
         while !f.exists() && Instant::now() < deadline {
@@ -83,7 +111,9 @@ fn main() -> ExitCode {
     let setup = conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS trades(
             id INTEGER PRIMARY KEY, ts TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ')),
-            symbol TEXT NOT NULL, qty INTEGER NOT NULL, price REAL NOT NULL)",
+            symbol TEXT NOT NULL, qty INTEGER NOT NULL CHECK (qty > 0), price REAL NOT NULL);
+         CREATE TABLE IF NOT EXISTS ledger(id INTEGER PRIMARY KEY CHECK (id = 1), trades INTEGER NOT NULL);
+         INSERT OR IGNORE INTO ledger VALUES (1, (SELECT count(*) FROM trades));",
     );
     if let Err(e) = setup {
         eprintln!("warden-demo-engine: {e}");
@@ -106,21 +136,37 @@ fn main() -> ExitCode {
             Err(e) => eprintln!("warden-demo-engine: cannot spawn {cmd}: {e}"),
         }
     }
+    let mut conn = conn;
     for i in 0..args.trades {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
         let sym = ["ACME", "GLOBX", "INIT"][i as usize % 3];
-        if let Err(e) = conn.execute(
-            "INSERT INTO trades(symbol, qty, price) VALUES (?1, ?2, ?3)",
-            (sym, i64::from(i % 7) + 1, 100.0 + f64::from(i % 13)),
-        ) {
+        let trade = conn.transaction().and_then(|tx| {
+            tx.execute(
+                "INSERT INTO trades(symbol, qty, price) VALUES (?1, ?2, ?3)",
+                (sym, i64::from(i % 7) + 1, 100.0 + f64::from(i % 13)),
+            )?;
+            tx.execute("UPDATE ledger SET trades = trades + 1 WHERE id = 1", [])?;
+            tx.commit()
+        });
+        if let Err(e) = trade {
             eprintln!("warden-demo-engine: trade {i}: {e}");
             return ExitCode::from(74);
         }
+        if !args.interval.is_zero() {
+            std::thread::sleep(args.interval);
+        }
     }
-    std::thread::sleep(args.hold);
+    let until = Instant::now() + args.hold;
+    while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(5).min(until.saturating_duration_since(Instant::now())));
+    }
     let total: i64 = conn.query_row("SELECT count(*) FROM trades", [], |r| r.get(0)).unwrap_or(-1);
     drop(conn);
-    say(serde_json::json!({"event": "done", "pid": std::process::id(), "trades_total": total}));
+    let stopped = stop.load(Ordering::Relaxed);
+    say(serde_json::json!({"event": "done", "pid": std::process::id(), "trades_total": total, "stopped_by_signal": stopped}));
     // The spawned child is deliberately left running: it must not hold the lock.
     std::mem::forget(child);
-    ExitCode::SUCCESS
+    ExitCode::from(args.exit_code)
 }

@@ -440,12 +440,24 @@ fn io_is_full(e: &io::Error) -> bool {
     e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EDQUOT)
 }
 
-/// A pause point for crash tests: when `WARDEN_PAUSE_AT` names `point`, the process says so on
-/// stderr and stops itself (`SIGSTOP`) so a test can `kill -9` it exactly there.
+/// A pause point for crash tests: when `WARDEN_PAUSE_AT` is `point` (or `point#N`, the N-th
+/// time this process reaches it), the process says so on stderr and stops itself
+/// (`SIGSTOP`) so a test can `kill -9` it exactly there. Unset, it costs one cached lookup.
 pub fn pause_point(point: &str) {
-    static AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    let at = AT.get_or_init(|| std::env::var("WARDEN_PAUSE_AT").ok());
-    if at.as_deref() == Some(point) {
+    use std::sync::atomic::AtomicU32;
+    static AT: std::sync::OnceLock<Option<(String, u32)>> = std::sync::OnceLock::new();
+    static HITS: AtomicU32 = AtomicU32::new(0);
+    let at = AT.get_or_init(|| {
+        let v = std::env::var("WARDEN_PAUSE_AT").ok()?;
+        Some(match v.split_once('#') {
+            Some((name, n)) => (name.to_owned(), n.parse().unwrap_or(1)),
+            None => (v, 1),
+        })
+    });
+    if let Some((name, nth)) = at
+        && name == point
+        && HITS.fetch_add(1, Ordering::SeqCst) + 1 == *nth
+    {
         eprintln!("warden: paused at {point} (pid {})", std::process::id());
         let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP);
     }
@@ -682,6 +694,7 @@ impl BackupStore {
         if available < needed {
             return Err(BackupError::NoSpace { dir: self.dir.clone(), needed, available });
         }
+        pause_point("backup-preflight-passed");
         let id = self.new_id(kind);
         let final_path = self.dir.join(format!("{id}.{DATA_EXT}"));
         let tmp = atomic::temp_path_for(&final_path);
