@@ -68,6 +68,8 @@ fn parse() -> Result<Args, String> {
         // Under `warden run` (later) the database comes from the environment.
         a.db = std::env::var_os("WARDEN_DB").map(PathBuf::from).ok_or("--db is required")?;
     }
+    // `warden run --create` says so: the session allowed a brand-new database.
+    a.create |= std::env::var_os("WARDEN_CREATE").is_some_and(|v| v == "1");
     Ok(a)
 }
 
@@ -165,7 +167,9 @@ fn main() -> ExitCode {
     let total: i64 = conn.query_row("SELECT count(*) FROM trades", [], |r| r.get(0)).unwrap_or(-1);
     drop(conn);
     let stopped = stop.load(Ordering::Relaxed);
-    say(serde_json::json!({"event": "done", "pid": std::process::id(), "trades_total": total, "stopped_by_signal": stopped}));
+    say(
+        serde_json::json!({"event": "done", "pid": std::process::id(), "trades_total": total, "stopped_by_signal": stopped}),
+    );
     // The spawned child is deliberately left running: it must not hold the lock.
     std::mem::forget(child);
     ExitCode::from(args.exit_code)

@@ -1,14 +1,18 @@
-//! `warden demo`: the guard in action on an embedded default (a demo database and the
-//! example engine the project ships), end to end, in a directory of its own.
+//! `warden demo`: a full guarded session on an embedded default (a demo database and the
+//! example engine the project ships), end to end, in a directory of its own; then the
+//! refusals a session exists for.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use sqlite_warden::connect::{EngineOptions, ToolOptions, open_engine, open_tool};
 use sqlite_warden::fs::{RealProbe, SimulatedProbe, classify};
 use sqlite_warden::policy::{NetworkPolicy, Policy};
+use sqlite_warden::session::health::SessionStatus;
+use sqlite_warden::session::run::{RunEvent, RunOptions, SignalForwarder};
+use sqlite_warden::session::{SessionConfig, backup::BackupStore};
 use sqlite_warden::vfs::{self, Guard, GuardConfig};
 
 use super::CliError;
@@ -21,8 +25,12 @@ fn demo_err(e: impl std::fmt::Display) -> CliError {
     CliError::Demo(e.to_string())
 }
 
+fn io(context: &str) -> impl Fn(std::io::Error) -> CliError + '_ {
+    move |source| CliError::Io { context: context.to_owned(), source }
+}
+
 fn engine_binary() -> Result<PathBuf, CliError> {
-    let exe = std::env::current_exe().map_err(|source| CliError::Io { context: "locating warden".into(), source })?;
+    let exe = std::env::current_exe().map_err(io("locating warden"))?;
     let p = exe.with_file_name("warden-demo-engine");
     if p.exists() {
         Ok(p)
@@ -35,6 +43,9 @@ fn engine_binary() -> Result<PathBuf, CliError> {
 }
 
 fn guard(name: &str, audit: &Path, probe: Option<SimulatedProbe>, network: NetworkPolicy) -> Result<Guard, CliError> {
+    if let Some(g) = vfs::find_guard(name) {
+        return Ok(g);
+    }
     let config = GuardConfig {
         probe: match probe {
             Some(p) => Arc::new(p),
@@ -47,80 +58,154 @@ fn guard(name: &str, audit: &Path, probe: Option<SimulatedProbe>, network: Netwo
     Ok(vfs::register(name, config)?)
 }
 
-/// Runs the demo in `dir`.
-pub fn run(dir: &Path, trades: u32) -> Result<ExitCode, CliError> {
-    std::fs::create_dir_all(dir)
-        .map_err(|source| CliError::Io { context: format!("creating `{}`", dir.display()), source })?;
-    let dir = std::fs::canonicalize(dir)
-        .map_err(|source| CliError::Io { context: "resolving the demo dir".into(), source })?;
-    let audit = dir.join("audit");
-    let db = dir.join("demo.db");
-    println!("warden demo in {}", dir.display());
-    let local = guard("warden-demo", &audit, None, NetworkPolicy::Refuse)?;
+fn indent(s: &str) -> String {
+    s.replace('\n', "\n      ")
+}
 
-    step(1, "storage verdict for the demo directory (warden fs)");
-    let v = classify(&RealProbe::new(), &db)?;
-    println!("    {} on {}: {}", v.kind, v.fstype, v.reason);
-
-    step(2, &format!("the example engine opens {} as the one writer and records {trades} trades", db.display()));
-    let mut engine = Command::new(engine_binary()?)
-        .arg("--db")
-        .arg(&db)
-        .args(["--create", "--trades", &trades.to_string(), "--hold-ms", "1500"])
-        .env("WARDEN_AUDIT_DIR", &audit)
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|source| CliError::Io { context: "starting the example engine".into(), source })?;
-    let mut lines = BufReader::new(engine.stdout.take().ok_or_else(|| demo_err("no engine stdout"))?).lines();
-    let first = lines.next().transpose().map_err(demo_err)?.unwrap_or_default();
-    println!("    engine says: {first}");
-    if !first.contains("\"ready\"") {
-        let _ = engine.wait();
-        return Err(CliError::Demo("the example engine did not start".into()));
-    }
-
-    step(3, "a second writer tries to open the same database");
-    match open_engine(&db, &EngineOptions { guard: Some(local.clone()), ..Default::default() }) {
-        Err(e) => println!("    refused, as it must be:\n      {}", e.to_string().replace('\n', "\n      ")),
-        Ok(_) => {
-            return Err(CliError::Demo("a second writer was allowed: the guard is broken".into()));
+/// While the session's engine runs: a second session and a second engine are refused,
+/// tooling reads and cannot write.
+fn while_running(db: &Path, audit: &Path, local: &Guard) -> Result<(), CliError> {
+    // Wait until the engine has created its table (first run) and committed something.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let n = loop {
+        let read = open_tool(db, &ToolOptions { guard: Some(local.clone()), ..Default::default() })
+            .map_err(demo_err)
+            .and_then(|t| t.query_row("SELECT count(*) FROM trades", [], |r| r.get::<_, i64>(0)).map_err(demo_err));
+        match read {
+            Ok(n) if n > 0 => break n,
+            _ if Instant::now() > deadline => return Err(CliError::Demo("the example engine never committed".into())),
+            _ => std::thread::sleep(Duration::from_millis(20)),
         }
-    }
-    let st = sqlite_warden::lock::inspect(&db)?;
-    if let Some(r) = st.record {
-        println!("    warden lock: held by {}", r.holder.describe());
+    };
+
+    step(3, "while the session runs, a second `warden run` on the same database");
+    let exe = std::env::current_exe().map_err(io("locating warden"))?;
+    let out = Command::new(&exe)
+        .args(["run", "--db"])
+        .arg(db)
+        .arg("--audit-dir")
+        .arg(audit)
+        .arg("--")
+        .arg(engine_binary()?)
+        .stdout(Stdio::null())
+        .output()
+        .map_err(io("starting a second warden"))?;
+    let said = String::from_utf8_lossy(&out.stderr);
+    let refusal = said.lines().find(|l| l.contains("writer")).unwrap_or("(no message)");
+    println!("    exit {}: {}", out.status.code().unwrap_or(-1), refusal.trim());
+    if out.status.code() != Some(75) {
+        return Err(CliError::Demo(format!("a second session was not refused:\n{said}")));
     }
 
-    step(4, "tooling reads while the engine writes, and cannot write");
-    let tool = open_tool(&db, &ToolOptions { guard: Some(local.clone()), ..Default::default() })?;
-    let n: i64 = tool.query_row("SELECT count(*) FROM trades", [], |r| r.get(0)).map_err(demo_err)?;
+    step(4, "and a second engine process started by hand");
+    let out = Command::new(engine_binary()?)
+        .arg("--db")
+        .arg(db)
+        .env("WARDEN_AUDIT_DIR", audit)
+        .output()
+        .map_err(io("starting a second engine"))?;
+    println!("    exit {}: {}", out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).trim());
+    if out.status.code() != Some(75) {
+        return Err(CliError::Demo("a second writer was allowed: the guard is broken".into()));
+    }
+
+    step(5, "tooling reads while the engine writes, and cannot write");
+    let tool = open_tool(db, &ToolOptions { guard: Some(local.clone()), ..Default::default() })?;
     println!("    read ok: {n} trades committed so far");
     match tool.execute_batch("DELETE FROM trades") {
         Err(e) => println!("    write refused: {e}"),
         Ok(()) => return Err(CliError::Demo("a tooling connection could write".into())),
     }
-    drop(tool);
+    Ok(())
+}
 
-    for line in lines.map_while(Result::ok) {
-        println!("    engine says: {line}");
+/// Runs the demo in `dir`.
+pub fn run(dir: &Path, trades: u32) -> Result<ExitCode, CliError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|source| CliError::Io { context: format!("creating `{}`", dir.display()), source })?;
+    let dir = std::fs::canonicalize(dir).map_err(io("resolving the demo dir"))?;
+    let audit = dir.join("audit");
+    let db = dir.join("demo.db");
+    println!("warden demo in {}", dir.display());
+    // The session's guard is the process default (`warden`), logging into the demo dir.
+    let local = guard(vfs::DEFAULT_NAME, &audit, None, NetworkPolicy::Refuse)?;
+
+    step(1, "storage verdict for the demo directory (warden fs)");
+    let v = classify(&RealProbe::new(), &db)?;
+    println!("    {} on {}: {}", v.kind, v.fstype, v.reason);
+
+    let first = !db.exists();
+    step(
+        2,
+        &format!(
+            "a guarded session: warden run --db {} {}-- warden-demo-engine --trades {trades}",
+            db.display(),
+            if first { "--create " } else { "" }
+        ),
+    );
+    println!(
+        "    preflight -> writer lock -> integrity gate on a private copy -> verified pre-session backup\n    -> engine -> post-session backup -> retention -> health artifact"
+    );
+    let mut config = SessionConfig::new(&db);
+    config.create = first;
+    config.guard = Some(local.clone());
+    let signals = SignalForwarder::install().map_err(io("installing signal handlers"))?;
+    let command = vec![
+        engine_binary()?.into_os_string(),
+        "--trades".into(),
+        trades.to_string().into(),
+        "--interval-ms".into(),
+        "1".into(),
+        "--hold-ms".into(),
+        "1000".into(),
+    ];
+    let mut side: Result<(), CliError> = Ok(());
+    let report = sqlite_warden::session::run::run(config, &RunOptions { command }, &signals, &mut |ev| match ev {
+        RunEvent::Ready(s) => {
+            let a = s.artifact();
+            if let Some(g) = &a.gate {
+                println!("    gate {} ({} ms)", g.summary(), g.duration_ms);
+            }
+            match &a.pre_backup {
+                Some(b) => println!("    pre-session backup: {} (sha256 {}…)", b.path.display(), &b.sha256[..12]),
+                None => println!("    no pre-session backup: the database is new"),
+            }
+        }
+        RunEvent::EngineStarted { pid } => {
+            println!("    engine started as pid {pid}, holding the session's writer lock");
+            side = while_running(&db, &audit, &local);
+        }
+        RunEvent::EngineExited(o) => println!("\n    engine exited with {:?}", o.exit_code),
+        RunEvent::Forwarded(sig) => println!("    forwarded {sig}"),
+    });
+    side?;
+    let a = &report.artifact;
+    if let Some(e) = &report.error {
+        return Err(CliError::Demo(format!("the session failed: {e}")));
     }
-    let status = engine.wait().map_err(|source| CliError::Io { context: "waiting for the engine".into(), source })?;
-    if !status.success() {
-        return Err(CliError::Demo(format!("the example engine failed: {status}")));
+    if a.status != SessionStatus::Completed {
+        return Err(CliError::Demo(format!("the session ended {:?}", a.status)));
+    }
+    if let Some(b) = a.post_backup.as_ref().and_then(|p| p.backup.as_ref()) {
+        println!("    post-session backup: {} (verified, sha256 {}…)", b.path.display(), &b.sha256[..12]);
     }
 
-    step(5, "the same engine on an SMB share (simulated mount table: cifs //nas/trading)");
+    step(6, "the same engine on an SMB share (simulated mount table: cifs //nas/trading)");
     let share = dir.join("smb-share");
-    std::fs::create_dir_all(&share)
-        .map_err(|source| CliError::Io { context: "creating the share dir".into(), source })?;
+    std::fs::create_dir_all(&share).map_err(io("creating the share dir"))?;
     let sim = SimulatedProbe::local_root().mount(&share, "cifs", "//nas/trading", "rw,vers=3.1.1,cache=strict");
     let smb = guard("warden-demo-smb", &audit, Some(sim.clone()), NetworkPolicy::Refuse)?;
+    let mut on_share = SessionConfig::new(share.join("engine.db"));
+    on_share.create = true;
+    on_share.guard = Some(smb.clone());
+    match sqlite_warden::session::Session::begin(on_share) {
+        Err(f) => println!("    session refused before anything started:\n      {}", indent(&f.error.to_string())),
+        Ok(_) => return Err(CliError::Demo("a session was allowed on a network share".into())),
+    }
     let opts = EngineOptions { guard: Some(smb), create: true, ..Default::default() };
     match open_engine(share.join("engine.db"), &opts) {
-        Err(e) => println!("    refused:\n      {}", e.to_string().replace('\n', "\n      ")),
-        Ok(_) => {
-            return Err(CliError::Demo("the engine was allowed on a network share".into()));
-        }
+        Err(e) => println!("    and the engine's own open is refused too:\n      {}", indent(&e.to_string())),
+        Ok(_) => return Err(CliError::Demo("the engine was allowed on a network share".into())),
     }
     let rb = guard("warden-demo-smb-rollback", &audit, Some(sim), NetworkPolicy::RollbackOnly)?;
     let conn =
@@ -129,28 +214,36 @@ pub fn run(dir: &Path, trades: u32) -> Result<ExitCode, CliError> {
     println!("    with policy rollback-only the engine opens in journal_mode={mode}; asking for WAL:");
     match conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0)) {
         Err(e) => println!("      {e}"),
-        Ok(m) => {
-            return Err(CliError::Demo(format!("WAL was accepted on a network share ({m})")));
-        }
+        Ok(m) => return Err(CliError::Demo(format!("WAL was accepted on a network share ({m})"))),
     }
     drop(conn);
 
-    step(6, "where everything landed");
+    step(7, "where everything landed");
     let records = sqlite_warden::audit::read_log(local.audit_path()).unwrap_or_default();
     let mut counts = std::collections::BTreeMap::<String, usize>::new();
     for r in &records {
-        *counts
-            .entry(serde_json::to_value(r.event).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default())
-            .or_default() += 1;
+        let name = serde_json::to_value(r.event).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+        *counts.entry(name).or_default() += 1;
     }
+    let store = BackupStore::new(SessionConfig::state_dir(&db).join("backups"), &db);
+    let backups = store.list().unwrap_or_default();
     println!("    database:  {}", db.display());
     println!("    lock file: {}", sqlite_warden::lock::lock_path_for(&db).display());
+    println!(
+        "    backups:   {} ({} verified backups)",
+        store.dir().display(),
+        backups.iter().filter(|b| b.manifest.is_good()).count()
+    );
+    if let Some(p) = &report.artifact_path {
+        println!("    session:   {} (status {})", p.display(), serde_json::to_value(a.status).unwrap_or_default());
+    }
     println!(
         "    audit log: {} ({} records: {})",
         local.audit_path().display(),
         records.len(),
         counts.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
     );
-    println!("\ntry: warden fs {}   |   warden lock {}", dir.display(), db.display());
+    println!("\nrun it again: the second session gates and backs up the database the first one wrote.");
+    println!("try: warden prune --db {} --dry-run   |   warden lock {}", db.display(), db.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -126,6 +126,9 @@ impl IntegrityReport {
         if self.timed_out {
             return format!("{}: timed out after {} ms (fails closed)", self.mode.pragma(), self.duration_ms);
         }
+        if let Some(e) = &self.error {
+            return e.clone();
+        }
         if let Some(first) = self.messages.iter().find(|m| m.as_str() != "ok") {
             let more = self.messages.len().saturating_sub(1);
             let more = if more > 0 { format!(" (+{more} more)") } else { String::new() };
@@ -183,6 +186,31 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// The manifest of a copy that could not be made or checked: never published.
+    fn unpublished(id: &str, kind: BackupKind, db: &Path, opts: &BackupOptions, integrity: IntegrityReport) -> Self {
+        Manifest {
+            schema: 1,
+            id: id.to_owned(),
+            file: String::new(),
+            kind,
+            created: crate::identity::now_rfc3339(),
+            source: db.to_owned(),
+            session_id: opts.session_id.clone(),
+            size: 0,
+            page_size: 0,
+            page_count: 0,
+            sha256: String::new(),
+            integrity,
+            verified: false,
+            method: "none".into(),
+            source_sidecar_bytes: 0,
+            timings: Timings::default(),
+            sqlite_version: sqlite_version(),
+            warden_version: env!("CARGO_PKG_VERSION").to_owned(),
+            host: crate::identity::ProcessIdentity::current().host,
+        }
+    }
+
     /// A backup that may be restored as a known-good state: verified, and not a post-crash
     /// copy.
     pub fn is_good(&self) -> bool {
@@ -422,6 +450,11 @@ fn set_state(db: &Path) -> SetState {
             .map(|p| std::fs::metadata(p).ok().map(|m| (m.len(), m.mtime(), m.mtime_nsec(), m.ino())))
             .collect(),
     )
+}
+
+fn header_says_wal(db: &Path) -> bool {
+    let mut h = [0u8; 20];
+    File::open(db).and_then(|mut f| f.read_exact(&mut h)).is_ok() && &h[..16] == b"SQLite format 3\0" && h[18] == 2
 }
 
 fn nonempty(p: &Path) -> bool {
@@ -713,9 +746,22 @@ impl BackupStore {
             .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
             .sum();
         let copy_started = Instant::now();
-        let method = self.copy(db, &tmp, opts).map_err(full)?;
-        pause_point("backup-copied");
-        finalize_copy(&tmp).map_err(full)?;
+        let copied = self.copy(db, &tmp, opts).and_then(|method| {
+            pause_point("backup-copied");
+            finalize_copy(&tmp).map(|()| method)
+        });
+        let method = match copied.map_err(full) {
+            Ok(m) => m,
+            // SQLite could not even read the set: the database is damaged. That is a failed
+            // check (a report), not a failure to take the backup.
+            Err(BackupError::Sqlite { action, path, source }) if is_damage(&source) => {
+                let integrity =
+                    IntegrityReport::failed(opts.check, format!("{action} `{}`: {source}", path.display()), started);
+                let manifest = Manifest::unpublished(&id, kind, db, opts, integrity.clone());
+                return Ok(BackupOutcome { integrity, published: None, manifest });
+            }
+            Err(e) => return Err(e),
+        };
         let copy_ms = ms(copy_started.elapsed());
         check_cancel(opts, db)?;
 
@@ -766,8 +812,14 @@ impl BackupStore {
     }
 
     fn copy(&self, db: &Path, tmp: &Path, opts: &BackupOptions) -> Result<&'static str, BackupError> {
-        let has_sidecars = nonempty(&sidecar(db, "-wal")) || sidecar(db, "-journal").exists();
-        if has_sidecars && opts.writer_lock_held {
+        // A read-only SQLite open of a WAL-mode database creates its -wal and rebuilds its
+        // -shm; of a set with a hot journal it fails. With the lock held, copy such sets
+        // privately so the originals stay byte-identical.
+        let needs_private = nonempty(&sidecar(db, "-wal"))
+            || sidecar(db, "-journal").exists()
+            || sidecar(db, "-shm").exists()
+            || header_says_wal(db);
+        if needs_private && opts.writer_lock_held {
             self.private_copy(db, tmp, opts)?;
             return Ok("private_copy_recovered");
         }
@@ -855,6 +907,18 @@ fn check_cancel(opts: &BackupOptions, db: &Path) -> Result<(), BackupError> {
         return Err(BackupError::Cancelled { db: db.to_owned() });
     }
     Ok(())
+}
+
+/// Errors that mean the database set itself is damaged (not the disk we copy to).
+fn is_damage(e: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode;
+    match e {
+        rusqlite::Error::SqliteFailure(f, _) => {
+            matches!(f.code, ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase)
+                || f.extended_code == rusqlite::ffi::SQLITE_IOERR_SHORT_READ
+        }
+        _ => false,
+    }
 }
 
 fn is_hot_journal(e: &rusqlite::Error) -> bool {

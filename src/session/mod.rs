@@ -494,6 +494,11 @@ impl Session {
         &self.config.db
     }
 
+    /// The session allows a missing or empty database (the engine creates it).
+    pub fn create_allowed(&self) -> bool {
+        self.config.create
+    }
+
     /// The guard the session runs under.
     pub fn guard(&self) -> &Guard {
         &self.guard

@@ -10,6 +10,7 @@
 //! - `WARDEN_SESSION_ID`, `WARDEN_SESSION_ARTIFACT`: the session and its health artifact;
 //! - `WARDEN_BACKUP_DIR`: where the session's backups are;
 //! - `WARDEN_AUDIT_DIR`: the audit log directory, so a guarded engine logs where warden does;
+//! - `WARDEN_CREATE=1`: only when the session allowed a missing database (`--create`);
 //! - `WARDEN_LOCK_FD` ([`crate::lock::INHERIT_FD_ENV`]): the inherited writer lock. A guarded
 //!   engine adopts it; any engine keeps the lock held simply by being alive.
 //!
@@ -250,7 +251,11 @@ fn spawn_and_wait(
         .env("WARDEN_BACKUP_DIR", session.store().dir())
         .env("WARDEN_AUDIT_DIR", &session.guard().config().audit_dir)
         .env(crate::lock::INHERIT_FD_ENV, fd.as_raw_fd().to_string())
+        .env_remove("WARDEN_CREATE")
         .process_group(0);
+    if session.create_allowed() {
+        cmd.env("WARDEN_CREATE", "1");
+    }
     let spawned = cmd.spawn();
     drop(fd);
     let mut child = match spawned {
