@@ -50,3 +50,8 @@ pub use error::{AuditError, LockError, OpenError, ProbeError, RegisterError};
 pub use fs::{FsKind, FsVerdict};
 pub use policy::{NetworkPolicy, Policy, Role};
 pub use vfs::{Guard, GuardConfig};
+
+/// The README's Rust examples, compiled as doctests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
