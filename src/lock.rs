@@ -170,13 +170,28 @@ struct HeldLock {
 /// children never inherit it.
 pub const INHERIT_FD_ENV: &str = "WARDEN_LOCK_FD";
 
+/// The inherited descriptor while no engine connection of this process uses it: kept open,
+/// because closing it would leave only the runner's reference, and a later engine open in
+/// this process could then not take the lock the runner holds.
+fn parked_inherited() -> MutexGuard<'static, Option<(Key, File)>> {
+    static SLOT: OnceLock<Mutex<Option<(Key, File)>>> = OnceLock::new();
+    SLOT.get_or_init(Mutex::default).lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// Takes the descriptor named by [`INHERIT_FD_ENV`], at most once per process, if it is open
 /// and is the lock file at `lock_path`.
 fn take_inherited(lock_path: &Path) -> Option<File> {
     use std::sync::atomic::{AtomicBool, Ordering};
     static TAKEN: AtomicBool = AtomicBool::new(false);
-    let fd: i32 = std::env::var(INHERIT_FD_ENV).ok()?.trim().parse().ok()?;
     let want = std::fs::metadata(lock_path).ok()?;
+    {
+        // Handed back by an earlier release in this process: the engine reconnected.
+        let mut parked = parked_inherited();
+        if parked.as_ref().is_some_and(|(k, _)| *k == key_of(&want)) {
+            return parked.take().map(|(_, f)| f);
+        }
+    }
+    let fd: i32 = std::env::var(INHERIT_FD_ENV).ok()?.trim().parse().ok()?;
     if !crate::vfs::ffi::inherited_fd_matches(fd, want.dev(), want.ino()) {
         return None;
     }
@@ -214,8 +229,11 @@ pub struct Acquired {
     pub newly_taken: bool,
     /// The record left by the previous holder, when this call took the lock.
     pub previous: Option<LockRecord>,
-    /// The holder recorded in the lock file (this process).
+    /// The holder recorded in the lock file (this process, or the `warden run` session
+    /// that handed the lock over).
     pub holder: Holder,
+    /// The lock was handed over by a session runner ([`INHERIT_FD_ENV`]) at this call.
+    pub inherited: bool,
 }
 
 fn io_err(lock_path: PathBuf) -> impl Fn(io::Error) -> LockError {
@@ -324,7 +342,7 @@ impl WriterLock {
                         h.refs += 1;
                         let holder = h.record.holder.clone();
                         let lock = WriterLock { key, db: db.to_owned(), lock_path: lock_path.clone(), released: false };
-                        return Ok(Acquired { lock, newly_taken: false, previous: None, holder });
+                        return Ok(Acquired { lock, newly_taken: false, previous: None, holder, inherited: false });
                     }
                     return Err(LockError::Held {
                         db: db.to_owned(),
@@ -352,7 +370,7 @@ impl WriterLock {
                 let holder = record.holder.clone();
                 reg.insert(key, HeldLock { file, refs: 1, scope, record, inherited: true });
                 let lock = WriterLock { key, db: db.to_owned(), lock_path, released: false };
-                return Ok(Acquired { lock, newly_taken: false, previous: None, holder });
+                return Ok(Acquired { lock, newly_taken: false, previous: None, holder, inherited: true });
             }
             let mode = std::fs::metadata(db).map(|m| m.permissions().mode() & 0o666).unwrap_or(0o644);
             let mut file = OpenOptions::new()
@@ -391,7 +409,7 @@ impl WriterLock {
             let holder = record.holder.clone();
             reg.insert(key, HeldLock { file, refs: 1, scope, record, inherited: false });
             let lock = WriterLock { key, db: db.to_owned(), lock_path, released: false };
-            return Ok(Acquired { lock, newly_taken: true, previous, holder });
+            return Ok(Acquired { lock, newly_taken: true, previous, holder, inherited: false });
         }
         Err(err(io::Error::other("the lock file kept being replaced while locking it")))
     }
@@ -433,6 +451,11 @@ impl WriterLock {
         &self.db
     }
 
+    /// True when the lock was handed over by a session runner, which keeps holding it.
+    pub fn is_inherited(&self) -> bool {
+        registry().get(&self.key).is_some_and(|h| h.inherited)
+    }
+
     /// True when this is the only reference in the process, so releasing it frees the lock.
     pub fn is_last(&self) -> bool {
         registry().get(&self.key).is_some_and(|h| h.refs == 1)
@@ -467,6 +490,7 @@ impl WriterLock {
                     rec.last_close = Some(c);
                     let _ = write_record(&mut h.file, &rec);
                 }
+                *parked_inherited() = Some((self.key, h.file));
                 return;
             }
             h.record.state = RecordState::Released;

@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! warden-demo-engine [--db PATH] [--trades N] [--interval-ms MS] [--create] [--hold-ms MS]
-//!                    [--exit-code N] [--wait-for FILE] [--spawn-child CMD...]
+//!                    [--exit-code N] [--reopen] [--wait-for FILE] [--spawn-child CMD...]
 //! ```
 //!
 //! Under `warden run` the database comes from `WARDEN_DB`. Each trade is one transaction
@@ -30,6 +30,7 @@ struct Args {
     hold: Duration,
     interval: Duration,
     exit_code: u8,
+    reopen: bool,
     wait_for: Option<PathBuf>,
     child: Vec<String>,
 }
@@ -42,6 +43,7 @@ fn parse() -> Result<Args, String> {
         hold: Duration::ZERO,
         interval: Duration::ZERO,
         exit_code: 0,
+        reopen: false,
         wait_for: None,
         child: Vec::new(),
     };
@@ -58,6 +60,7 @@ fn parse() -> Result<Args, String> {
             "--exit-code" => a.exit_code = val()?.parse().map_err(|e| format!("--exit-code: {e}"))?,
             "--wait-for" => a.wait_for = Some(PathBuf::from(val()?)),
             "--create" => a.create = true,
+            "--reopen" => a.reopen = true,
             "--spawn-child" => {
                 a.child = it.by_ref().collect();
             }
@@ -139,25 +142,40 @@ fn main() -> ExitCode {
         }
     }
     let mut conn = conn;
-    for i in 0..args.trades {
-        if stop.load(Ordering::Relaxed) {
-            break;
+    let rounds = if args.reopen { 2 } else { 1 };
+    for round in 0..rounds {
+        if round > 0 {
+            // Reconnect, as engines do: the writer lock must still be ours.
+            drop(conn);
+            conn = match open_engine(&args.db, &opts) {
+                Ok(c) => c,
+                Err(e) => {
+                    say(serde_json::json!({"event": "refused", "pid": std::process::id(), "error": e.to_string()}));
+                    return ExitCode::from(69);
+                }
+            };
+            say(serde_json::json!({"event": "reopened", "pid": std::process::id()}));
         }
-        let sym = ["ACME", "GLOBX", "INIT"][i as usize % 3];
-        let trade = conn.transaction().and_then(|tx| {
-            tx.execute(
-                "INSERT INTO trades(symbol, qty, price) VALUES (?1, ?2, ?3)",
-                (sym, i64::from(i % 7) + 1, 100.0 + f64::from(i % 13)),
-            )?;
-            tx.execute("UPDATE ledger SET trades = trades + 1 WHERE id = 1", [])?;
-            tx.commit()
-        });
-        if let Err(e) = trade {
-            eprintln!("warden-demo-engine: trade {i}: {e}");
-            return ExitCode::from(74);
-        }
-        if !args.interval.is_zero() {
-            std::thread::sleep(args.interval);
+        for i in 0..args.trades {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let sym = ["ACME", "GLOBX", "INIT"][i as usize % 3];
+            let trade = conn.transaction().and_then(|tx| {
+                tx.execute(
+                    "INSERT INTO trades(symbol, qty, price) VALUES (?1, ?2, ?3)",
+                    (sym, i64::from(i % 7) + 1, 100.0 + f64::from(i % 13)),
+                )?;
+                tx.execute("UPDATE ledger SET trades = trades + 1 WHERE id = 1", [])?;
+                tx.commit()
+            });
+            if let Err(e) = trade {
+                eprintln!("warden-demo-engine: trade {i}: {e}");
+                return ExitCode::from(74);
+            }
+            if !args.interval.is_zero() {
+                std::thread::sleep(args.interval);
+            }
         }
     }
     let until = Instant::now() + args.hold;

@@ -363,12 +363,15 @@ unsafe fn open_impl(
         unsafe { close_real(real) };
         return refuse(data, r, flags);
     }
-    if let Some(acq) = pre.lock.as_ref().filter(|a| a.newly_taken) {
+    if let Some(acq) = pre.lock.as_ref().filter(|a| a.newly_taken || a.inherited) {
         let mut r = AuditRecord::new(AuditEvent::WriterLockAcquired);
         r.db = Some(path.clone());
         r.role = Some(data.role);
         r.vfs = rec.vfs.clone();
         r.lock_holder = Some(acq.holder.clone());
+        if acq.inherited {
+            r.reason = Some("handed over by the `warden run` session that holds it (WARDEN_LOCK_FD)".into());
+        }
         super::audit_best_effort(shared, &mut r);
     }
     for mut r in extra {
@@ -778,6 +781,7 @@ fn finish_close(state: FileState, closing: Option<Option<u32>>, rc: c_int) {
         let close_state = closing.and_then(|cc| CloseState::observe(&path, cc));
         rec.current = close_state.clone();
         let last = closing.is_some();
+        let inherited = lock.is_inherited();
         lock.release(close_state);
         if last {
             super::audit_best_effort(&data.shared, &mut rec);
@@ -785,6 +789,9 @@ fn finish_close(state: FileState, closing: Option<Option<u32>>, rc: c_int) {
             r.role = Some(data.role);
             r.vfs = rec.vfs.clone();
             r.db = Some(path);
+            if inherited {
+                r.reason = Some("returned to the `warden run` session, which still holds it".into());
+            }
             super::audit_best_effort(&data.shared, &mut r);
             return;
         }
