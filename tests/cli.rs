@@ -69,16 +69,52 @@ fn usage_errors_exit_2_and_missing_paths_are_explained() {
 fn the_readme_demo_runs_end_to_end() {
     let d = tempfile::tempdir().unwrap();
     let demo = d.path().join("demo");
-    let out = warden(d.path()).args(["demo", "--trades", "50", "--dir"]).arg(&demo).output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    for expected in ["refused, as it must be", "write refused", "journal_mode=WAL refused", "audit log:"] {
-        assert!(stdout.contains(expected), "demo output lacks `{expected}`:\n{stdout}");
-    }
+    let run = || {
+        let out = warden(d.path()).args(["demo", "--trades", "50", "--dir"]).arg(&demo).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        for expected in [
+            "a guarded session",
+            "exit 75: warden:",
+            "already has a writer",
+            "\"busy\"",
+            "write refused",
+            "post-session backup:",
+            "session refused before anything started",
+            "journal_mode=WAL refused",
+            "backups:",
+            "status \"completed\"",
+            "audit log:",
+        ] {
+            assert!(stdout.contains(expected), "demo output lacks `{expected}`:\n{stdout}");
+        }
+        stdout
+    };
+    let first = run();
+    assert!(first.contains("no pre-session backup: the database is new"), "{first}");
+    // The second run gates and backs up what the first one wrote.
+    let second = run();
+    assert!(second.contains("gate passed: integrity_check: ok"), "{second}");
+    assert!(second.contains("pre-session backup:"), "{second}");
     let n: i64 = rusqlite::Connection::open(demo.join("demo.db"))
         .unwrap()
         .query_row("SELECT count(*) FROM trades", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(n, 50);
+    assert_eq!(n, 100);
     assert!(demo.join("audit/audit.jsonl").exists());
+    // One health artifact per session, the refused second sessions included.
+    let mut statuses: Vec<String> = std::fs::read_dir(demo.join("demo.db.warden/sessions"))
+        .unwrap()
+        .map(|e| {
+            let v: serde_json::Value = serde_json::from_slice(&std::fs::read(e.unwrap().path()).unwrap()).unwrap();
+            format!("{}/{}", v["status"].as_str().unwrap(), v["failed_step"].as_str().unwrap_or("-"))
+        })
+        .collect();
+    statuses.sort();
+    assert_eq!(statuses, ["completed/-", "completed/-", "refused/writer_lock", "refused/writer_lock"]);
+    let backups = std::fs::read_dir(demo.join("demo.db.warden/backups"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".sqlite"))
+        .count();
+    assert_eq!(backups, 3, "post, pre, post");
 }

@@ -799,8 +799,16 @@ impl BackupStore {
         std::fs::rename(&tmp, &final_path).map_err(io_err("publishing", &final_path))?;
         pause_point("backup-data-renamed");
         let manifest_path = self.dir.join(format!("{id}.{MANIFEST_EXT}"));
-        let bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| io_err("encoding", &manifest_path)(e.into()))?;
-        atomic::write_atomic(&manifest_path, &bytes, 0o600).map_err(io_err("writing", &manifest_path)).map_err(full)?;
+        let written = serde_json::to_vec_pretty(&manifest)
+            .map_err(io::Error::other)
+            .and_then(|bytes| atomic::write_atomic(&manifest_path, &bytes, 0o600));
+        if let Err(e) = written {
+            // Without its manifest the copy is not a backup: take it back out, so a failed
+            // backup leaves the directory as it found it (and frees the space it took).
+            let _ = std::fs::remove_file(&final_path);
+            let _ = atomic::sync_dir(&self.dir);
+            return Err(full(io_err("writing", &manifest_path)(e)));
+        }
         pause_point("backup-published");
         drop(guard_tmp);
         drop(lock);
