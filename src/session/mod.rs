@@ -322,7 +322,7 @@ impl Session {
         let session_dir = config.session_dir();
         let mut artifact = HealthArtifact::new(&id, &config.db, &backup_dir);
         let artifact_path = session_dir.join(format!("{id}.json"));
-        let fail = |mut artifact: HealthArtifact, step: Step, error: SessionError, written: bool| {
+        let fail = |mut artifact: HealthArtifact, step: Step, error: SessionError| {
             artifact.status = if matches!(error, SessionError::Aborted { .. }) {
                 SessionStatus::Aborted
             } else {
@@ -333,11 +333,12 @@ impl Session {
             artifact.exit_code = Some(i32::from(error.exit_code()));
             artifact.finished_at = Some(crate::identity::now_rfc3339());
             artifact.durations.total_ms = ms(started.elapsed());
-            let artifact_path = if written || artifact.write(&artifact_path).is_ok() {
-                let _ = artifact.write(&artifact_path);
-                Some(artifact_path.clone())
-            } else {
-                None
+            let artifact_path = match artifact.write(&artifact_path) {
+                Ok(()) => Some(artifact_path.clone()),
+                Err(e) => {
+                    tracing::error!(artifact = %artifact_path.display(), error = %e, "the session artifact could not be written");
+                    None
+                }
             };
             Box::new(BeginFailure { error, step, artifact: Box::new(artifact), artifact_path })
         };
@@ -348,65 +349,60 @@ impl Session {
             .create(&session_dir)
             .and_then(|()| artifact.write(&artifact_path))
         {
-            return Err(fail(
-                artifact,
-                Step::Config,
-                SessionError::Artifact { path: artifact_path.clone(), source },
-                false,
-            ));
+            return Err(fail(artifact, Step::Config, SessionError::Artifact { path: artifact_path.clone(), source }));
         }
 
         // 1. SQLite floor.
         if vfs::sqlite_version_number() < vfs::SQLITE_FLOOR {
             let e = SessionError::SqliteTooOld { found: rusqlite::version().to_owned(), floor: "3.51.3" };
-            return Err(fail(artifact, Step::SqliteVersion, e, true));
+            return Err(fail(artifact, Step::SqliteVersion, e));
         }
         let guard = match config.guard.clone().map_or_else(vfs::default_guard, Ok) {
             Ok(g) => g,
-            Err(e) => return Err(fail(artifact, Step::Config, e.into(), true)),
+            Err(e) => return Err(fail(artifact, Step::Config, e.into())),
         };
 
         // 2. Storage of the database and of the backups.
         let store = BackupStore::new(&backup_dir, &config.db);
         let verdict = match guard.classify(&config.db) {
             Ok(v) => v,
-            Err(e) => return Err(fail(artifact, Step::Storage, e.into(), true)),
+            Err(e) => return Err(fail(artifact, Step::Storage, e.into())),
         };
         artifact.storage = Some(verdict.clone());
         if !verdict.kind.is_local() {
             let e =
                 SessionError::StorageRefused { path: config.db.clone(), what: "database", verdict: Box::new(verdict) };
-            return Err(fail(artifact, Step::Storage, e, true));
+            return Err(fail(artifact, Step::Storage, e));
         }
         if let Err(e) = store.ensure_dir() {
-            return Err(fail(artifact, Step::Storage, e.into(), true));
+            return Err(fail(artifact, Step::Storage, e.into()));
         }
         match guard.classify(&backup_dir) {
             Ok(v) if v.kind.is_local() => {}
             Ok(v) => {
                 let e =
                     SessionError::StorageRefused { path: backup_dir, what: "backup directory", verdict: Box::new(v) };
-                return Err(fail(artifact, Step::Storage, e, true));
+                return Err(fail(artifact, Step::Storage, e));
             }
-            Err(e) => return Err(fail(artifact, Step::Storage, e.into(), true)),
+            Err(e) => return Err(fail(artifact, Step::Storage, e.into())),
         }
 
         // 3. Free space.
         let needed = BackupStore::space_needed(&config.db);
         let available = match store.free_bytes() {
             Ok(a) => a,
-            Err(e) => return Err(fail(artifact, Step::FreeSpace, e.into(), true)),
+            Err(e) => return Err(fail(artifact, Step::FreeSpace, e.into())),
         };
         artifact.free_space = Some(FreeSpace { available, needed });
         if available < needed {
             let e = SessionError::NoSpace { dir: store.dir().to_owned(), needed, available };
-            return Err(fail(artifact, Step::FreeSpace, e, true));
+            return Err(fail(artifact, Step::FreeSpace, e));
         }
 
         // 4. The writer lock, held from here to `finish`.
         let acquired = match WriterLock::acquire(&config.db, WriterScope::Process) {
             Ok(a) => a,
-            Err(e) => return Err(fail(artifact, Step::WriterLock, SessionError::WriterLocked(e), true)),
+            Err(e) => return Err(fail(artifact, Step::WriterLock, SessionError::WriterLocked(e))),
         };
         let lock = acquired.lock;
         let _ = lock.set_session(&id);
@@ -441,35 +437,25 @@ impl Session {
                 artifact.gate = Some(report.clone());
                 if cancelled {
                     drop(lock);
-                    return Err(fail(artifact, Step::Gate, SessionError::Aborted { db: config.db.clone() }, true));
+                    return Err(fail(artifact, Step::Gate, SessionError::Aborted { db: config.db.clone() }));
                 }
                 if !passed {
                     drop(lock);
-                    return Err(fail(
-                        artifact,
-                        Step::Gate,
-                        SessionError::GateFailed { report: Box::new(report) },
-                        true,
-                    ));
+                    return Err(fail(artifact, Step::Gate, SessionError::GateFailed { report: Box::new(report) }));
                 }
             }
             Err(BackupError::Cancelled { .. }) => {
                 drop(lock);
-                return Err(fail(artifact, Step::Gate, SessionError::Aborted { db: config.db.clone() }, true));
+                return Err(fail(artifact, Step::Gate, SessionError::Aborted { db: config.db.clone() }));
             }
             Err(e) => {
                 drop(lock);
-                return Err(fail(artifact, Step::PreBackup, e.into(), true));
+                return Err(fail(artifact, Step::PreBackup, e.into()));
             }
         }
         if let Err(source) = artifact.write(&artifact_path) {
             drop(lock);
-            return Err(fail(
-                artifact,
-                Step::Config,
-                SessionError::Artifact { path: artifact_path.clone(), source },
-                true,
-            ));
+            return Err(fail(artifact, Step::Config, SessionError::Artifact { path: artifact_path.clone(), source }));
         }
         Ok(Session {
             config,
