@@ -43,6 +43,7 @@ pub mod identity;
 pub mod lock;
 pub mod policy;
 pub mod session;
+pub mod status;
 pub mod vfs;
 
 pub use connect::{EngineOptions, ToolOptions, open_engine, open_tool};

@@ -10,7 +10,11 @@
 //!   `75` writer lock held.
 
 mod demo;
+mod ops;
+mod restore;
+mod salvage;
 mod session;
+mod snapshot;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -104,6 +108,24 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Publishes a consistent, read-only analysis snapshot (and the stable `latest` name).
+    Snapshot(snapshot::SnapshotArgs),
+    /// Restores the database from a verified backup (re-verified first).
+    Restore(restore::RestoreArgs),
+    /// Restore drill: restores the newest verified backup to a scratch place and checks it.
+    Drill(restore::DrillArgs),
+    /// The integrity gate on its own: read-only, safe to run any time.
+    Check(ops::CheckArgs),
+    /// Health of a guarded database; exits non-zero when unhealthy.
+    Status(ops::StatusArgs),
+    /// Session health artifacts: list, or `show <id>`.
+    Sessions(ops::SessionsArgs),
+    /// Backups: list, or `verify [<id>|--all]`.
+    Backups(ops::BackupsArgs),
+    /// Tails and filters the audit log.
+    Audit(ops::AuditArgs),
+    /// Recovers what it can from a damaged database into a new file (never over the original).
+    Salvage(salvage::SalvageArgs),
     /// Prints warden's and SQLite's versions.
     Version {
         /// Print JSON instead of text.
@@ -158,6 +180,9 @@ pub enum CliError {
     Prune(#[from] sqlite_warden::session::prune::PruneError),
     #[error("{0}")]
     Usage(String),
+    /// Any command's own failure, already rendered with its hint, and its exit code.
+    #[error("{message}")]
+    Failed { message: String, code: u8 },
 }
 
 impl CliError {
@@ -171,6 +196,7 @@ impl CliError {
             CliError::Register(_) | CliError::Demo(_) => 70,
             CliError::Config(_) | CliError::Prune(sqlite_warden::session::prune::PruneError::Policy(_)) => 78,
             CliError::Usage(_) => 64,
+            CliError::Failed { code, .. } => *code,
             CliError::Backup(e) | CliError::Prune(sqlite_warden::session::prune::PruneError::Store(e)) => {
                 backup_exit_code(e)
             }
@@ -211,6 +237,15 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
         Cmd::Run { settings, json, quiet, command } => session::run_cmd(settings, command, json, quiet),
         Cmd::Backup { settings, json, quiet } => session::backup_cmd(settings, json, quiet),
         Cmd::Prune { settings, dry_run, json } => session::prune_cmd(settings, dry_run, json),
+        Cmd::Snapshot(a) => snapshot::run(a),
+        Cmd::Restore(a) => restore::run(a),
+        Cmd::Drill(a) => restore::drill(a),
+        Cmd::Check(a) => ops::check(a),
+        Cmd::Status(a) => ops::status(a),
+        Cmd::Sessions(a) => ops::sessions(a),
+        Cmd::Backups(a) => ops::backups(a),
+        Cmd::Audit(a) => ops::audit(a),
+        Cmd::Salvage(a) => salvage::run(a),
         Cmd::Version { json } => {
             let v = serde_json::json!({
                 "warden": env!("CARGO_PKG_VERSION"),

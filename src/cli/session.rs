@@ -75,7 +75,8 @@ pub enum CheckArg {
 }
 
 impl SettingsArgs {
-    fn resolve(self, command: Vec<OsString>) -> Result<Settings, CliError> {
+    /// Merges these flags over `warden.toml` (see [`sqlite_warden::config`]).
+    pub(crate) fn resolve(self, command: Vec<OsString>) -> Result<Settings, CliError> {
         let file = config::discover(self.config.as_deref());
         let o = Overrides {
             database: self.db,

@@ -37,9 +37,12 @@ pub mod health;
 pub mod kind;
 pub mod progress;
 pub mod prune;
+pub mod restore;
 pub mod retention;
 pub mod run;
+pub mod salvage;
 pub mod scan;
+pub mod snapshot;
 
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};

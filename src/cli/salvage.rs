@@ -1,0 +1,14 @@
+//! `warden salvage` (being written).
+
+use std::process::ExitCode;
+
+use super::CliError;
+
+/// Arguments (placeholder).
+#[derive(Debug, clap::Args)]
+pub struct SalvageArgs {}
+
+/// Not yet implemented.
+pub fn run(_args: SalvageArgs) -> Result<ExitCode, CliError> {
+    Err(CliError::Failed { message: "not implemented yet".into(), code: 70 })
+}

@@ -1,0 +1,1 @@
+//! Restore and restore drills (being written).

@@ -1,0 +1,1 @@
+//! Salvage of damaged databases (being written).

@@ -1,0 +1,1 @@
+//! Analysis snapshots (being written).

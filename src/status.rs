@@ -1,0 +1,1 @@
+//! Operator views: status, health, Prometheus textfile (being written).
