@@ -69,6 +69,17 @@ pub enum AuditEvent {
     RoViolation,
     /// The audit log itself could not be written (logged through `tracing` only).
     AuditFailed,
+    /// A restore verified its backup and is about to move the database aside (written before
+    /// anything is moved; a restore that cannot write it does not start).
+    RestoreStarted,
+    /// A backup was restored (in place, or to a new file).
+    Restored,
+    /// A restore was refused: the backup failed re-verification; nothing was changed.
+    RestoreRefused,
+    /// An interrupted restore was found and completed, rolled forward or rolled back.
+    RestoreRecovered,
+    /// A restore drill ran (its outcome is in `decision` and `reason`).
+    RestoreDrill,
 }
 
 /// Open flags, as hex and decoded names.

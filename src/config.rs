@@ -30,6 +30,12 @@
 //!
 //! [engine]
 //! command = ["/usr/local/bin/engine", "--live"]   # no shell; `warden run -- …` overrides
+//!
+//! [snapshots]                        # analysis snapshots; see `session::snapshot`
+//! dir   = "engine.db.warden/snapshots"
+//! every = "off"                      # during `warden run`: e.g. "10m"; at least 1s
+//! keep  = 5                          # newest N; the one `latest.sqlite` points to stays
+//! check = "quick"                    # "quick", "full" or "none"
 //! ```
 //!
 //! Where the file is found: `--config PATH`, else `$WARDEN_CONFIG`, else `./warden.toml`
@@ -67,6 +73,23 @@ pub struct FileConfig {
     /// `[engine]`.
     #[serde(default)]
     pub engine: EngineSection,
+    /// `[snapshots]`.
+    #[serde(default)]
+    pub snapshots: SnapshotsSection,
+}
+
+/// `[snapshots]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotsSection {
+    /// Snapshot directory.
+    pub dir: Option<PathBuf>,
+    /// Interval of periodic snapshots during `warden run` (`10m`, `off`).
+    pub every: Option<String>,
+    /// Snapshots kept.
+    pub keep: Option<u32>,
+    /// `quick`, `full` or `none`.
+    pub check: Option<String>,
 }
 
 /// `[gate]`.
@@ -149,6 +172,12 @@ pub struct Overrides {
     pub keep_monthly: Option<u32>,
     /// `--max-total-bytes`.
     pub max_total_bytes: Option<u64>,
+    /// `--snapshot-dir`.
+    pub snapshot_dir: Option<PathBuf>,
+    /// `--snapshot-every` (`10m`, `off`).
+    pub snapshot_every: Option<String>,
+    /// `--snapshot-keep`.
+    pub snapshot_keep: Option<u32>,
     /// The command after `--`.
     pub command: Vec<OsString>,
 }
@@ -176,6 +205,14 @@ pub struct Settings {
     pub retention: RetentionPolicy,
     /// The engine command.
     pub command: Vec<OsString>,
+    /// Analysis snapshots.
+    pub snapshot_dir: PathBuf,
+    /// Periodic snapshots during `warden run` (`None`: off, the default).
+    pub snapshot_every: Option<Duration>,
+    /// Snapshots kept (at least 1).
+    pub snapshot_keep: u32,
+    /// The check of each snapshot (`None`: unchecked).
+    pub snapshot_check: Option<CheckMode>,
 }
 
 /// Finds the config file: `explicit`, else `$WARDEN_CONFIG`, else `./warden.toml` if present.
@@ -260,6 +297,34 @@ impl Settings {
             retention.max_total_bytes = overrides.max_total_bytes;
         }
         retention.validate().map_err(|e| ConfigError::Invalid { key: "retention", message: e.to_string() })?;
+        let snapshot_dir = overrides
+            .snapshot_dir
+            .or_else(|| fc.snapshots.dir.map(rel))
+            .unwrap_or_else(|| crate::session::snapshot::default_dir(&database));
+        let snapshot_every = match overrides.snapshot_every.or(fc.snapshots.every) {
+            Some(s) => parse_duration("snapshots.every", &s)?,
+            None => None,
+        };
+        if let Some(every) = snapshot_every
+            && every < Duration::from_secs(1)
+        {
+            return Err(ConfigError::Invalid {
+                key: "snapshots.every",
+                message: format!(
+                    "{} is too short (hint: at least `1s`; each snapshot copies the whole database)",
+                    humantime::format_duration(every)
+                ),
+            });
+        }
+        let snapshot_keep =
+            overrides.snapshot_keep.or(fc.snapshots.keep).unwrap_or(crate::session::snapshot::DEFAULT_KEEP);
+        if snapshot_keep == 0 {
+            return Err(ConfigError::Invalid {
+                key: "snapshots.keep",
+                message: "0 (hint: at least 1: `latest.sqlite` always points at a kept snapshot)".into(),
+            });
+        }
+        let snapshot_check = parse_snapshot_check(fc.snapshots.check.as_deref())?;
         let command = if overrides.command.is_empty() {
             fc.engine.command.unwrap_or_default().into_iter().map(OsString::from).collect()
         } else {
@@ -276,7 +341,22 @@ impl Settings {
             budget,
             retention,
             command,
+            snapshot_dir,
+            snapshot_every,
+            snapshot_keep,
+            snapshot_check,
         })
+    }
+
+    /// The options of one snapshot under these settings.
+    pub fn snapshot_options(&self, guard: crate::vfs::Guard) -> crate::session::snapshot::SnapshotOptions {
+        crate::session::snapshot::SnapshotOptions {
+            dir: Some(self.snapshot_dir.clone()),
+            keep: self.snapshot_keep,
+            check: self.snapshot_check,
+            guard: Some(guard),
+            ..Default::default()
+        }
     }
 
     /// The guard these settings call for: the default one, or one logging to `audit_dir`.
@@ -311,7 +391,27 @@ impl Settings {
             guard: Some(guard),
             progress: None,
             cancel: None,
+            snapshot_dir: Some(self.snapshot_dir.clone()),
+            snapshot_every: self.snapshot_every,
+            snapshot_keep: self.snapshot_keep,
+            snapshot_check: self.snapshot_check,
         }
+    }
+}
+
+/// `quick` (the default), `full` or `none` (also `off`).
+///
+/// # Errors
+/// [`ConfigError::Invalid`] for anything else.
+pub fn parse_snapshot_check(s: Option<&str>) -> Result<Option<CheckMode>, ConfigError> {
+    match s.map(str::trim) {
+        None | Some("quick") => Ok(Some(CheckMode::Quick)),
+        Some("full") => Ok(Some(CheckMode::Full)),
+        Some("none" | "off") => Ok(None),
+        Some(other) => Err(ConfigError::Invalid {
+            key: "snapshots.check",
+            message: format!("`{other}` (hint: `quick`, `full` or `none`)"),
+        }),
     }
 }
 
@@ -370,6 +470,49 @@ command = ["/bin/engine", "--live"]
         assert_eq!(s.budget, None);
         assert_eq!(s.retention.keep_last, 1);
         assert_eq!(s.command, vec![OsString::from("y")]);
+    }
+
+    #[test]
+    fn snapshots_section_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("warden.toml");
+        std::fs::write(
+            &p,
+            "database = \"e.db\"\n[snapshots]\ndir = \"snaps\"\nevery = \"10m\"\nkeep = 3\ncheck = \"full\"\n",
+        )
+        .unwrap();
+        let s = Settings::resolve(Some(&p), Overrides::default()).unwrap();
+        assert_eq!(s.snapshot_dir, dir.path().join("snaps"));
+        assert_eq!(s.snapshot_every, Some(Duration::from_secs(600)));
+        assert_eq!(s.snapshot_keep, 3);
+        assert_eq!(s.snapshot_check, Some(CheckMode::Full));
+        let o = Overrides { snapshot_every: Some("off".into()), snapshot_keep: Some(1), ..Default::default() };
+        let s = Settings::resolve(Some(&p), o).unwrap();
+        assert_eq!(s.snapshot_every, None);
+        assert_eq!(s.snapshot_keep, 1);
+        let c = s.session_config(crate::vfs::default_guard().unwrap());
+        assert_eq!(c.snapshot_dir(), dir.path().join("snaps"));
+
+        // Defaults: off, 5, quick, <db>.warden/snapshots.
+        let s = Settings::resolve(None, Overrides { database: Some("/x/e.db".into()), ..Default::default() }).unwrap();
+        assert_eq!(s.snapshot_dir, Path::new("/x/e.db.warden/snapshots"));
+        assert_eq!((s.snapshot_every, s.snapshot_keep, s.snapshot_check), (None, 5, Some(CheckMode::Quick)));
+
+        for (o, key) in [
+            (Overrides { snapshot_keep: Some(0), ..Default::default() }, "snapshots.keep"),
+            (Overrides { snapshot_every: Some("200ms".into()), ..Default::default() }, "snapshots.every"),
+        ] {
+            let o = Overrides { database: Some("/x/e.db".into()), ..o };
+            match Settings::resolve(None, o) {
+                Err(ConfigError::Invalid { key: k, message }) => {
+                    assert_eq!(k, key);
+                    assert!(message.contains("hint"), "{message}");
+                }
+                other => panic!("{key}: {other:?}"),
+            }
+        }
+        assert!(parse("[snapshots]\nevery_n = 1").is_err());
+        assert!(matches!(parse_snapshot_check(Some("thorough")), Err(ConfigError::Invalid { .. })));
     }
 
     #[test]

@@ -13,6 +13,18 @@
 //! - tooling connections are read-only at three levels (the VFS downgrades the open,
 //!   `query_only`, and `SQLITE_DBCONFIG_DEFENSIVE`) and cannot `ATTACH` (limit 0, which also
 //!   stops `VACUUM INTO`), so a reader cannot write the guarded file through another name.
+//!
+//! # Analysis reads snapshots ([`open_snapshot`])
+//! The operators' rule: the engine is the only writer, and analysis reads snapshots or
+//! copies, never the live database and never its WAL. A reader on the live file is not
+//! harmless even when it is read-only: its read transaction pins the WAL so checkpoints
+//! cannot finish and the `-wal` grows for as long as the query runs; in rollback mode its
+//! shared lock makes the engine's commit wait (up to its busy timeout, then fail); and
+//! opening a WAL database at all maps and writes its `-shm`. So the analysis factory,
+//! [`open_snapshot`], opens snapshot files (see [`crate::session::snapshot`]), and when it is
+//! handed the live database's path it opens that database's `latest.sqlite` instead and
+//! says so; with no snapshot it fails with [`OpenError::LiveDatabase`]. A caller that
+//! really needs the live file (an operator who passed `--live`) calls [`open_tool`].
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -303,6 +315,67 @@ pub fn open_tool(path: impl AsRef<Path>, opts: &ToolOptions) -> Result<Connectio
         return Err(OpenError::NotReadOnly { path: path.to_owned() });
     }
     Ok(conn)
+}
+
+/// Why `path` counts as a live database for [`open_snapshot`], if it does.
+fn live_reason(path: &Path) -> Option<&'static str> {
+    let with = |suffix: &str| {
+        let mut s = path.as_os_str().to_owned();
+        s.push(suffix);
+        PathBuf::from(s)
+    };
+    if crate::session::SessionConfig::state_dir(path).is_dir() {
+        return Some("warden keeps its state beside it (`<db>.warden/`)");
+    }
+    if crate::lock::lock_path_for(path).exists() {
+        return Some("an engine's writer lock file is beside it");
+    }
+    if with("-wal").exists() || with("-journal").exists() {
+        return Some("a writer's -wal or -journal is beside it");
+    }
+    let mut header = [0u8; 20];
+    let wal_header = std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut header))
+        .is_ok_and(|()| &header[..16] == b"SQLite format 3\0" && header[18] == 2);
+    if wal_header {
+        return Some("it is in WAL mode, so opening it would create its -wal and -shm");
+    }
+    None
+}
+
+/// Opens a database **for analysis**: a snapshot, never the live file.
+///
+/// - Given a snapshot file (or any self-contained rollback-journal file that no engine
+///   uses), it is opened read-only through the tooling VFS, as [`open_tool`] does.
+/// - Given the **live** database's path (it has a `<db>.warden/` state directory, a
+///   `-warden.lock` writer lock file, a `-wal` or `-journal` beside it, or is in WAL mode),
+///   its newest snapshot, `<db>.warden/snapshots/latest.sqlite`, is opened instead, and a
+///   `tracing` info event says so. Check the connection's file with `PRAGMA database_list`.
+///
+/// Snapshots published to a non-default directory (`[snapshots] dir`) are opened by their
+/// own path (`<dir>/latest.sqlite`). See the module docs for why analysis never reads the
+/// live file; a caller that must (the operator passed `--live`) uses [`open_tool`].
+///
+/// # Errors
+/// [`OpenError::LiveDatabase`] for a live database without a snapshot (the message says
+/// to run `warden snapshot`); otherwise as [`open_tool`].
+pub fn open_snapshot(path: impl AsRef<Path>, opts: &ToolOptions) -> Result<Connection, OpenError> {
+    let path = path.as_ref();
+    check_path(path)?;
+    let Some(why) = live_reason(path) else {
+        return open_tool(path, opts);
+    };
+    let latest = crate::session::snapshot::default_dir(path).join(crate::session::snapshot::LATEST);
+    if !latest.is_file() {
+        return Err(OpenError::LiveDatabase { path: path.to_owned(), latest, why });
+    }
+    tracing::info!(
+        db = %path.display(),
+        snapshot = %latest.display(),
+        reason = why,
+        "this is the live database; analysis reads its latest snapshot instead"
+    );
+    open_tool(&latest, opts)
 }
 
 #[cfg(test)]

@@ -232,6 +232,20 @@ pub enum OpenError {
         /// The database.
         path: PathBuf,
     },
+    /// An analysis open ([`crate::connect::open_snapshot`]) was pointed at a live database
+    /// and it has no snapshot to read instead.
+    #[error(
+        "`{path}`: this is the live database; analysis reads snapshots: run `warden snapshot` (or pass --live)\n(reason: {why}; no snapshot at `{latest}`)\n(hint: `warden snapshot --db {}` publishes one; `warden run --snapshot-every 10m` keeps one fresh)",
+        path.display()
+    )]
+    LiveDatabase {
+        /// The database.
+        path: PathBuf,
+        /// Where its latest snapshot would be.
+        latest: PathBuf,
+        /// Why it counts as live.
+        why: &'static str,
+    },
     /// SQLite itself failed.
     #[error("SQLite failed on `{path}`: {source}")]
     Sqlite {

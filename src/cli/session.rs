@@ -63,6 +63,15 @@ pub struct SettingsArgs {
     /// Retention: drop the oldest unprotected backups beyond this many bytes in total.
     #[arg(long, value_name = "BYTES")]
     max_total_bytes: Option<u64>,
+    /// During `warden run`: publish an analysis snapshot this often (`10m`, `1h`; default off).
+    #[arg(long, value_name = "DURATION")]
+    snapshot_every: Option<String>,
+    /// Analysis snapshot directory (default: <db>.warden/snapshots).
+    #[arg(long, value_name = "DIR")]
+    snapshot_dir: Option<PathBuf>,
+    /// Analysis snapshots to keep (default 5; the one `latest.sqlite` points to always stays).
+    #[arg(long, value_name = "N")]
+    snapshot_keep: Option<u32>,
 }
 
 /// `--check` values.
@@ -95,6 +104,9 @@ impl SettingsArgs {
             keep_weekly: self.keep_weekly,
             keep_monthly: self.keep_monthly,
             max_total_bytes: self.max_total_bytes,
+            snapshot_dir: self.snapshot_dir,
+            snapshot_every: self.snapshot_every,
+            snapshot_keep: self.snapshot_keep,
             command,
         };
         Ok(Settings::resolve(file.as_deref(), o)?)

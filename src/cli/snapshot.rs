@@ -1,14 +1,75 @@
-//! `warden snapshot` (being written).
+//! `warden snapshot`: publishes one analysis snapshot and re-points `latest.sqlite` at it.
+//!
+//! Output: the snapshot's path and `latest` on stdout (two lines, `snapshot  PATH` and
+//! `latest    PATH`), a one-line summary on stderr; with `--json`, one JSON document on
+//! stdout instead (the [`SnapshotReport`]: `path`, `manifest_path`, `latest`, `dir`,
+//! `manifest`, `removed`, `recovered`, `retention_error`; consumers ignore unknown fields).
+//! Exit codes: 0 published; 65 the copy failed its check (the database is probably
+//! damaged); 66 no database; 69 refused by the guard; 74 I/O or disk space; 75 a hot
+//! journal (an engine died mid-transaction).
 
 use std::process::ExitCode;
 
+use sqlite_warden::config;
+use sqlite_warden::session::snapshot::{self, SnapshotReport};
+
 use super::CliError;
 
-/// Arguments (placeholder).
+/// `warden snapshot` arguments.
 #[derive(Debug, clap::Args)]
-pub struct SnapshotArgs {}
+pub struct SnapshotArgs {
+    #[command(flatten)]
+    settings: super::session::SettingsArgs,
+    /// The check of the copy: `quick` (quick_check, default), `full` (integrity_check) or
+    /// `none` (overrides `[snapshots] check`).
+    #[arg(long, value_name = "CHECK", value_parser = ["quick", "full", "none"])]
+    verify: Option<String>,
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+}
 
-/// Not yet implemented.
-pub fn run(_args: SnapshotArgs) -> Result<ExitCode, CliError> {
-    Err(CliError::Failed { message: "not implemented yet".into(), code: 70 })
+/// Takes one snapshot.
+///
+/// # Errors
+/// [`CliError::Failed`] with the snapshot error's message (and hint) and exit code; config
+/// and guard errors as usual.
+pub fn run(args: SnapshotArgs) -> Result<ExitCode, CliError> {
+    let mut settings = args.settings.resolve(Vec::new())?;
+    if let Some(v) = args.verify.as_deref() {
+        settings.snapshot_check = config::parse_snapshot_check(Some(v))?;
+    }
+    let guard = settings.guard()?;
+    let opts = settings.snapshot_options(guard);
+    let report = snapshot::take(&settings.database, &opts)
+        .map_err(|e| CliError::Failed { message: e.to_string(), code: e.exit_code() })?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report).unwrap_or_default());
+    } else {
+        println!("snapshot  {}", report.path.display());
+        println!("latest    {}", report.latest.display());
+        eprintln!("warden: {}", summary(&report));
+    }
+    if let Some(e) = &report.retention_error {
+        eprintln!("warden: snapshot retention failed (the snapshot is published): {e}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn summary(r: &SnapshotReport) -> String {
+    let m = &r.manifest;
+    let check = m.check.as_ref().map_or_else(|| "not checked".to_owned(), |c| c.summary());
+    let mut s = format!(
+        "snapshot of {} ({} bytes, {check}, {} ms); latest re-pointed",
+        m.source.display(),
+        m.size,
+        m.timings.total_ms
+    );
+    if !r.removed.is_empty() {
+        s.push_str(&format!("; removed {} old snapshot(s)", r.removed.len()));
+    }
+    if !r.recovered.is_empty() {
+        s.push_str(&format!("; cleaned {} leftover(s) of an interrupted run", r.recovered.len()));
+    }
+    s
 }

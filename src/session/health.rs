@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::BackupKind;
 use super::backup::BackupRecord;
 use super::gate::GateReport;
+use super::snapshot::SnapshotSummary;
 use crate::atomic;
 use crate::fs::FsVerdict;
 
@@ -209,6 +210,11 @@ pub struct HealthArtifact {
     pub post_backup: Option<PostBackup>,
     /// Retention.
     pub retention: Option<RetentionSummary>,
+    /// Periodic analysis snapshots taken while the engine ran (`warden run
+    /// --snapshot-every`); `null` when they were off. Absent in artifacts written before
+    /// snapshots existed.
+    #[serde(default)]
+    pub snapshots: Option<SnapshotSummary>,
     /// Phase durations.
     pub durations: Durations,
     /// The exit code warden returned (the engine's own, or warden's for a refusal).
@@ -257,6 +263,7 @@ impl HealthArtifact {
             engine: None,
             post_backup: None,
             retention: None,
+            snapshots: None,
             durations: Durations::default(),
             exit_code: None,
             versions: Versions { warden: env!("CARGO_PKG_VERSION").to_owned(), sqlite: rusqlite::version().to_owned() },

@@ -35,6 +35,7 @@ pub mod backup;
 pub mod gate;
 pub mod health;
 pub mod kind;
+pub mod pages;
 pub mod progress;
 pub mod prune;
 pub mod restore;
@@ -85,6 +86,17 @@ pub struct SessionConfig {
     pub progress: Option<Arc<dyn Progress>>,
     /// Set to abandon the gate or a backup early (signals).
     pub cancel: Option<Arc<AtomicBool>>,
+    /// Analysis snapshots (default [`snapshot::default_dir`], `<db>.warden/snapshots`).
+    pub snapshot_dir: Option<PathBuf>,
+    /// Publish an analysis snapshot this often while the engine runs (`warden run`);
+    /// default `None`, off. A failed snapshot is logged and recorded in the artifact; it
+    /// never stops the engine.
+    pub snapshot_every: Option<Duration>,
+    /// Snapshots kept (default [`snapshot::DEFAULT_KEEP`], 5; the one `latest.sqlite`
+    /// points to is never removed).
+    pub snapshot_keep: u32,
+    /// The check of each snapshot (default `quick_check`; `None` for none).
+    pub snapshot_check: Option<CheckMode>,
 }
 
 impl std::fmt::Debug for SessionConfig {
@@ -97,6 +109,10 @@ impl std::fmt::Debug for SessionConfig {
             .field("check", &self.check)
             .field("check_budget", &self.check_budget)
             .field("retention", &self.retention)
+            .field("snapshot_dir", &self.snapshot_dir)
+            .field("snapshot_every", &self.snapshot_every)
+            .field("snapshot_keep", &self.snapshot_keep)
+            .field("snapshot_check", &self.snapshot_check)
             .finish_non_exhaustive()
     }
 }
@@ -115,6 +131,10 @@ impl SessionConfig {
             guard: None,
             progress: None,
             cancel: None,
+            snapshot_dir: None,
+            snapshot_every: None,
+            snapshot_keep: snapshot::DEFAULT_KEEP,
+            snapshot_check: Some(CheckMode::Quick),
         }
     }
 
@@ -131,6 +151,11 @@ impl SessionConfig {
     /// The artifact directory in effect.
     pub fn session_dir(&self) -> PathBuf {
         self.session_dir.clone().unwrap_or_else(|| Self::state_dir(&self.db).join("sessions"))
+    }
+
+    /// The snapshot directory in effect.
+    pub fn snapshot_dir(&self) -> PathBuf {
+        self.snapshot_dir.clone().unwrap_or_else(|| snapshot::default_dir(&self.db))
     }
 }
 
@@ -199,6 +224,17 @@ pub enum SessionError {
     /// The guard could not be registered.
     #[error(transparent)]
     Register(#[from] RegisterError),
+    /// A restore was interrupted: the database may be the old one, the restored one, or
+    /// missing, until the restore is finished.
+    #[error(
+        "a restore of `{db}` was interrupted (record: {record})\n(hint: run `warden restore --db {db}` to finish or undo it, then start the session)"
+    )]
+    RestoreInterrupted {
+        /// The database.
+        db: PathBuf,
+        /// The intent record.
+        record: String,
+    },
     /// Stopped by a signal before the engine started.
     #[error("session on `{db}` aborted before the engine started")]
     Aborted {
@@ -226,6 +262,7 @@ impl SessionError {
             SessionError::Backup(_) => 74,
             SessionError::Artifact { .. } => 73,
             SessionError::Aborted { .. } => 130,
+            SessionError::RestoreInterrupted { .. } => 75,
         }
     }
 }
@@ -408,6 +445,13 @@ impl Session {
             Err(e) => return Err(fail(artifact, Step::WriterLock, SessionError::WriterLocked(e))),
         };
         let lock = acquired.lock;
+        // An interrupted restore (or an unreadable record of one) must be finished first.
+        if !matches!(restore::pending(&config.db), Ok(None)) {
+            drop(lock);
+            let record = restore::intent_path(&config.db).display().to_string();
+            let e = SessionError::RestoreInterrupted { db: config.db.clone(), record };
+            return Err(fail(artifact, Step::WriterLock, e));
+        }
         let _ = lock.set_session(&id);
         if let Some(prev) = acquired.previous.filter(|p| p.state == crate::lock::RecordState::Held) {
             tracing::warn!(db = %config.db.display(), holder = %prev.holder.describe(), "the previous writer never released the lock: it crashed or was killed");
@@ -534,6 +578,17 @@ impl Session {
             started_at: Some(crate::identity::now_rfc3339()),
             ..Default::default()
         });
+        let _ = self.artifact.write(&self.artifact_path);
+    }
+
+    /// The session's configuration.
+    pub fn config(&self) -> &SessionConfig {
+        &self.config
+    }
+
+    /// Records the periodic snapshots so far in the artifact (written at once).
+    pub fn record_snapshots(&mut self, summary: snapshot::SnapshotSummary) {
+        self.artifact.snapshots = Some(summary);
         let _ = self.artifact.write(&self.artifact_path);
     }
 

@@ -16,6 +16,14 @@
 //!
 //! The engine runs in its own process group, so a Ctrl-C on the terminal reaches warden
 //! only, which forwards it once; the engine should not read from the terminal.
+//!
+//! Periodic analysis snapshots ([`SessionConfig::snapshot_every`], off by default): while
+//! the engine runs, warden polls it every 100 ms instead of blocking in `wait`, and every
+//! interval (first one interval after the engine starts) takes a snapshot
+//! ([`super::snapshot::take`]) on a background thread, one at a time. Each result goes into
+//! the artifact's `snapshots` summary at once. A failed snapshot is logged and counted there;
+//! it never stops or signals the engine. When the engine exits, a snapshot in progress is
+//! cancelled and joined before the post-session backup starts.
 
 use std::ffi::OsString;
 use std::os::fd::AsRawFd;
@@ -24,8 +32,10 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use super::health::{HealthArtifact, SessionStatus, Step};
+use super::snapshot::{SnapshotError, SnapshotOptions, SnapshotReport, SnapshotSummary};
 use super::{EngineOutcome, Session, SessionConfig};
 
 /// What to run.
@@ -272,14 +282,19 @@ fn spawn_and_wait(
     let command = opts.command.iter().map(|a| a.to_string_lossy().into_owned()).collect();
     session.engine_started(command, Some(child.id()));
     on_event(RunEvent::EngineStarted { pid: child.id() });
-    let status = loop {
-        match child.wait() {
-            Ok(s) => break s,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                signals.set_target(None);
-                return Err((not_started(70), e));
-            }
+    let mut periodic = PeriodicSnapshots::new(session);
+    let waited = match periodic.as_mut() {
+        None => wait_blocking(&mut child),
+        Some(p) => wait_polling(&mut child, session, p),
+    };
+    if let Some(p) = periodic {
+        p.stop(session);
+    }
+    let status = match waited {
+        Ok(s) => s,
+        Err(e) => {
+            signals.set_target(None);
+            return Err((not_started(70), e));
         }
     };
     signals.set_target(None);
@@ -288,4 +303,132 @@ fn spawn_and_wait(
         on_event(RunEvent::Forwarded(name));
     }
     Ok(EngineOutcome { exit_code: status.code(), signal: status.signal(), not_started: false })
+}
+
+fn wait_blocking(child: &mut std::process::Child) -> std::io::Result<std::process::ExitStatus> {
+    loop {
+        match child.wait() {
+            Ok(s) => return Ok(s),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// How often the engine is polled while periodic snapshots are on.
+const POLL: Duration = Duration::from_millis(100);
+
+fn wait_polling(
+    child: &mut std::process::Child,
+    session: &mut Session,
+    periodic: &mut PeriodicSnapshots,
+) -> std::io::Result<std::process::ExitStatus> {
+    loop {
+        match child.try_wait() {
+            Ok(Some(s)) => return Ok(s),
+            Ok(None) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        periodic.tick(session);
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Periodic snapshots of one session: at most one in flight, on its own thread, so the
+/// engine is still reaped (and signals forwarded) on time while a large copy runs.
+struct PeriodicSnapshots {
+    db: PathBuf,
+    every: Duration,
+    opts: SnapshotOptions,
+    next: Instant,
+    running: Option<std::thread::JoinHandle<Result<SnapshotReport, SnapshotError>>>,
+    cancel: Arc<AtomicBool>,
+    summary: SnapshotSummary,
+}
+
+impl PeriodicSnapshots {
+    fn new(session: &mut Session) -> Option<Self> {
+        let config = session.config();
+        let every = config.snapshot_every?;
+        let cancel = Arc::new(AtomicBool::new(false));
+        let opts = SnapshotOptions {
+            dir: Some(config.snapshot_dir()),
+            keep: config.snapshot_keep,
+            check: config.snapshot_check,
+            guard: Some(session.guard().clone()),
+            session_id: Some(session.id().to_owned()),
+            cancel: Some(cancel.clone()),
+            ..Default::default()
+        };
+        let summary = SnapshotSummary {
+            every_ms: u64::try_from(every.as_millis()).unwrap_or(u64::MAX),
+            dir: config.snapshot_dir(),
+            ..Default::default()
+        };
+        let db = session.db().to_owned();
+        session.record_snapshots(summary.clone());
+        tracing::info!(db = %db.display(), every = %humantime::format_duration(every), "periodic analysis snapshots on");
+        Some(PeriodicSnapshots { db, every, opts, next: Instant::now() + every, running: None, cancel, summary })
+    }
+
+    /// Collects a finished snapshot and starts the next one when it is due.
+    fn tick(&mut self, session: &mut Session) {
+        if self.running.as_ref().is_some_and(std::thread::JoinHandle::is_finished) {
+            self.collect(session);
+        }
+        if self.running.is_some() || Instant::now() < self.next {
+            return;
+        }
+        let now = Instant::now();
+        self.next += self.every;
+        if self.next <= now {
+            // A snapshot took longer than the interval: start the schedule again from now
+            // rather than taking them back to back.
+            self.next = now + self.every;
+        }
+        let (db, opts) = (self.db.clone(), self.opts.clone());
+        let spawned =
+            std::thread::Builder::new().name("warden-snapshot".into()).spawn(move || super::snapshot::take(&db, &opts));
+        match spawned {
+            Ok(h) => self.running = Some(h),
+            Err(e) => self.failed(session, format!("cannot start the snapshot thread: {e}")),
+        }
+    }
+
+    fn collect(&mut self, session: &mut Session) {
+        let Some(h) = self.running.take() else { return };
+        match h.join() {
+            Ok(Ok(r)) => {
+                self.summary.taken += 1;
+                self.summary.last = Some(r.path.clone());
+                self.summary.last_at = Some(r.manifest.created.clone());
+                if let Some(e) = r.retention_error {
+                    tracing::warn!(error = %e, "snapshot retention failed (the snapshot is published)");
+                }
+                session.record_snapshots(self.summary.clone());
+            }
+            Ok(Err(SnapshotError::Cancelled { .. })) => {
+                tracing::info!("snapshot in progress cancelled: the engine exited");
+            }
+            Ok(Err(e)) => self.failed(session, e.to_string()),
+            Err(_) => self.failed(session, "the snapshot thread panicked".into()),
+        }
+    }
+
+    fn failed(&mut self, session: &mut Session, error: String) {
+        tracing::warn!(db = %self.db.display(), error = %error, "periodic snapshot failed; the engine keeps running");
+        self.summary.failed += 1;
+        self.summary.last_error = Some(error);
+        self.summary.last_error_at = Some(crate::identity::now_rfc3339());
+        session.record_snapshots(self.summary.clone());
+    }
+
+    /// The engine exited: cancel a snapshot in progress and wait for it.
+    fn stop(mut self, session: &mut Session) {
+        if self.running.is_some() {
+            self.cancel.store(true, Ordering::Relaxed);
+            self.collect(session);
+        }
+    }
 }
