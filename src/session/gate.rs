@@ -208,3 +208,203 @@ pub fn run(
     report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     Ok((report, outcome.published))
 }
+
+/// What [`check_only`] is asked to do. The default is a full check with no time budget, in
+/// the system's temporary directory.
+#[derive(Clone, Default)]
+pub struct CheckOptions {
+    /// The check to run on the private copy (default [`CheckMode::Full`]).
+    pub check: CheckMode,
+    /// Give up after this long (the check then fails closed); `None` for no limit.
+    pub budget: Option<std::time::Duration>,
+    /// Where the private copy is made: a fresh `0700` directory inside it holds the copy and
+    /// is always removed. Default: [`std::env::temp_dir`] (`$TMPDIR`, else `/tmp`). It needs
+    /// room for one copy of the database (plus its `-wal`) and should be a local disk.
+    pub scratch_dir: Option<PathBuf>,
+    /// The guard whose tooling VFS reads the database (its audit log records the read);
+    /// `None` uses the default guard.
+    pub guard: Option<crate::vfs::Guard>,
+    /// Set to stop early ([`BackupError::Cancelled`]); the scratch directory is still removed.
+    pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    /// Where progress of the copy and the check goes.
+    pub progress: Option<std::sync::Arc<dyn super::progress::Progress>>,
+}
+
+impl std::fmt::Debug for CheckOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckOptions")
+            .field("check", &self.check)
+            .field("budget", &self.budget)
+            .field("scratch_dir", &self.scratch_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A private scratch directory (`0700`) that is removed, with everything in it, on drop.
+/// Its name carries [`crate::atomic::TMP_MARK`] and the owner's pid, so the leftovers of a
+/// killed process are swept by the next one ([`ScratchDir::create`]).
+#[derive(Debug)]
+pub(crate) struct ScratchDir {
+    path: PathBuf,
+}
+
+impl ScratchDir {
+    /// Creates `<base>/.<label><TMP_MARK><pid>.<n>`, after removing leftovers of the same
+    /// label whose owner process is gone and which are over an hour old (a `/tmp` shared
+    /// with another pid namespace could otherwise lose a live directory whose owner this
+    /// process cannot see).
+    pub(crate) fn create(base: &Path, label: &str) -> std::io::Result<ScratchDir> {
+        use std::os::unix::fs::DirBuilderExt;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        let prefix = format!(".{label}{}", crate::atomic::TMP_MARK);
+        if let Ok(rd) = std::fs::read_dir(base) {
+            for entry in rd.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let Some(pid) = name.strip_prefix(&prefix).and_then(|_| crate::atomic::temp_owner(&name)) else {
+                    continue;
+                };
+                let gone = i32::try_from(pid).is_ok_and(|p| {
+                    nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None) == Err(nix::errno::Errno::ESRCH)
+                });
+                let old = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > std::time::Duration::from_secs(3600)));
+                if gone && old {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+        let path = base.join(format!("{prefix}{}.{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+        std::fs::DirBuilder::new().mode(0o700).create(&path)?;
+        Ok(ScratchDir { path })
+    }
+
+    /// The directory.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// How [`check_only`] could read the database set.
+enum Access {
+    /// A writer holds the lock: an engine may be committing.
+    Live(Option<Box<crate::lock::Holder>>),
+    /// `check_only` took the writer lock itself (held until the check is done).
+    LockTaken,
+    /// Nobody holds the lock, but taking it would lose something (the reason says what).
+    Unlocked(&'static str),
+}
+
+/// The integrity gate on its own, for `warden check`: read-only and safe at any time, also
+/// while the engine runs. Nothing is ever published: the checked copy lives in a private
+/// scratch directory that is removed before this returns (see [`CheckOptions::scratch_dir`]).
+///
+/// The same gate as at session start ([`run`]): the raw scan of the original files, then
+/// `PRAGMA integrity_check` (or `quick_check`) and `foreign_key_check` on a private,
+/// read-write copy. How the copy is taken depends on the writer lock ([`crate::lock::inspect`]):
+///
+/// - **held** (an engine may be committing): the online backup API, in one step, from a
+///   read-only tooling connection, which yields a consistent committed state without
+///   blocking the writer. A fatal scan finding is re-scanned twice (100 ms apart) before it
+///   counts, since the files move under a live writer;
+/// - **free after a clean release**: the writer lock is taken for the duration (an engine
+///   starting meanwhile is refused with "lock held"), so the set is stable and a hot journal
+///   or WAL is recovered on the private copy, never on the original;
+/// - **free after a crash**: the lock is *not* taken, because taking and releasing it would
+///   erase the evidence that the last writer died (`warden status` exit 13, and the engine's
+///   `unclean_previous_close` audit record at its next open). The backup API reads under
+///   SQLite's own locking; a hot rollback journal then cannot be read
+///   ([`BackupError::HotJournal`]);
+/// - **never used** (no lock file): the lock is not taken either (that would create a lock
+///   file beside a database no guarded engine uses); as above.
+///
+/// The returned report's last `reasons` entry says which of these applied. A missing or
+/// empty database fails the gate ([`GateFailure::Missing`], [`GateFailure::Empty`]).
+///
+/// # Errors
+/// [`BackupError`] when the check could not be run at all: the scratch directory cannot be
+/// made or has no room ([`BackupError::NoSpace`]), an I/O or SQLite error, a hot journal
+/// that needs the writer lock, a cancel, or a set that changed under the lock.
+pub fn check_only(db: &Path, opts: &CheckOptions) -> Result<GateReport, BackupError> {
+    use crate::lock::{LockState, WriterLock, WriterScope};
+    let lock_io = |lock_path: PathBuf, source: std::io::Error| BackupError::Io {
+        action: "reading the writer lock",
+        path: lock_path,
+        source,
+    };
+    let status = crate::lock::inspect(db).map_err(|e| match e {
+        crate::error::LockError::Io { lock_path, source } => lock_io(lock_path, source),
+        other => lock_io(crate::lock::lock_path_for(db), std::io::Error::other(other.to_string())),
+    })?;
+    let mut taken = None;
+    let access = match status.state {
+        LockState::Held => Access::Live(status.record.map(|r| Box::new(r.holder))),
+        // `Connection` scope: a hold by this very process (an engine connection of an
+        // embedding program) is refused like any other, never joined.
+        LockState::Free => match WriterLock::acquire(db, WriterScope::Connection) {
+            Ok(a) => {
+                taken = Some(a.lock);
+                Access::LockTaken
+            }
+            Err(crate::error::LockError::Held { holder, .. }) => Access::Live(holder),
+            Err(crate::error::LockError::Io { lock_path, source }) => return Err(lock_io(lock_path, source)),
+        },
+        LockState::FreeAfterCrash => Access::Unlocked(
+            "the last writer died without releasing the writer lock; the lock was left untouched as evidence (`warden status`)",
+        ),
+        LockState::NeverUsed => Access::Unlocked("no guarded engine has used this database (no writer lock file)"),
+    };
+    let base = opts.scratch_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let scratch = ScratchDir::create(&base, "warden-check").map_err(|source| BackupError::Io {
+        action: "creating a scratch directory in",
+        path: base.clone(),
+        source,
+    })?;
+    let store = BackupStore::new(scratch.path(), db);
+    let backup = BackupOptions {
+        kind: Some(super::BackupKind::Manual),
+        session_id: None,
+        check: opts.check,
+        check_budget: opts.budget,
+        writer_lock_held: taken.is_some(),
+        guard: opts.guard.clone(),
+        cancel: opts.cancel.clone(),
+        keep_unverified: false,
+        progress: opts.progress.clone(),
+    };
+    let live = matches!(access, Access::Live(_));
+    let mut attempt = 0;
+    let mut report = loop {
+        attempt += 1;
+        // The verified copy lands in the private store and goes with the scratch directory.
+        let (report, _copy) = run(db, &store, &GateOptions::default(), &backup)?;
+        if live && report.failure == Some(GateFailure::Scan) && attempt < 3 {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            continue;
+        }
+        break report;
+    };
+    drop(scratch);
+    // Released with the state it was taken in (its last clean close is kept).
+    drop(taken);
+    if matches!(report.failure, Some(GateFailure::Missing | GateFailure::Empty)) {
+        return Ok(report);
+    }
+    report.reasons.push(match &access {
+        Access::Live(holder) => format!(
+            "read while a writer holds the lock ({}): checked a consistent snapshot taken with the online backup API",
+            crate::error::holder_text(holder.as_deref())
+        ),
+        Access::LockTaken => "no writer was running: warden held the writer lock during the check, so the set was stable and any journal or WAL was recovered on the private copy".into(),
+        Access::Unlocked(why) => format!("read without the writer lock ({why}): SQLite's own locking kept the copy consistent"),
+    });
+    Ok(report)
+}

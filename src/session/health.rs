@@ -296,7 +296,7 @@ impl HealthArtifact {
     }
 }
 
-/// Every artifact in `dir`, oldest first (ids sort by start time). Unreadable files are
+/// Every artifact in `dir`, oldest first (by start time, then id). Unreadable files are
 /// skipped with a warning.
 ///
 /// # Errors
@@ -319,6 +319,7 @@ pub fn list(dir: &Path) -> std::io::Result<Vec<(PathBuf, HealthArtifact)>> {
             Err(e) => tracing::warn!(file = %entry.path().display(), error = %e, "unreadable session artifact skipped"),
         }
     }
-    out.sort_by(|a, b| a.1.session_id.cmp(&b.1.session_id));
+    // RFC 3339 UTC timestamps with a fixed format sort as text; ids break ties.
+    out.sort_by(|a, b| (&a.1.started_at, &a.1.session_id).cmp(&(&b.1.started_at, &b.1.session_id)));
     Ok(out)
 }
