@@ -13,7 +13,10 @@ use sqlite_warden::session::salvage::{self, Method, SalvageError};
 const WARDEN: &str = env!("CARGO_BIN_EXE_warden");
 
 fn rows(db: &Path, table: &str) -> i64 {
-    rusqlite::Connection::open(db).unwrap().query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0)).unwrap()
+    rusqlite::Connection::open(db)
+        .unwrap()
+        .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+        .unwrap()
 }
 
 fn bytes_of_set(db: &Path) -> Vec<Option<Vec<u8>>> {
@@ -42,7 +45,14 @@ fn damaged_databases_give_up_what_they_can() {
         eprintln!("\n!!! SKIPPING the `recover` method: this machine's sqlite3 shell cannot run .recover !!!\n");
     }
     let mut table = Vec::new();
-    for name in ["bitflip_table_leaf", "zeroed_interior_page", "overflow_chain_broken", "freelist_trunk_damage", "bitflip_index_page", "copied_mid_transaction"] {
+    for name in [
+        "bitflip_table_leaf",
+        "zeroed_interior_page",
+        "overflow_chain_broken",
+        "freelist_trunk_damage",
+        "bitflip_index_page",
+        "copied_mid_transaction",
+    ] {
         let case = cases.iter().find(|c| c.name == name).unwrap_or_else(|| panic!("corpus lacks {name}"));
         for &method in &methods {
             let before = bytes_of_set(&case.db);
@@ -57,7 +67,10 @@ fn damaged_databases_give_up_what_they_can() {
             assert!(got_trades > 0 && got_trades <= trades + 50, "{name} {method:?}: {got_trades} of {trades} trades");
             assert!(got_accounts > 0, "{name} {method:?}: no accounts");
             assert!(sidecar(&out, ".salvage.json").exists(), "the report is written beside the output");
-            table.push(format!("{name:<28} {method:?}: trades {got_trades}/{trades}, accounts {got_accounts}/{accounts}, total {}", r.total_rows));
+            table.push(format!(
+                "{name:<28} {method:?}: trades {got_trades}/{trades}, accounts {got_accounts}/{accounts}, total {}",
+                r.total_rows
+            ));
         }
     }
     println!("{}", table.join("\n"));
@@ -91,6 +104,7 @@ fn the_command_says_the_result_is_suspect() {
     assert!(err.contains("SUSPECT") && err.contains("original is untouched"), "{err}");
     let o = Command::new(WARDEN).args(["salvage", "--json"]).arg(db).arg("--to").arg(&out).output().unwrap();
     assert_eq!(o.status.code(), Some(73), "an existing target is refused");
-    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(sidecar(&out, ".salvage.json")).unwrap()).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(sidecar(&out, ".salvage.json")).unwrap()).unwrap();
     assert_eq!(json["suspect"], true);
 }

@@ -64,7 +64,8 @@ pub fn run(args: SalvageArgs) -> Result<ExitCode, CliError> {
         eprintln!("warden: (used `rows` because `.recover` was not available: {why})");
     }
     for t in &report.tables {
-        let errs = if t.errors > 0 { format!(", {} read errors: {}", t.errors, t.messages.join("; ")) } else { String::new() };
+        let errs =
+            if t.errors > 0 { format!(", {} read errors: {}", t.errors, t.messages.join("; ")) } else { String::new() };
         eprintln!("warden:   {:<24} {:>10} rows{errs}", t.name, t.rows);
     }
     for e in &report.schema_errors {

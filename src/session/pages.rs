@@ -276,7 +276,8 @@ mod tests {
     #[test]
     fn garbage_never_panics() {
         for seed in 0..200u32 {
-            let bytes: Vec<u8> = (0..64).map(|i| (seed.wrapping_mul(2_654_435_761).wrapping_add(i * 97) >> 7) as u8).collect();
+            let bytes: Vec<u8> =
+                (0..64).map(|i| (seed.wrapping_mul(2_654_435_761).wrapping_add(i * 97) >> 7) as u8).collect();
             let _ = decode_record(&bytes);
             let _ = varint(&bytes);
         }

@@ -356,14 +356,16 @@ fn salvage_rows(copy: &Path, out_path: &Path, report: &mut SalvageReport) -> Res
     let _ = src.execute_batch("PRAGMA writable_schema=ON; PRAGMA query_only=ON;");
     let schema: Vec<SchemaRow> = {
         let mut st = src
-            .prepare("SELECT type, name, tbl_name, rootpage, sql FROM sqlite_schema ORDER BY (type='table') DESC, rowid")
+            .prepare(
+                "SELECT type, name, tbl_name, rootpage, sql FROM sqlite_schema ORDER BY (type='table') DESC, rowid",
+            )
             .map_err(unreadable)?;
         st.query_map([], |r| {
             Ok(SchemaRow { kind: r.get(0)?, name: r.get(1)?, table: r.get(2)?, root: r.get(3).ok(), sql: r.get(4)? })
         })
-            .map_err(unreadable)?
-            .collect::<Result<_, _>>()
-            .map_err(unreadable)?
+        .map_err(unreadable)?
+        .collect::<Result<_, _>>()
+        .map_err(unreadable)?
     };
     let sq = |action: &'static str| {
         let path = out_path.to_owned();
@@ -401,7 +403,8 @@ fn salvage_rows(copy: &Path, out_path: &Path, report: &mut SalvageReport) -> Res
 /// Column count and INTEGER PRIMARY KEY position of `table` in the new file.
 fn shape(out: &Connection, table: &str) -> rusqlite::Result<(usize, Option<usize>)> {
     let mut st = out.prepare(&format!("PRAGMA table_info({})", quote(table)))?;
-    let cols: Vec<(String, i64)> = st.query_map([], |r| Ok((r.get::<_, String>(2)?, r.get::<_, i64>(5)?)))?.collect::<Result<_, _>>()?;
+    let cols: Vec<(String, i64)> =
+        st.query_map([], |r| Ok((r.get::<_, String>(2)?, r.get::<_, i64>(5)?)))?.collect::<Result<_, _>>()?;
     let pks: Vec<usize> = cols.iter().enumerate().filter(|(_, c)| c.1 > 0).map(|(i, _)| i).collect();
     let ipk = match pks.as_slice() {
         [i] if cols[*i].0.eq_ignore_ascii_case("integer") => Some(*i),
@@ -503,7 +506,12 @@ fn from_pages(
                 .collect();
             out.execute(
                 "INSERT INTO lost_and_found VALUES (?1, ?2, ?3, ?4)",
-                rusqlite::params![p, row.rowid, i64::try_from(row.values.len()).unwrap_or(-1), serde_json::Value::Array(json).to_string()],
+                rusqlite::params![
+                    p,
+                    row.rowid,
+                    i64::try_from(row.values.len()).unwrap_or(-1),
+                    serde_json::Value::Array(json).to_string()
+                ],
             )?;
             lost += 1;
         }
