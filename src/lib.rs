@@ -38,6 +38,7 @@ pub mod audit;
 pub mod config;
 pub mod connect;
 pub mod error;
+pub mod extension;
 pub mod fs;
 pub mod identity;
 pub mod lock;

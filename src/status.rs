@@ -572,12 +572,8 @@ fn free_space(dir: &Path, required: u64) -> DirSpace {
             }
         }
     }
-    match nix::sys::statvfs::statvfs(&at) {
-        Ok(st) => {
-            #[allow(clippy::useless_conversion)]
-            let free = u64::from(st.blocks_available()).saturating_mul(u64::from(st.fragment_size()));
-            DirSpace { path: at, free_bytes: Some(free), ok: free >= required, error: None }
-        }
+    match crate::session::copy::free_bytes(&at) {
+        Ok(free) => DirSpace { path: at, free_bytes: Some(free), ok: free >= required, error: None },
         Err(e) => DirSpace { path: at, free_bytes: None, ok: false, error: Some(e.to_string()) },
     }
 }
@@ -1481,7 +1477,7 @@ fn verify_one(
         }
     };
     cleanup(&copy);
-    let ms = |s: Instant| u64::try_from(s.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let ms = |s: Instant| crate::session::ms(s.elapsed());
     match copy_for_check(&rec.path, &copy) {
         Ok(()) => {}
         Err(CopyError::Gone) => {
@@ -1498,8 +1494,7 @@ fn verify_one(
         }
         Err(CopyError::Write(e)) => {
             cleanup(&copy);
-            let full = e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EDQUOT);
-            return Err(if full {
+            return Err(if crate::session::copy::io_is_full(&e) {
                 BackupError::DiskFull { dir: scratch.to_owned() }
             } else {
                 BackupError::Io { action: "copying a backup into", path: copy, source: e }

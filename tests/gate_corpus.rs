@@ -8,23 +8,11 @@ mod corpus;
 
 use std::path::{Path, PathBuf};
 
-use corpus::{build_corpus, sidecar};
-use sha2::{Digest, Sha256};
+use corpus::{build_corpus, hashes, sidecar};
 use sqlite_warden::lock::{WriterLock, WriterScope};
 use sqlite_warden::session::BackupKind;
 use sqlite_warden::session::backup::{BackupOptions, BackupStore, CheckMode};
 use sqlite_warden::session::gate::{self, GateFailure, GateOptions, GateReport};
-
-fn hashes(db: &Path) -> Vec<(PathBuf, Option<[u8; 32]>)> {
-    ["", "-wal", "-journal", "-shm"]
-        .iter()
-        .map(|s| {
-            let p = sidecar(db, s);
-            let h = std::fs::read(&p).ok().map(|b| Sha256::digest(&b).into());
-            (p, h)
-        })
-        .collect()
-}
 
 fn gate_once(db: &Path, store_dir: &Path, check: CheckMode) -> (GateReport, Option<PathBuf>) {
     // The gate's contract: the caller holds the writer lock and no engine runs.

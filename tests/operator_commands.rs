@@ -4,42 +4,41 @@
 //! (read-only, nothing published); `warden sessions`, `warden backups` and `backups verify`;
 //! `warden audit` filters, limits and `--follow` across a logrotate rename.
 
-use std::io::{BufRead, BufReader, Read};
+mod common;
+
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
+use common::proc::*;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-const WARDEN: &str = env!("CARGO_BIN_EXE_warden");
-const ENGINE: &str = env!("CARGO_BIN_EXE_warden-demo-engine");
-const TMP_MARK: &str = ".warden-tmp.";
+const MINUTE: Duration = Duration::from_secs(60);
 
 // ---------------------------------------------------------------------------------------------
-// Scratch directories, commands, processes
+// Scratch directories, commands
 // ---------------------------------------------------------------------------------------------
 
 /// A test's own directory, audit log and `$TMPDIR` (where `check` and `verify` make their
 /// private copies, so leftovers would show).
-struct Scratch {
-    dir: tempfile::TempDir,
+struct Scratch(common::Scratch);
+
+impl std::ops::Deref for Scratch {
+    type Target = common::Scratch;
+
+    fn deref(&self) -> &common::Scratch {
+        &self.0
+    }
 }
 
 impl Scratch {
     fn new() -> Self {
-        let s = Scratch { dir: tempfile::tempdir().unwrap() };
+        let s = Scratch(common::Scratch::new());
         std::fs::create_dir(s.tmp()).unwrap();
         s
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
     }
 
     fn tmp(&self) -> PathBuf {
@@ -47,18 +46,13 @@ impl Scratch {
     }
 
     fn audit_file(&self) -> PathBuf {
-        self.path("audit").join("audit.jsonl")
+        self.audit_dir().join("audit.jsonl")
     }
 
+    /// `warden ARGS` with `$TMPDIR` in the test's directory.
     fn warden(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(WARDEN);
-        c.current_dir(self.dir.path())
-            .args(args)
-            .env("WARDEN_AUDIT_DIR", self.path("audit"))
-            .env("TMPDIR", self.tmp())
-            .env_remove("WARDEN_PAUSE_AT")
-            .env_remove("WARDEN_CONFIG")
-            .env_remove("RUST_LOG");
+        let mut c = self.0.warden();
+        c.args(args).env("TMPDIR", self.tmp());
         c
     }
 
@@ -66,15 +60,15 @@ impl Scratch {
     fn warden_db(&self, args: &[&str], db: &Path) -> Done {
         let mut c = self.warden(args);
         c.arg("--db").arg(db);
-        run_to_end(c)
+        run_to_end(c, MINUTE)
     }
 
     /// `warden run --db DB -q -- demo-engine ARGS`, to the end.
     fn session(&self, db: &Path, extra: &[&str], engine: &[&str]) -> Done {
         let mut c = self.warden(&["run", "-q", "--db"]);
         c.arg(db).args(extra).arg("--").arg(ENGINE).args(engine);
-        let d = run_to_end(c);
-        assert!(d.code.is_some(), "{}", d.diag());
+        let d = run_to_end(c, MINUTE);
+        assert!(d.code().is_some(), "{}", d.diag());
         d
     }
 
@@ -84,8 +78,8 @@ impl Scratch {
         args.extend_from_slice(extra);
         let d = self.warden_db(&args, db);
         let v = d.json();
-        assert_eq!(d.code, Some(v["exit_code"].as_i64().unwrap() as i32), "exit code = report's: {}", d.diag());
-        (d.code.unwrap(), v)
+        assert_eq!(d.code(), Some(v["exit_code"].as_i64().unwrap() as i32), "exit code = report's: {}", d.diag());
+        (d.code().unwrap(), v)
     }
 
     fn assert_tmp_empty(&self, context: &str) {
@@ -94,152 +88,9 @@ impl Scratch {
     }
 }
 
-struct Done {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Done {
-    fn diag(&self) -> String {
-        format!("exit {:?}\n--- stdout\n{}\n--- stderr\n{}", self.code, self.stdout, self.stderr)
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(self.stdout.trim_end())
-            .unwrap_or_else(|e| panic!("stdout is not one JSON document: {e}\n{}", self.diag()))
-    }
-}
-
-fn reader(stream: impl Read + Send + 'static, buf: Arc<Mutex<String>>, tx: mpsc::Sender<String>) -> JoinHandle<()> {
-    std::thread::spawn(move || {
-        let mut r = BufReader::new(stream);
-        let mut line = Vec::new();
-        while let Ok(n) = r.read_until(b'\n', &mut line) {
-            if n == 0 {
-                break;
-            }
-            let text = String::from_utf8_lossy(&line).into_owned();
-            buf.lock().unwrap().push_str(&text);
-            let _ = tx.send(text.trim_end().to_owned());
-            line.clear();
-        }
-    })
-}
-
-/// A running process; killed (with the engine it started) and reaped on drop.
-struct Bg {
-    child: Child,
-    lines: Receiver<String>,
-    out: Arc<Mutex<String>>,
-    err: Arc<Mutex<String>>,
-    readers: Vec<JoinHandle<()>>,
-    engine_pid: Option<u32>,
-}
-
-impl Bg {
-    fn spawn(mut cmd: Command) -> Bg {
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot spawn {cmd:?}: {e}"));
-        let (tx, lines) = mpsc::channel();
-        let (etx, _erx) = mpsc::channel();
-        let out = Arc::new(Mutex::new(String::new()));
-        let err = Arc::new(Mutex::new(String::new()));
-        let readers = vec![
-            reader(child.stdout.take().unwrap(), out.clone(), tx),
-            reader(child.stderr.take().unwrap(), err.clone(), etx),
-        ];
-        Bg { child, lines, out, err, readers, engine_pid: None }
-    }
-
-    /// Waits for a stdout line containing `what`.
-    fn wait_line(&self, what: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            match self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(l) if l.contains(what) => return l,
-                Ok(_) => {}
-                Err(_) => panic!(
-                    "no stdout line containing {what:?}\n--- stdout\n{}\n--- stderr\n{}",
-                    self.out.lock().unwrap(),
-                    self.err.lock().unwrap()
-                ),
-            }
-        }
-    }
-
-    /// Waits for the demo engine's `ready` line and remembers its pid.
-    fn wait_engine_ready(&mut self) -> u32 {
-        let line = self.wait_line("\"ready\"");
-        let v: Value = serde_json::from_str(&line).unwrap();
-        let pid = v["pid"].as_u64().unwrap() as u32;
-        self.engine_pid = Some(pid);
-        pid
-    }
-
-    fn signal(&self, sig: Signal) {
-        kill(Pid::from_raw(self.child.id() as i32), sig).unwrap();
-    }
-
-    fn finish(&mut self) -> Done {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let status = loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                break s;
-            }
-            assert!(Instant::now() < deadline, "pid {} did not exit", self.child.id());
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        for h in self.readers.drain(..) {
-            let _ = h.join();
-        }
-        Done { code: status.code(), stdout: self.out.lock().unwrap().clone(), stderr: self.err.lock().unwrap().clone() }
-    }
-}
-
-impl Drop for Bg {
-    fn drop(&mut self) {
-        if let Some(pid) = self.engine_pid {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            if String::from_utf8_lossy(&cmdline).contains("warden-demo-engine") {
-                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
-            }
-        }
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn run_to_end(cmd: Command) -> Done {
-    Bg::spawn(cmd).finish()
-}
-
-fn names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map(|rd| rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
-fn sidecar(p: &Path, suffix: &str) -> PathBuf {
-    let mut s = p.as_os_str().to_owned();
-    s.push(suffix);
-    PathBuf::from(s)
-}
-
-fn state_dir(db: &Path) -> PathBuf {
-    sidecar(db, ".warden")
-}
-
 /// The database and every sidecar SQLite or warden could create, with their bytes.
-fn file_set(db: &Path) -> Vec<(String, Option<Vec<u8>>)> {
-    ["", "-wal", "-shm", "-journal", "-warden.lock"]
-        .iter()
-        .map(|suf| (suf.to_string(), std::fs::read(sidecar(db, suf)).ok()))
-        .collect()
+fn file_set(db: &Path) -> Vec<(&'static str, Option<Vec<u8>>)> {
+    set_bytes(db, &["", "-wal", "-shm", "-journal", "-warden.lock"])
 }
 
 fn problem_codes(report: &Value) -> Vec<i64> {
@@ -354,7 +205,7 @@ fn status_healthy_after_a_good_session_then_stale_and_the_textfile() {
     let s = Scratch::new();
     let db = s.path("e.db");
     let r = s.session(&db, &["--create"], &["--create", "--trades", "5"]);
-    assert_eq!(r.code, Some(0), "{}", r.diag());
+    assert_eq!(r.code(), Some(0), "{}", r.diag());
 
     let (code, v) = s.status(&db, &[]);
     assert_eq!(code, 0, "{v:#}");
@@ -368,7 +219,7 @@ fn status_healthy_after_a_good_session_then_stale_and_the_textfile() {
     assert_eq!(v["sqlite"]["ok"], true);
     assert!(v["drill"].is_null(), "no drill recorded");
     let human = s.warden_db(&["status"], &db);
-    assert_eq!(human.code, Some(0), "{}", human.diag());
+    assert_eq!(human.code(), Some(0), "{}", human.diag());
     assert!(human.stdout.contains("HEALTHY") && human.stdout.contains("idle"), "{}", human.diag());
 
     // The textfile: valid exposition format, replaced atomically (a new inode each time,
@@ -379,7 +230,7 @@ fn status_healthy_after_a_good_session_then_stale_and_the_textfile() {
     std::fs::write(&prom, "stale content without newline").unwrap();
     let before = std::fs::metadata(&prom).unwrap().ino();
     let d = s.warden_db(&["status", "--prom", prom.to_str().unwrap()], &db);
-    assert_eq!(d.code, Some(0), "{}", d.diag());
+    assert_eq!(d.code(), Some(0), "{}", d.diag());
     let text = std::fs::read_to_string(&prom).unwrap();
     let samples = parse_prom(&text);
     assert_ne!(std::fs::metadata(&prom).unwrap().ino(), before, "replaced by rename, not rewritten in place");
@@ -439,7 +290,7 @@ fn status_healthy_after_a_good_session_then_stale_and_the_textfile() {
     assert!(v["problems"][0]["message"].as_str().unwrap().contains("restored copy failed"), "{v:#}");
     // A real drill (`warden drill`) replaces the record: healthy again, and it is shown.
     let d = s.warden_db(&["drill"], &db);
-    assert_eq!(d.code, Some(0), "{}", d.diag());
+    assert_eq!(d.code(), Some(0), "{}", d.diag());
     let (code, v) = s.status(&db, &[]);
     assert_eq!(code, 0, "{v:#}");
     assert_eq!(v["drill"]["ok"], true);
@@ -450,7 +301,7 @@ fn status_healthy_after_a_good_session_then_stale_and_the_textfile() {
 fn status_11_after_the_gate_refused_a_damaged_database_and_check_agrees() {
     let s = Scratch::new();
     let db = s.path("d.db");
-    assert_eq!(s.session(&db, &["--create"], &["--create", "--trades", "5"]).code, Some(0));
+    assert_eq!(s.session(&db, &["--create"], &["--create", "--trades", "5"]).code(), Some(0));
     damage_page_2(&db);
     let backups = state_dir(&db).join("backups");
     let published = names(&backups);
@@ -469,7 +320,7 @@ fn status_11_after_the_gate_refused_a_damaged_database_and_check_agrees() {
     s.assert_tmp_empty("check of a damaged database");
 
     let r = s.session(&db, &[], &["--trades", "5"]);
-    assert_eq!(r.code, Some(65), "the gate refuses: {}", r.diag());
+    assert_eq!(r.code(), Some(65), "the gate refuses: {}", r.diag());
     let (code, v) = s.status(&db, &[]);
     assert_eq!(code, 11, "{v:#}");
     assert_eq!(problem_codes(&v), [11], "{v:#}");
@@ -487,8 +338,8 @@ fn check_never_publishes_or_writes_anything() {
     let db = s.path("plain.db");
     make_plain_damaged_db(&db);
     let before = file_set(&db);
-    let d = run_to_end(s.warden(&["check", db.to_str().unwrap()]));
-    assert_eq!(d.code, Some(65), "{}", d.diag());
+    let d = run_to_end(s.warden(&["check", db.to_str().unwrap()]), MINUTE);
+    assert_eq!(d.code(), Some(65), "{}", d.diag());
     assert!(d.stdout.contains("integrity gate FAILED"), "{}", d.diag());
     assert!(d.stdout.contains("warden restore") || d.stdout.contains("warden salvage"), "a hint: {}", d.diag());
     assert_eq!(file_set(&db), before, "byte-identical, and no lock file created");
@@ -504,21 +355,21 @@ fn check_never_publishes_or_writes_anything() {
     drop(c);
     let before = file_set(&good);
     for mode in ["full", "quick"] {
-        let d = run_to_end(s.warden(&["check", "--check", mode, good.to_str().unwrap()]));
-        assert_eq!(d.code, Some(0), "{mode}: {}", d.diag());
+        let d = run_to_end(s.warden(&["check", "--check", mode, good.to_str().unwrap()]), MINUTE);
+        assert_eq!(d.code(), Some(0), "{mode}: {}", d.diag());
     }
     assert_eq!(file_set(&good), before);
     s.assert_tmp_empty("check of a good database");
 
     // Missing: 66; --scratch-dir is honoured.
-    let d = run_to_end(s.warden(&["check", "--json", s.path("nope.db").to_str().unwrap()]));
-    assert_eq!(d.code, Some(66), "{}", d.diag());
+    let d = run_to_end(s.warden(&["check", "--json", s.path("nope.db").to_str().unwrap()]), MINUTE);
+    assert_eq!(d.code(), Some(66), "{}", d.diag());
     assert_eq!(d.json()["failure"], "missing");
     assert!(!s.path("nope.db").exists());
     let own = s.path("own-scratch");
     std::fs::create_dir(&own).unwrap();
-    let d = run_to_end(s.warden(&["check", "--scratch-dir", own.to_str().unwrap(), good.to_str().unwrap()]));
-    assert_eq!(d.code, Some(0), "{}", d.diag());
+    let d = run_to_end(s.warden(&["check", "--scratch-dir", own.to_str().unwrap(), good.to_str().unwrap()]), MINUTE);
+    assert_eq!(d.code(), Some(0), "{}", d.diag());
     assert!(names(&own).is_empty());
 }
 
@@ -526,9 +377,9 @@ fn check_never_publishes_or_writes_anything() {
 fn status_12_after_an_engine_failed() {
     let s = Scratch::new();
     let db = s.path("f.db");
-    assert_eq!(s.session(&db, &["--create"], &["--create", "--trades", "5"]).code, Some(0));
+    assert_eq!(s.session(&db, &["--create"], &["--create", "--trades", "5"]).code(), Some(0));
     let r = s.session(&db, &[], &["--trades", "5", "--exit-code", "3"]);
-    assert_eq!(r.code, Some(3), "{}", r.diag());
+    assert_eq!(r.code(), Some(3), "{}", r.diag());
     let (code, v) = s.status(&db, &[]);
     assert_eq!(code, 12, "{v:#}");
     assert_eq!(problem_codes(&v), [12]);
@@ -543,12 +394,12 @@ fn status_12_after_an_engine_failed() {
 fn a_running_session_is_healthy_and_check_runs_beside_it() {
     let s = Scratch::new();
     let db = s.path("live.db");
-    assert_eq!(s.session(&db, &["--create"], &["--create", "--trades", "5"]).code, Some(0));
+    assert_eq!(s.session(&db, &["--create"], &["--create", "--trades", "5"]).code(), Some(0));
     let mut c = s.warden(&["run", "-q", "--db"]);
     // Commits every few milliseconds until SIGTERM (the engine then stops cleanly).
     c.arg(&db).arg("--").arg(ENGINE).args(["--trades", "1000000", "--interval-ms", "1"]);
-    let mut run = Bg::spawn(c);
-    run.wait_engine_ready();
+    let mut run = Proc::spawn(c);
+    run.wait_engine_ready(MINUTE);
 
     let (code, v) = s.status(&db, &[]);
     assert_eq!(code, 0, "a running session is healthy: {v:#}");
@@ -566,8 +417,8 @@ fn a_running_session_is_healthy_and_check_runs_beside_it() {
     };
     let first = trades(&db);
     for round in 0..5 {
-        let d = run_to_end(s.warden(&["check", "--json", db.to_str().unwrap()]));
-        assert_eq!(d.code, Some(0), "round {round}: {}", d.diag());
+        let d = run_to_end(s.warden(&["check", "--json", db.to_str().unwrap()]), MINUTE);
+        assert_eq!(d.code(), Some(0), "round {round}: {}", d.diag());
         let v = d.json();
         assert_eq!(v["passed"], true);
         let read = v["reasons"].as_array().unwrap().last().unwrap().as_str().unwrap().to_owned();
@@ -580,8 +431,8 @@ fn a_running_session_is_healthy_and_check_runs_beside_it() {
     assert_eq!((code, v["writer_lock"]["state"].as_str()), (0, Some("held")), "still the session's lock: {v:#}");
 
     run.signal(Signal::SIGTERM);
-    let done = run.finish();
-    assert_eq!(done.code, Some(0), "{}", done.diag());
+    let done = run.finish(MINUTE);
+    assert_eq!(done.code(), Some(0), "{}", done.diag());
     let (code, v) = s.status(&db, &[]);
     assert_eq!(code, 0, "{v:#}");
     assert_eq!(v["writer_lock"]["state"], "free");
@@ -591,21 +442,16 @@ fn a_running_session_is_healthy_and_check_runs_beside_it() {
 fn a_killed_engine_leaves_13_and_check_keeps_that_evidence() {
     let s = Scratch::new();
     let db = s.path("k.db");
-    assert_eq!(s.session(&db, &["--create"], &["--create", "--trades", "5"]).code, Some(0));
-    let mut c = Command::new(ENGINE);
-    c.current_dir(s.dir.path())
-        .env("WARDEN_AUDIT_DIR", s.path("audit"))
-        .env_remove("WARDEN_DB")
-        .arg("--db")
-        .arg(&db)
-        .args(["--trades", "3", "--hold-ms", "20000"]);
-    let mut engine = Bg::spawn(c);
-    let pid = engine.wait_engine_ready();
+    assert_eq!(s.session(&db, &["--create"], &["--create", "--trades", "5"]).code(), Some(0));
+    let mut c = s.engine();
+    c.arg("--db").arg(&db).args(["--trades", "3", "--hold-ms", "20000"]);
+    let mut engine = Proc::spawn(c);
+    let pid = engine.wait_engine_ready(MINUTE);
     let (code, v) = s.status(&db, &[]);
     assert_eq!(code, 0, "an engine holding the lock is healthy: {v:#}");
     assert_eq!(v["writer_lock"]["holder"]["pid"], pid);
     kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
-    let _ = engine.finish();
+    let _ = engine.finish(MINUTE);
 
     let (code, v) = s.status(&db, &[]);
     assert_eq!(code, 13, "{v:#}");
@@ -615,15 +461,15 @@ fn a_killed_engine_leaves_13_and_check_keeps_that_evidence() {
     assert!(v["problems"][0]["message"].as_str().unwrap().contains(&format!("pid {pid}")), "{v:#}");
 
     // `warden check` reads without taking the dead writer's lock: the evidence stays.
-    let d = run_to_end(s.warden(&["check", "--json", db.to_str().unwrap()]));
-    assert_eq!(d.code, Some(0), "{}", d.diag());
+    let d = run_to_end(s.warden(&["check", "--json", db.to_str().unwrap()]), MINUTE);
+    assert_eq!(d.code(), Some(0), "{}", d.diag());
     let read = d.json()["reasons"].as_array().unwrap().last().unwrap().as_str().unwrap().to_owned();
     assert!(read.contains("left untouched as evidence"), "{read}");
     s.assert_tmp_empty("check after a crash");
     assert_eq!(s.status(&db, &[]).0, 13, "still 13 after the check");
 
     // The next session clears it.
-    assert_eq!(s.session(&db, &[], &["--trades", "1"]).code, Some(0));
+    assert_eq!(s.session(&db, &[], &["--trades", "1"]).code(), Some(0));
     assert_eq!(s.status(&db, &[]).0, 0);
 }
 
@@ -635,11 +481,11 @@ fn a_killed_engine_leaves_13_and_check_keeps_that_evidence() {
 fn sessions_list_and_show() {
     let s = Scratch::new();
     let db = s.path("s.db");
-    assert_eq!(s.session(&db, &["--create"], &["--create", "--trades", "5"]).code, Some(0));
-    assert_eq!(s.session(&db, &[], &["--trades", "2", "--exit-code", "4"]).code, Some(4));
+    assert_eq!(s.session(&db, &["--create"], &["--create", "--trades", "5"]).code(), Some(0));
+    assert_eq!(s.session(&db, &[], &["--trades", "2", "--exit-code", "4"]).code(), Some(4));
 
     let d = s.warden_db(&["sessions", "--json"], &db);
-    assert_eq!(d.code, Some(0), "{}", d.diag());
+    assert_eq!(d.code(), Some(0), "{}", d.diag());
     let list = d.json();
     let list = list.as_array().unwrap();
     assert_eq!(list.len(), 2);
@@ -654,14 +500,14 @@ fn sessions_list_and_show() {
     let d = s.warden_db(&["sessions", "-n", "1", "--json"], &db);
     assert_eq!(d.json().as_array().unwrap().len(), 1);
     let d = s.warden_db(&["sessions"], &db);
-    assert_eq!(d.code, Some(0), "{}", d.diag());
+    assert_eq!(d.code(), Some(0), "{}", d.diag());
     assert!(d.stdout.contains(newest) && d.stdout.contains("engine_failed") && d.stdout.contains("completed"));
 
     // show: exact id, unique prefix, JSON = the artifact file.
     let mut c = s.warden(&["sessions", "show", oldest, "--json", "--db"]);
     c.arg(&db);
-    let d = run_to_end(c);
-    assert_eq!(d.code, Some(0), "{}", d.diag());
+    let d = run_to_end(c, MINUTE);
+    assert_eq!(d.code(), Some(0), "{}", d.diag());
     let a = d.json();
     let file: Value =
         serde_json::from_slice(&std::fs::read(state_dir(&db).join("sessions").join(format!("{oldest}.json"))).unwrap())
@@ -672,29 +518,29 @@ fn sessions_list_and_show() {
     let prefix = &newest[..(common + 1).min(newest.len())];
     let mut c = s.warden(&["sessions", "show", prefix, "--db"]);
     c.arg(&db);
-    let d = run_to_end(c);
-    assert_eq!(d.code, Some(0), "{}", d.diag());
+    let d = run_to_end(c, MINUTE);
+    assert_eq!(d.code(), Some(0), "{}", d.diag());
     assert!(d.stdout.contains(newest) && d.stdout.contains("exit 4"), "{}", d.diag());
     // Ambiguous (both ids start with the year) and unknown.
     let mut c = s.warden(&["sessions", "show", "20", "--db"]);
     c.arg(&db);
-    let d = run_to_end(c);
-    assert_eq!(d.code, Some(64), "{}", d.diag());
+    let d = run_to_end(c, MINUTE);
+    assert_eq!(d.code(), Some(64), "{}", d.diag());
     assert!(d.stderr.contains(newest) && d.stderr.contains(oldest), "names the candidates: {}", d.diag());
     let mut c = s.warden(&["sessions", "show", "19990101", "--db"]);
     c.arg(&db);
-    assert_eq!(run_to_end(c).code, Some(66));
+    assert_eq!(run_to_end(c, MINUTE).code(), Some(66));
 }
 
 #[test]
 fn backups_list_and_verify_names_a_flipped_byte() {
     let s = Scratch::new();
     let db = s.path("b.db");
-    assert_eq!(s.session(&db, &["--create"], &["--create", "--trades", "50"]).code, Some(0));
-    assert_eq!(s.session(&db, &[], &["--trades", "50"]).code, Some(0));
+    assert_eq!(s.session(&db, &["--create"], &["--create", "--trades", "50"]).code(), Some(0));
+    assert_eq!(s.session(&db, &[], &["--trades", "50"]).code(), Some(0));
 
     let d = s.warden_db(&["backups", "--json"], &db);
-    assert_eq!(d.code, Some(0), "{}", d.diag());
+    assert_eq!(d.code(), Some(0), "{}", d.diag());
     let list = d.json();
     let list = list.as_array().unwrap();
     assert_eq!(list.len(), 3, "post, pre, post: {list:#?}");
@@ -708,8 +554,8 @@ fn backups_list_and_verify_names_a_flipped_byte() {
 
     let mut c = s.warden(&["backups", "verify", "--all", "--json", "--db"]);
     c.arg(&db);
-    let d = run_to_end(c);
-    assert_eq!(d.code, Some(0), "{}", d.diag());
+    let d = run_to_end(c, MINUTE);
+    assert_eq!(d.code(), Some(0), "{}", d.diag());
     assert_eq!(d.json()["results"].as_array().unwrap().len(), 3);
     s.assert_tmp_empty("verify --all");
 
@@ -725,8 +571,8 @@ fn backups_list_and_verify_names_a_flipped_byte() {
 
     let mut c = s.warden(&["backups", "verify", "--all", "--json", "--db"]);
     c.arg(&db);
-    let d = run_to_end(c);
-    assert_eq!(d.code, Some(65), "{}", d.diag());
+    let d = run_to_end(c, MINUTE);
+    assert_eq!(d.code(), Some(65), "{}", d.diag());
     let v = d.json();
     assert_eq!(v["ok"], false);
     assert_eq!(v["failed"], 1);
@@ -742,8 +588,8 @@ fn backups_list_and_verify_names_a_flipped_byte() {
     assert_eq!(std::fs::read(&path).unwrap(), flipped, "verify never writes the backup");
     let mut c = s.warden(&["backups", "verify", "--all", "--db"]);
     c.arg(&db);
-    let d = run_to_end(c);
-    assert_eq!(d.code, Some(65));
+    let d = run_to_end(c, MINUTE);
+    assert_eq!(d.code(), Some(65));
     let failed_line = d.stdout.lines().find(|l| l.starts_with("FAILED")).unwrap_or_else(|| panic!("{}", d.diag()));
     assert!(failed_line.contains(victim["id"].as_str().unwrap()), "names it: {}", d.diag());
     assert!(d.stdout.contains("1 of 3 backup(s) FAILED"), "{}", d.diag());
@@ -751,14 +597,14 @@ fn backups_list_and_verify_names_a_flipped_byte() {
     // One by id; the default (newest good) is intact; an unknown id is 66.
     let mut c = s.warden(&["backups", "verify", victim["id"].as_str().unwrap(), "--db"]);
     c.arg(&db);
-    assert_eq!(run_to_end(c).code, Some(65));
-    assert_eq!(s.warden_db(&["backups", "verify"], &db).code, Some(0));
+    assert_eq!(run_to_end(c, MINUTE).code(), Some(65));
+    assert_eq!(s.warden_db(&["backups", "verify"], &db).code(), Some(0));
     let mut c = s.warden(&["backups", "verify", "nope", "--db"]);
     c.arg(&db);
-    assert_eq!(run_to_end(c).code, Some(66));
+    assert_eq!(run_to_end(c, MINUTE).code(), Some(66));
     s.assert_tmp_empty("verify");
     let empty = s.path("none.db");
-    assert_eq!(s.warden_db(&["backups", "verify", "--all"], &empty).code, Some(66));
+    assert_eq!(s.warden_db(&["backups", "verify", "--all"], &empty).code(), Some(66));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -769,69 +615,70 @@ fn backups_list_and_verify_names_a_flipped_byte() {
 fn audit_filters_limits_and_follows_across_rotation() {
     let s = Scratch::new();
     let db = s.path("a.db");
-    assert_eq!(s.session(&db, &["--create"], &["--create", "--trades", "3"]).code, Some(0));
-    assert_eq!(s.session(&db, &[], &["--trades", "3"]).code, Some(0));
+    assert_eq!(s.session(&db, &["--create"], &["--create", "--trades", "3"]).code(), Some(0));
+    assert_eq!(s.session(&db, &[], &["--trades", "3"]).code(), Some(0));
     let all: Vec<Value> =
         std::fs::read_to_string(s.audit_file()).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert!(all.len() > 6, "{all:#?}");
 
     // --event open --json: exactly the open records, as written.
-    let d = run_to_end(s.warden(&["audit", "--event", "open", "--json", "-n", "1000"]));
-    assert_eq!(d.code, Some(0), "{}", d.diag());
+    let d = run_to_end(s.warden(&["audit", "--event", "open", "--json", "-n", "1000"]), MINUTE);
+    assert_eq!(d.code(), Some(0), "{}", d.diag());
     let opens: Vec<Value> = d.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let expected: Vec<&Value> = all.iter().filter(|v| v["event"] == "open").collect();
     assert!(!opens.is_empty());
     assert_eq!(opens.iter().collect::<Vec<_>>(), expected);
     // Several events are ORed; -n limits to the newest.
-    let d = run_to_end(s.warden(&["audit", "--event", "open", "--event", "close", "--json"]));
+    let d = run_to_end(s.warden(&["audit", "--event", "open", "--event", "close", "--json"]), MINUTE);
     assert!(d.stdout.lines().all(|l| l.contains("\"event\":\"open\"") || l.contains("\"event\":\"close\"")));
-    let d = run_to_end(s.warden(&["audit", "-n", "3", "--json"]));
+    let d = run_to_end(s.warden(&["audit", "-n", "3", "--json"]), MINUTE);
     let last3: Vec<Value> = d.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(last3.as_slice(), &all[all.len() - 3..]);
-    let d = run_to_end(s.warden(&["audit", "-n", "3"]));
+    let d = run_to_end(s.warden(&["audit", "-n", "3"]), MINUTE);
     assert_eq!(d.stdout.lines().count(), 3, "{}", d.diag());
     // --pid, --db, --since.
     let pid = expected[0]["pid"].as_u64().unwrap();
-    let d = run_to_end(s.warden(&["audit", "--json", "--pid", &pid.to_string()]));
+    let d = run_to_end(s.warden(&["audit", "--json", "--pid", &pid.to_string()]), MINUTE);
     assert!(d.stdout.lines().count() >= 1 && d.stdout.lines().all(|l| l.contains(&format!("\"pid\":{pid},"))));
-    let d = run_to_end(s.warden(&["audit", "--json", "--db", s.path("other.db").to_str().unwrap()]));
+    let d = run_to_end(s.warden(&["audit", "--json", "--db", s.path("other.db").to_str().unwrap()]), MINUTE);
     assert_eq!(d.stdout, "", "no record about another database");
-    let d = run_to_end(s.warden(&["audit", "--json", "--since", "2999-01-01T00:00:00Z"]));
+    let d = run_to_end(s.warden(&["audit", "--json", "--since", "2999-01-01T00:00:00Z"]), MINUTE);
     assert_eq!(d.stdout, "");
-    let d = run_to_end(s.warden(&["audit", "--json", "-n", "1000", "--since", "1h", "--db", db.to_str().unwrap()]));
+    let d =
+        run_to_end(s.warden(&["audit", "--json", "-n", "1000", "--since", "1h", "--db", db.to_str().unwrap()]), MINUTE);
     assert_eq!(d.stdout.lines().count(), all.iter().filter(|v| v["db"].is_string()).count(), "{}", d.diag());
     // A bad filter is a usage error naming the valid events.
-    let d = run_to_end(s.warden(&["audit", "--event", "opened"]));
-    assert_eq!(d.code, Some(64), "{}", d.diag());
+    let d = run_to_end(s.warden(&["audit", "--event", "opened"]), MINUTE);
+    assert_eq!(d.code(), Some(64), "{}", d.diag());
     assert!(d.stderr.contains("open_refused"), "{}", d.diag());
 
     // A partial last line is not shown.
     use std::io::Write;
     let mut f = std::fs::OpenOptions::new().append(true).open(s.audit_file()).unwrap();
     f.write_all(b"{\"schema\":1,\"ts\":\"2026-").unwrap();
-    let d = run_to_end(s.warden(&["audit", "-n", "1", "--json"]));
-    assert_eq!(d.code, Some(0));
+    let d = run_to_end(s.warden(&["audit", "-n", "1", "--json"]), MINUTE);
+    assert_eq!(d.code(), Some(0));
     assert_eq!(serde_json::from_str::<Value>(d.stdout.trim()).unwrap(), *all.last().unwrap());
     // Completed, it is a line that is not a record: skipped, and said so.
     f.write_all(b"\n").unwrap();
-    let d = run_to_end(s.warden(&["audit", "-n", "1", "--json"]));
+    let d = run_to_end(s.warden(&["audit", "-n", "1", "--json"]), MINUTE);
     assert_eq!(serde_json::from_str::<Value>(d.stdout.trim()).unwrap(), *all.last().unwrap());
     assert!(d.stderr.contains("1 line(s)") && d.stderr.contains("skipped"), "{}", d.diag());
 
     // --follow: the last records first, then new ones as they come; a logrotate rename is
     // followed to the new file.
-    let mut follow = Bg::spawn(s.warden(&["audit", "--follow", "--json", "--event", "writer_lock_acquired"]));
-    follow.wait_line("writer_lock_acquired");
-    follow.wait_line("writer_lock_acquired");
-    assert_eq!(s.session(&db, &[], &["--trades", "1"]).code, Some(0));
-    follow.wait_line("writer_lock_acquired");
+    let mut follow = Proc::spawn(s.warden(&["audit", "--follow", "--json", "--event", "writer_lock_acquired"]));
+    follow.wait_line(false, "writer_lock_acquired", MINUTE);
+    follow.wait_line(false, "writer_lock_acquired", MINUTE);
+    assert_eq!(s.session(&db, &[], &["--trades", "1"]).code(), Some(0));
+    follow.wait_line(false, "writer_lock_acquired", MINUTE);
     std::fs::rename(s.audit_file(), s.path("audit").join("audit.jsonl.1")).unwrap();
-    assert_eq!(s.session(&db, &[], &["--trades", "1"]).code, Some(0));
+    assert_eq!(s.session(&db, &[], &["--trades", "1"]).code(), Some(0));
     assert!(s.audit_file().exists(), "the next writer started a new log");
-    follow.wait_line("writer_lock_acquired");
+    follow.wait_line(false, "writer_lock_acquired", MINUTE);
     follow.signal(Signal::SIGINT);
-    let d = follow.finish();
-    assert_eq!(d.code, Some(0), "SIGINT ends --follow cleanly: {}", d.diag());
+    let d = follow.finish(MINUTE);
+    assert_eq!(d.code(), Some(0), "SIGINT ends --follow cleanly: {}", d.diag());
     let seen: Vec<Value> = d.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(seen.len(), 4, "two sessions before, one before and one after the rotation: {}", d.diag());
     assert!(seen.iter().all(|v| v["event"] == "writer_lock_acquired"));
@@ -861,8 +708,8 @@ fn check_refuses_a_hot_journal_it_may_not_recover() {
     c.execute_batch("ROLLBACK").unwrap();
     drop(c);
     let before = file_set(&db);
-    let d = run_to_end(s.warden(&["check", db.to_str().unwrap()]));
-    assert_eq!(d.code, Some(75), "{}", d.diag());
+    let d = run_to_end(s.warden(&["check", db.to_str().unwrap()]), MINUTE);
+    assert_eq!(d.code(), Some(75), "{}", d.diag());
     assert!(d.stderr.contains("hot rollback journal") && d.stderr.contains("warden run"), "{}", d.diag());
     assert_eq!(file_set(&db), before, "the crashed pair is byte-identical, no lock file");
     s.assert_tmp_empty("refused check");
@@ -874,23 +721,18 @@ fn check_refuses_a_hot_journal_it_may_not_recover() {
 fn status_11_for_an_interrupted_restore() {
     let s = Scratch::new();
     let db = s.path("r.db");
-    assert_eq!(s.session(&db, &["--create"], &["--create", "--trades", "5"]).code, Some(0));
+    assert_eq!(s.session(&db, &["--create"], &["--create", "--trades", "5"]).code(), Some(0));
     let mut c = s.warden(&["restore", "--db"]);
     c.arg(&db).env("WARDEN_PAUSE_AT", "restore-intent-written");
-    let mut restore = Bg::spawn(c);
-    let pid = restore.child.id();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|st| st.contains(") T ")) {
-        assert!(Instant::now() < deadline, "the restore never paused");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let mut restore = Proc::spawn(c);
+    wait_state(restore.pid(), 'T', MINUTE);
     let (code, v) = s.status(&db, &[]);
     assert_eq!(code, 0, "{v:#}");
     assert_eq!(v["restore"]["running"], true);
     assert!(v["summary"].as_str().unwrap().contains("restore running"), "{v:#}");
 
     restore.signal(Signal::SIGKILL);
-    let _ = restore.finish();
+    let _ = restore.finish(MINUTE);
     let (code, v) = s.status(&db, &[]);
     assert_eq!(code, 11, "{v:#}");
     assert_eq!(problem_codes(&v), [11, 13]);
@@ -899,7 +741,7 @@ fn status_11_for_an_interrupted_restore() {
     assert!(v["problems"][0]["message"].as_str().unwrap().contains("warden restore"), "{v:#}");
 
     let d = s.warden_db(&["restore", "-q"], &db);
-    assert_eq!(d.code, Some(0), "{}", d.diag());
+    assert_eq!(d.code(), Some(0), "{}", d.diag());
     let (code, v) = s.status(&db, &[]);
     assert_eq!(code, 0, "{v:#}");
     assert!(v["restore"].is_null());

@@ -10,75 +10,22 @@
 //! restore finishes it; `--dry-run` changes nothing; `--to` never overwrites; the drill
 //! passes on good backups and fails on a backup damaged after publication.
 
-use std::io::{BufRead, BufReader, Read};
+mod common;
+
+use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use common::Scratch;
+use common::proc::*;
+use nix::sys::signal::Signal;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
-
-const WARDEN: &str = env!("CARGO_BIN_EXE_warden");
-const ENGINE: &str = env!("CARGO_BIN_EXE_warden-demo-engine");
-const TMP_MARK: &str = ".warden-tmp.";
 
 // ---------------------------------------------------------------------------------------------
-// Scratch directories, commands, processes
+// Commands and paths
 // ---------------------------------------------------------------------------------------------
-
-struct Scratch {
-    dir: tempfile::TempDir,
-}
-
-impl Scratch {
-    fn new() -> Self {
-        Scratch { dir: tempfile::tempdir().unwrap() }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// `warden` with this test's own audit directory and no inherited seams.
-    fn warden(&self) -> Command {
-        let mut c = Command::new(WARDEN);
-        c.current_dir(self.dir.path())
-            .env("WARDEN_AUDIT_DIR", self.path("audit"))
-            .env_remove("WARDEN_PAUSE_AT")
-            .env_remove("WARDEN_CONFIG")
-            .env_remove("WARDEN_LOCK_FD")
-            .env_remove("RUST_LOG");
-        c
-    }
-
-    fn audit(&self) -> Vec<Value> {
-        std::fs::read_to_string(self.path("audit/audit.jsonl"))
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-}
-
-fn sidecar(p: &Path, suffix: &str) -> PathBuf {
-    let mut s = p.as_os_str().to_owned();
-    s.push(suffix);
-    PathBuf::from(s)
-}
-
-fn state_dir(db: &Path) -> PathBuf {
-    sidecar(db, ".warden")
-}
-
-fn backups_of(db: &Path) -> PathBuf {
-    state_dir(db).join("backups")
-}
 
 fn replaced_of(db: &Path) -> PathBuf {
     state_dir(db).join("replaced")
@@ -88,149 +35,11 @@ fn intent_of(db: &Path) -> PathBuf {
     state_dir(db).join("restore-in-progress.json")
 }
 
-struct Done {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl Done {
-    fn code(&self) -> Option<i32> {
-        self.status.code()
-    }
-
-    fn diag(&self) -> String {
-        format!("status {:?}\n--- stdout\n{}\n--- stderr\n{}", self.status, self.stdout, self.stderr)
-    }
-
-    /// The `--json` contract: exactly one JSON document on stdout.
-    fn json(&self) -> Value {
-        let lines: Vec<&str> = self.stdout.lines().filter(|l| !l.trim().is_empty()).collect();
-        assert_eq!(lines.len(), 1, "one JSON document on stdout: {}", self.diag());
-        serde_json::from_str(lines[0]).unwrap_or_else(|e| panic!("not JSON: {e}: {}", self.diag()))
-    }
-}
-
-/// A spawned process, SIGKILLed and reaped on drop if still running; output read as it comes.
-struct Proc {
-    child: Child,
-    status: Option<ExitStatus>,
-    err_rx: Receiver<String>,
-    out_rx: Receiver<String>,
-    out: Arc<Mutex<String>>,
-    err: Arc<Mutex<String>>,
-    readers: Vec<JoinHandle<()>>,
-}
-
-fn reader(stream: impl Read + Send + 'static, buf: Arc<Mutex<String>>, tx: mpsc::Sender<String>) -> JoinHandle<()> {
-    std::thread::spawn(move || {
-        let mut r = BufReader::new(stream);
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            match r.read_until(b'\n', &mut line) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    let text = String::from_utf8_lossy(&line).into_owned();
-                    buf.lock().unwrap().push_str(&text);
-                    let _ = tx.send(text.trim_end_matches('\n').to_owned());
-                }
-            }
-        }
-    })
-}
-
-impl Proc {
-    fn spawn(mut cmd: Command) -> Proc {
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot spawn {cmd:?}: {e}"));
-        let (out_tx, out_rx) = mpsc::channel();
-        let (err_tx, err_rx) = mpsc::channel();
-        let out = Arc::new(Mutex::new(String::new()));
-        let err = Arc::new(Mutex::new(String::new()));
-        let readers = vec![
-            reader(child.stdout.take().unwrap(), out.clone(), out_tx),
-            reader(child.stderr.take().unwrap(), err.clone(), err_tx),
-        ];
-        Proc { child, status: None, err_rx, out_rx, out, err, readers }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn signal(&self, sig: Signal) {
-        kill(Pid::from_raw(self.pid() as i32), sig).unwrap();
-    }
-
-    fn wait_line(&self, on_stderr: bool, what: &str, timeout: Duration) -> String {
-        let rx = if on_stderr { &self.err_rx } else { &self.out_rx };
-        let deadline = Instant::now() + timeout;
-        loop {
-            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(line) if line.contains(what) => return line,
-                Ok(_) => {}
-                Err(_) => panic!(
-                    "no line containing {what:?} within {timeout:?}\n--- stdout\n{}\n--- stderr\n{}",
-                    self.out.lock().unwrap(),
-                    self.err.lock().unwrap()
-                ),
-            }
-        }
-    }
-
-    fn finish(&mut self, timeout: Duration) -> Done {
-        let deadline = Instant::now() + timeout;
-        let status = loop {
-            if let Some(s) = self.status {
-                break s;
-            }
-            if let Some(s) = self.child.try_wait().unwrap() {
-                self.status = Some(s);
-                break s;
-            }
-            assert!(Instant::now() < deadline, "pid {} did not exit within {timeout:?}", self.pid());
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while self.readers.iter().any(|h| !h.is_finished()) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        Done { status, stdout: self.out.lock().unwrap().clone(), stderr: self.err.lock().unwrap().clone() }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if self.status.is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn run_to_end(cmd: Command) -> Done {
-    Proc::spawn(cmd).finish(Duration::from_secs(120))
-}
-
-fn proc_state(pid: u32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
-}
-
-fn wait_stopped(pid: u32) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while proc_state(pid) != Some('T') {
-        assert!(Instant::now() < deadline, "pid {pid} never stopped (state {:?})", proc_state(pid));
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
-
 /// `warden run --db DB [extra] -q -- ENGINE engine_args`, to the end.
 fn session(s: &Scratch, db: &Path, extra: &[&str], engine_args: &[&str]) -> Done {
     let mut c = s.warden();
     c.args(["run", "-q", "--db"]).arg(db).args(extra).arg("--").arg(ENGINE).args(engine_args);
-    run_to_end(c)
+    run_to_end(c, Duration::from_secs(120))
 }
 
 /// Two clean sessions: 5 trades, then 5 more. Backups: post (5), pre (5), post (10).
@@ -245,38 +54,23 @@ fn two_sessions(s: &Scratch, db: &Path) {
 fn restore(s: &Scratch, db: &Path, args: &[&str]) -> Done {
     let mut c = s.warden();
     c.args(["restore", "--db"]).arg(db).args(args);
-    run_to_end(c)
+    run_to_end(c, Duration::from_secs(120))
 }
 
 fn drill(s: &Scratch, db: &Path, args: &[&str]) -> Done {
     let mut c = s.warden();
     c.args(["drill", "--db"]).arg(db).args(args);
-    run_to_end(c)
+    run_to_end(c, Duration::from_secs(120))
 }
 
 // ---------------------------------------------------------------------------------------------
 // Files, backups, data
 // ---------------------------------------------------------------------------------------------
 
-fn sha256(path: &Path) -> String {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn read_json(path: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-}
-
 /// Every manifest in the store, newest first.
-fn manifests(db: &Path) -> Vec<Value> {
-    let dir = backups_of(db);
-    let mut v: Vec<Value> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".json") && !n.starts_with('.'))
-        .map(|n| read_json(&dir.join(n)))
-        .collect();
-    v.sort_by(|a, b| b["created"].as_str().cmp(&a["created"].as_str()));
+fn newest_manifests(db: &Path) -> Vec<Value> {
+    let mut v = manifests(&backups_of(db));
+    v.reverse();
     v
 }
 
@@ -286,24 +80,18 @@ fn is_good(m: &Value) -> bool {
 
 /// (id, data file) of the newest good backup, and of the one before it.
 fn good_backups(db: &Path) -> Vec<(String, PathBuf)> {
-    manifests(db)
+    newest_manifests(db)
         .into_iter()
         .filter(is_good)
         .map(|m| (m["id"].as_str().unwrap().to_owned(), backups_of(db).join(m["file"].as_str().unwrap())))
         .collect()
 }
 
-type Trade = (i64, String, String, i64, f64);
-
 /// Every trade, read with plain read-only rusqlite (the files are rollback-journal files, so
 /// a read-only open creates nothing beside them).
 fn trades(path: &Path) -> Vec<Trade> {
     let c = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
-    let mut st = c.prepare("SELECT id, ts, symbol, qty, price FROM trades ORDER BY id").unwrap();
-    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
+    trades_upto(&c, i64::MAX)
 }
 
 fn page_size(path: &Path) -> usize {
@@ -330,11 +118,7 @@ fn make_damaged_set(db: &Path) -> Vec<(&'static str, Option<Vec<u8>>)> {
     damage_page(db);
     std::fs::write(sidecar(db, "-wal"), b"not a wal, but it must travel with the database").unwrap();
     std::fs::write(sidecar(db, "-shm"), vec![0x5Au8; 32768]).unwrap();
-    set_bytes(db)
-}
-
-fn set_bytes(db: &Path) -> Vec<(&'static str, Option<Vec<u8>>)> {
-    ["", "-wal", "-shm", "-journal"].into_iter().map(|s| (s, std::fs::read(sidecar(db, s)).ok())).collect()
+    set_bytes(db, &SET)
 }
 
 /// Every file under `dir` (relative path, SHA-256 of the content; directories as `dir`),
@@ -361,14 +145,6 @@ fn tree(dir: &Path, except: &[&str]) -> Vec<(PathBuf, String)> {
     out
 }
 
-fn names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map(|rd| rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
 /// The directories in `replaced/` that hold exactly `set` (byte for byte).
 fn dirs_holding(db: &Path, set: &[(&'static str, Option<Vec<u8>>)]) -> Vec<PathBuf> {
     let name = db.file_name().unwrap().to_string_lossy().into_owned();
@@ -387,10 +163,6 @@ fn assert_clean_beside(db: &Path, context: &str) {
     let leftovers: Vec<String> = names(db.parent().unwrap()).into_iter().filter(|n| n.contains(TMP_MARK)).collect();
     assert!(leftovers.is_empty(), "{context}: leftover copies {leftovers:?}");
     assert!(!intent_of(db).exists(), "{context}: the intent record is still there");
-}
-
-fn mode(path: &Path) -> u32 {
-    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
 
 /// Flips one byte of page 1 in the gap between its cell pointer array and its cell content:
@@ -428,7 +200,7 @@ fn round_trip_brings_back_the_newest_good_backup_and_keeps_the_damaged_set() {
     let damaged = make_damaged_set(&db);
     let refused = session(&s, &db, &[], &["--trades", "1"]);
     assert_ne!(refused.code(), Some(0), "the gate refuses the damaged set: {}", refused.diag());
-    let damaged_now = set_bytes(&db);
+    let damaged_now = set_bytes(&db, &SET);
     assert_eq!(damaged_now, damaged, "the refused session changed nothing");
 
     let r = restore(&s, &db, &["--json"]);
@@ -457,7 +229,7 @@ fn round_trip_brings_back_the_newest_good_backup_and_keeps_the_damaged_set() {
     assert_eq!(mode(&kept[0]), 0o700);
 
     // The audit log says which backup, its hash, what was moved aside and by whom.
-    let audit = s.audit();
+    let audit = s.audit_lines();
     let restored: Vec<&Value> = audit.iter().filter(|r| r["event"] == "restored").collect();
     assert_eq!(restored.len(), 1, "{audit:#?}");
     let reason = restored[0]["reason"].as_str().unwrap();
@@ -468,11 +240,11 @@ fn round_trip_brings_back_the_newest_good_backup_and_keeps_the_damaged_set() {
     assert!(audit.iter().any(|r| r["event"] == "restore_started"), "started is recorded before moving");
 
     // A session afterwards passes the gate, and the engine sees no change outside warden.
-    let before = s.audit().len();
+    let before = s.audit_lines().len();
     let r = session(&s, &db, &[], &["--trades", "5"]);
     assert_eq!(r.code(), Some(0), "{}", r.diag());
     assert_eq!(trades(&db).len(), 15);
-    let after = s.audit();
+    let after = s.audit_lines();
     assert!(
         after[before..]
             .iter()
@@ -518,7 +290,7 @@ fn a_flipped_byte_the_pragmas_miss_is_refused_by_the_hash() {
     assert!(rep["verification"]["failure"].as_str().unwrap().contains("sha256"), "{rep:#}");
     assert_eq!(rep["next_candidate"], good[1].0.as_str(), "the next good backup is suggested");
     assert_eq!(tree(s.dir.path(), &["-warden.lock"]), before, "nothing was moved, created or left behind");
-    assert!(s.audit().iter().any(|r| r["event"] == "restore_refused"));
+    assert!(s.audit_lines().iter().any(|r| r["event"] == "restore_refused"));
 
     // Human output says why, and what to do.
     let r = restore(&s, &db, &[]);
@@ -558,7 +330,7 @@ fn restore_while_a_session_runs_is_refused_and_the_drill_still_runs() {
         assert!(Instant::now() < deadline, "the engine never committed its trades");
         std::thread::sleep(Duration::from_millis(10));
     }
-    let before = set_bytes(&db);
+    let before = set_bytes(&db, &SET);
 
     for args in [&[][..], &["--dry-run"][..], &["--json"][..]] {
         let r = restore(&s, &db, args);
@@ -571,13 +343,13 @@ fn restore_while_a_session_runs_is_refused_and_the_drill_still_runs() {
             assert!(j["error"].as_str().unwrap().contains(&holder));
         }
     }
-    assert_eq!(set_bytes(&db), before, "nothing changed");
+    assert_eq!(set_bytes(&db, &SET), before, "nothing changed");
     assert!(!replaced_of(&db).exists() && !intent_of(&db).exists());
 
     // The drill never touches the live database or its lock: it runs during the session.
     let d = drill(&s, &db, &["--json"]);
     assert_eq!(d.code(), Some(0), "{}", d.diag());
-    assert_eq!(set_bytes(&db), before);
+    assert_eq!(set_bytes(&db, &SET), before);
 
     running.signal(Signal::SIGTERM);
     let done = running.finish(Duration::from_secs(60));
@@ -616,7 +388,7 @@ fn kill_restore_at(s: &Scratch, db: &Path, point: &str, while_paused: impl FnOnc
     c.env("WARDEN_PAUSE_AT", point).args(["restore", "--db"]).arg(db);
     let mut p = Proc::spawn(c);
     p.wait_line(true, &format!("paused at {point}"), Duration::from_secs(60));
-    wait_stopped(p.pid());
+    wait_state(p.pid(), 'T', Duration::from_secs(10));
     while_paused();
     p.signal(Signal::SIGKILL);
     let _ = p.finish(Duration::from_secs(30));
@@ -670,7 +442,10 @@ fn kill_9_at_every_restore_step_never_loses_a_database() {
             Some(action) => {
                 assert_eq!(rep["recovery"]["performed"], true, "{point}: {rep:#}");
                 assert_eq!(rep["recovery"]["action"], action, "{point}: {rep:#}");
-                assert!(s.audit().iter().any(|r| r["event"] == "restore_recovered"), "{point}: recovery is audited");
+                assert!(
+                    s.audit_lines().iter().any(|r| r["event"] == "restore_recovered"),
+                    "{point}: recovery is audited"
+                );
             }
             None => assert!(rep["recovery"].is_null(), "{point}: {rep:#}"),
         }
@@ -813,7 +588,7 @@ fn missing_unknown_and_crash_copies() {
     // The engine fails: its post-crash copy is evidence, never restored unless asked for.
     let r = session(&s, &db, &[], &["--trades", "2", "--exit-code", "3"]);
     assert_eq!(r.code(), Some(3), "{}", r.diag());
-    let crash = manifests(&db).into_iter().find(|m| m["kind"] == "post_crash").expect("a crash copy");
+    let crash = newest_manifests(&db).into_iter().find(|m| m["kind"] == "post_crash").expect("a crash copy");
     let crash_id = crash["id"].as_str().unwrap();
     let r = restore(&s, &db, &["--json"]);
     assert_eq!(r.code(), Some(0), "{}", r.diag());
@@ -841,7 +616,7 @@ fn missing_unknown_and_crash_copies() {
     // With --json, even a usage or config failure is one JSON document.
     let mut c = s.warden();
     c.args(["restore", "--json"]);
-    let r = run_to_end(c);
+    let r = run_to_end(c, Duration::from_secs(120));
     assert_eq!(r.code(), Some(78), "no database given: {}", r.diag());
     assert_eq!(r.json()["outcome"], "error");
     assert_eq!(r.json()["exit_code"], 78);
@@ -864,7 +639,7 @@ fn drill_passes_on_good_backups_and_fails_on_one_damaged_after_publication() {
 
     two_sessions(&s, &db);
     let (newest_id, newest_file) = good_backups(&db)[0].clone();
-    let live = set_bytes(&db);
+    let live = set_bytes(&db, &SET);
     let lock = std::fs::read(sidecar(&db, "-warden.lock")).unwrap();
     let d = drill(&s, &db, &["--json"]);
     assert_eq!(d.code(), Some(0), "{}", d.diag());
@@ -887,7 +662,7 @@ fn drill_passes_on_good_backups_and_fails_on_one_damaged_after_publication() {
         "the scratch directory is removed: {:?}",
         names(&scratch_parent)
     );
-    assert_eq!(set_bytes(&db), live, "the live database is never touched");
+    assert_eq!(set_bytes(&db, &SET), live, "the live database is never touched");
     assert_eq!(std::fs::read(sidecar(&db, "-warden.lock")).unwrap(), lock, "nor its lock");
     let d = drill(&s, &db, &[]);
     assert_eq!(d.code(), Some(0), "{}", d.diag());
@@ -909,5 +684,5 @@ fn drill_passes_on_good_backups_and_fails_on_one_damaged_after_publication() {
     assert_eq!(d.code(), Some(65), "{}", d.diag());
     assert!(d.stdout.contains("FAILED"), "{}", d.diag());
     assert!(names(&s.path("scratch")).is_empty(), "a --scratch directory is left empty");
-    assert!(s.audit().iter().filter(|r| r["event"] == "restore_drill").count() >= 4);
+    assert!(s.audit_lines().iter().filter(|r| r["event"] == "restore_drill").count() >= 4);
 }

@@ -12,27 +12,12 @@
 #[path = "common/corpus.rs"]
 mod corpus;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use corpus::{Case, build_corpus, sidecar};
+use corpus::{Case, build_corpus, hashes, sidecar};
 use rusqlite::Connection;
 use rusqlite::types::Value;
-use sha2::{Digest, Sha256};
 use sqlite_warden::session::scan::{ScanReport, scan_set};
-
-const SIDECARS: [&str; 4] = ["", "-wal", "-journal", "-shm"];
-
-/// SHA-256 of each file of the set, `None` when absent.
-fn hashes(db: &Path) -> Vec<(PathBuf, Option<[u8; 32]>)> {
-    SIDECARS
-        .iter()
-        .map(|suffix| {
-            let path = sidecar(db, suffix);
-            let hash = std::fs::read(&path).ok().map(|bytes| Sha256::digest(&bytes).into());
-            (path, hash)
-        })
-        .collect()
-}
 
 /// What the pragmas say about a private, read-write copy of the set (db, -wal, -journal; never
 /// -shm, which SQLite rebuilds).

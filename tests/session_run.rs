@@ -1,272 +1,24 @@
 //! `warden run`, `warden backup` and `warden prune` end to end: real processes, real files,
 //! real signals (`kill -9` exactly at the crash seams), and a real full disk (tmpfs, as root).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::fs::PermissionsExt;
+mod common;
+
+use std::io::{Read, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use common::Scratch;
+use common::proc::*;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-const WARDEN: &str = env!("CARGO_BIN_EXE_warden");
-const ENGINE: &str = env!("CARGO_BIN_EXE_warden-demo-engine");
-const TMP_MARK: &str = ".warden-tmp.";
 const STORE_LOCK: &str = ".warden-store.lock";
-
-// ---------------------------------------------------------------------------------------------
-// Scratch directories and commands
-// ---------------------------------------------------------------------------------------------
-
-struct Scratch {
-    dir: tempfile::TempDir,
-}
-
-impl Scratch {
-    fn new() -> Self {
-        Scratch { dir: tempfile::tempdir().unwrap() }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// `warden` with this test's own audit directory, cwd and no inherited seams.
-    fn warden(&self) -> Command {
-        let mut c = Command::new(WARDEN);
-        c.current_dir(self.dir.path())
-            .env("WARDEN_AUDIT_DIR", self.path("audit"))
-            .env_remove("WARDEN_PAUSE_AT")
-            .env_remove("WARDEN_CONFIG")
-            .env_remove("RUST_LOG");
-        c
-    }
-
-    /// The demo engine run directly (not under `warden run`).
-    fn engine(&self) -> Command {
-        let mut c = Command::new(ENGINE);
-        c.current_dir(self.dir.path()).env("WARDEN_AUDIT_DIR", self.path("audit")).env_remove("WARDEN_DB");
-        c
-    }
-}
-
-fn state_dir(db: &Path) -> PathBuf {
-    let mut s = db.as_os_str().to_owned();
-    s.push(".warden");
-    PathBuf::from(s)
-}
-
-fn backups_of(db: &Path) -> PathBuf {
-    state_dir(db).join("backups")
-}
-
-fn sessions_of(db: &Path) -> PathBuf {
-    state_dir(db).join("sessions")
-}
-
-fn sidecar(p: &Path, suffix: &str) -> PathBuf {
-    let mut s = p.as_os_str().to_owned();
-    s.push(suffix);
-    PathBuf::from(s)
-}
-
-// ---------------------------------------------------------------------------------------------
-// Processes: always killed and reaped, output read incrementally
-// ---------------------------------------------------------------------------------------------
-
-/// A spawned process. On drop it is SIGKILLed and reaped if still running, and so is every
-/// engine pid registered with [`Proc::also_kill`] (engines run in their own process group and
-/// survive a `kill -9` of warden).
-struct Proc {
-    child: Child,
-    status: Option<ExitStatus>,
-    also_kill: Vec<u32>,
-    out_rx: Receiver<String>,
-    err_rx: Receiver<String>,
-    out: Arc<Mutex<String>>,
-    err: Arc<Mutex<String>>,
-    readers: Vec<JoinHandle<()>>,
-}
-
-struct Done {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl Done {
-    fn code(&self) -> Option<i32> {
-        self.status.code()
-    }
-
-    fn diag(&self) -> String {
-        format!("status {:?}\n--- stdout\n{}\n--- stderr\n{}", self.status, self.stdout, self.stderr)
-    }
-}
-
-fn reader(stream: impl Read + Send + 'static, buf: Arc<Mutex<String>>, tx: mpsc::Sender<String>) -> JoinHandle<()> {
-    std::thread::spawn(move || {
-        let mut r = BufReader::new(stream);
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            match r.read_until(b'\n', &mut line) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    let text = String::from_utf8_lossy(&line).into_owned();
-                    buf.lock().unwrap().push_str(&text);
-                    let _ = tx.send(text.trim_end_matches('\n').to_owned());
-                }
-            }
-        }
-    })
-}
-
-impl Proc {
-    fn spawn(mut cmd: Command) -> Proc {
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot spawn {cmd:?}: {e}"));
-        let (out_tx, out_rx) = mpsc::channel();
-        let (err_tx, err_rx) = mpsc::channel();
-        let out = Arc::new(Mutex::new(String::new()));
-        let err = Arc::new(Mutex::new(String::new()));
-        let readers = vec![
-            reader(child.stdout.take().unwrap(), out.clone(), out_tx),
-            reader(child.stderr.take().unwrap(), err.clone(), err_tx),
-        ];
-        Proc { child, status: None, also_kill: Vec::new(), out_rx, err_rx, out, err, readers }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn also_kill(&mut self, pid: u32) {
-        self.also_kill.push(pid);
-    }
-
-    fn signal(&self, sig: Signal) {
-        kill(Pid::from_raw(self.pid() as i32), sig).unwrap_or_else(|e| panic!("{sig} to {}: {e}", self.pid()));
-    }
-
-    fn stdout(&self) -> String {
-        self.out.lock().unwrap().clone()
-    }
-
-    fn stderr(&self) -> String {
-        self.err.lock().unwrap().clone()
-    }
-
-    fn wait_line(&self, on_stderr: bool, what: &str, timeout: Duration) -> String {
-        let rx = if on_stderr { &self.err_rx } else { &self.out_rx };
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) if line.contains(what) => return line,
-                Ok(_) => {}
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => panic!(
-                    "no line containing {what:?} within {timeout:?}\n--- stdout\n{}\n--- stderr\n{}",
-                    self.stdout(),
-                    self.stderr()
-                ),
-            }
-        }
-    }
-
-    fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        if let Some(s) = self.status {
-            return s;
-        }
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                self.status = Some(s);
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "pid {} did not exit within {timeout:?}\n--- stdout\n{}\n--- stderr\n{}",
-                self.pid(),
-                self.stdout(),
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// Waits for the exit, then (briefly) for the output pipes to close.
-    fn finish(&mut self, timeout: Duration) -> Done {
-        let status = self.wait_exit(timeout);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while self.readers.iter().any(|h| !h.is_finished()) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        Done { status, stdout: self.stdout(), stderr: self.stderr() }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        for pid in self.also_kill.drain(..) {
-            kill_engine_if_alive(pid);
-        }
-        if self.status.is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn run_to_end(cmd: Command, timeout: Duration) -> Done {
-    Proc::spawn(cmd).finish(timeout)
-}
-
-/// The state letter of `/proc/PID/stat` (`R`, `S`, `T`, `Z`, ...), `None` once it is gone.
-fn proc_state(pid: u32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
-}
-
-fn alive(pid: u32) -> bool {
-    !matches!(proc_state(pid), None | Some('Z') | Some('X'))
-}
-
-fn wait_state(pid: u32, want: char, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    while proc_state(pid) != Some(want) {
-        assert!(Instant::now() < deadline, "pid {pid} never reached state {want} (now {:?})", proc_state(pid));
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
-
-/// SIGKILLs `pid` if it is a live demo engine, and waits until it is gone (or a zombie).
-fn kill_engine_if_alive(pid: u32) {
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    if !alive(pid) || !String::from_utf8_lossy(&cmdline).contains("warden-demo-engine") {
-        return;
-    }
-    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while alive(pid) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Artifacts, manifests, backups
 // ---------------------------------------------------------------------------------------------
-
-fn read_json(path: &Path) -> Value {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
-}
 
 /// Every artifact in `dir`, oldest first.
 fn artifacts(dir: &Path) -> Vec<Value> {
@@ -289,12 +41,6 @@ fn artifact_file(dir: &Path, a: &Value) -> PathBuf {
     dir.join(format!("{}.json", a["session_id"].as_str().expect("session_id")))
 }
 
-/// The last stdout line, parsed (the `--json` contract).
-fn last_json_line(stdout: &str) -> Value {
-    let last = stdout.lines().last().unwrap_or_else(|| panic!("no stdout at all"));
-    serde_json::from_str(last).unwrap_or_else(|e| panic!("last stdout line is not JSON: {e}: {last:?}"))
-}
-
 /// Polls `dir` until an artifact satisfies `pred`.
 fn wait_artifact(dir: &Path, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + timeout;
@@ -305,36 +51,6 @@ fn wait_artifact(dir: &Path, timeout: Duration, pred: impl Fn(&Value) -> bool) -
         assert!(Instant::now() < deadline, "no matching artifact in {} within {timeout:?}", dir.display());
         std::thread::sleep(Duration::from_millis(10));
     }
-}
-
-fn names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map(|rd| rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
-fn sha256sum(path: &Path) -> String {
-    let out = Command::new("sha256sum").arg(path).output().expect("sha256sum runs");
-    assert!(out.status.success(), "sha256sum {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap().to_owned()
-}
-
-fn mode(path: &Path) -> u32 {
-    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
-}
-
-/// Every manifest in the backup directory (published `*.json`), parsed; panics on one that
-/// does not parse.
-fn manifests(dir: &Path) -> Vec<Value> {
-    let mut v: Vec<Value> = names(dir)
-        .into_iter()
-        .filter(|n| n.ends_with(".json") && !n.starts_with('.'))
-        .map(|n| read_json(&dir.join(n)))
-        .collect();
-    v.sort_by(|a, b| a["created"].as_str().cmp(&b["created"].as_str()));
-    v
 }
 
 /// "No partial file is ever listed as good": every manifest parses, and every verified one
@@ -348,7 +64,7 @@ fn assert_store_sound(dir: &Path, context: &str) -> Vec<Value> {
             assert!(data.exists(), "{context}: verified manifest {} has no data file", m["id"]);
             let size = std::fs::metadata(&data).unwrap().len();
             assert_eq!(Some(size), m["size"].as_u64(), "{context}: size of {}", data.display());
-            assert_eq!(sha256sum(&data), m["sha256"].as_str().unwrap(), "{context}: sha256 of {}", data.display());
+            assert_eq!(sha256(&data), m["sha256"].as_str().unwrap(), "{context}: sha256 of {}", data.display());
             assert_eq!(m["integrity"]["ok"], true, "{context}: verified but integrity not ok: {m}");
         }
     }
@@ -412,9 +128,7 @@ fn run_session(s: &Scratch, db: &Path, extra: &[&str], engine: &[&str]) -> Done 
 fn wait_trades(db: &Path, n: i64, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     loop {
-        let got: i64 = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .and_then(|c| c.query_row("SELECT count(*) FROM trades", [], |r| r.get(0)))
-            .unwrap_or(0);
+        let got = trade_count(db);
         if got >= n {
             return;
         }
@@ -423,12 +137,26 @@ fn wait_trades(db: &Path, n: i64, timeout: Duration) {
     }
 }
 
-fn touch() -> &'static str {
-    ["/usr/bin/touch", "/bin/touch"].into_iter().find(|p| Path::new(p).exists()).expect("touch(1)")
+/// `warden run --json FLAGS --create --db DB -- ENGINE --create --trades N --hold-ms HOLD` in
+/// the background, returned once the engine is running and has committed its `n` trades:
+/// the process (which kills the engine on drop), the `running` artifact, the engine's pid.
+fn start_holding_session(s: &Scratch, db: &Path, flags: &[&str], n: i64, hold_ms: u32) -> (Proc, Value, u32) {
+    let mut c = s.warden();
+    c.args(["run", "--json"]).args(flags).args(["--create", "--db"]).arg(db);
+    c.args(["--", ENGINE, "--create", "--trades", &n.to_string(), "--hold-ms", &hold_ms.to_string()]);
+    let mut w = Proc::spawn(c);
+    let running = wait_artifact(&sessions_of(db), Duration::from_secs(30), |a| {
+        a["status"] == "running" && a["engine"]["pid"].is_u64()
+    });
+    let engine_pid = running["engine"]["pid"].as_u64().unwrap() as u32;
+    w.also_kill(engine_pid);
+    w.wait_line(false, "\"ready\"", Duration::from_secs(30));
+    wait_trades(db, n, Duration::from_secs(30));
+    (w, running, engine_pid)
 }
 
-fn file_set(db: &Path) -> Vec<(String, Option<Vec<u8>>)> {
-    ["", "-wal", "-shm", "-journal"].iter().map(|suf| (suf.to_string(), std::fs::read(sidecar(db, suf)).ok())).collect()
+fn touch() -> &'static str {
+    ["/usr/bin/touch", "/bin/touch"].into_iter().find(|p| Path::new(p).exists()).expect("touch(1)")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -473,7 +201,7 @@ fn full_session_end_to_end() {
     assert_eq!(pre["kind"], "pre");
     assert_eq!(pre["verified"], true, "{a2:#}");
     let pre_path = PathBuf::from(pre["path"].as_str().unwrap());
-    assert_eq!(sha256sum(&pre_path), pre["sha256"].as_str().unwrap(), "pre backup hash on disk");
+    assert_eq!(sha256(&pre_path), pre["sha256"].as_str().unwrap(), "pre backup hash on disk");
     assert_eq!(std::fs::metadata(&pre_path).unwrap().len(), pre["size"].as_u64().unwrap());
     assert_eq!(check_copy(&pre_path), 20, "the pre backup holds the state the first session left");
     assert_eq!(a2["engine"]["exit_code"], 0);
@@ -483,7 +211,7 @@ fn full_session_end_to_end() {
     assert_eq!(a2["post_backup"]["ok"], true, "{a2:#}");
     let post2 = &a2["post_backup"]["backup"];
     let post2_path = PathBuf::from(post2["path"].as_str().unwrap());
-    assert_eq!(sha256sum(&post2_path), post2["sha256"].as_str().unwrap());
+    assert_eq!(sha256(&post2_path), post2["sha256"].as_str().unwrap());
     assert_eq!(check_copy(&post2_path), 40);
     assert_eq!(a2["exit_code"], 0);
 
@@ -569,24 +297,8 @@ fn engine_killed_by_signal() {
     let s = Scratch::new();
     let db = s.path("k.db");
     let (bdir, sdir) = (backups_of(&db), sessions_of(&db));
-    let mut c = s.warden();
-    c.args(["run", "--json", "-q", "--create", "--db"]).arg(&db).args([
-        "--",
-        ENGINE,
-        "--create",
-        "--trades",
-        "3",
-        "--hold-ms",
-        "30000",
-    ]);
-    let mut w = Proc::spawn(c);
-    let running =
-        wait_artifact(&sdir, Duration::from_secs(30), |a| a["status"] == "running" && a["engine"]["pid"].is_u64());
-    let engine_pid = running["engine"]["pid"].as_u64().unwrap() as u32;
-    w.also_kill(engine_pid);
     // The engine has opened the database before it is worth killing.
-    w.wait_line(false, "\"ready\"", Duration::from_secs(30));
-    wait_trades(&db, 3, Duration::from_secs(30));
+    let (mut w, running, engine_pid) = start_holding_session(&s, &db, &["-q"], 3, 30000);
     kill(Pid::from_raw(engine_pid as i32), Signal::SIGKILL).unwrap();
     let d = w.finish(Duration::from_secs(30));
     assert_eq!(d.code(), Some(137), "128 + 9: {}", d.diag());
@@ -618,23 +330,7 @@ fn sigterm_is_forwarded_and_the_session_closes_cleanly() {
     let s = Scratch::new();
     let db = s.path("t.db");
     let sdir = sessions_of(&db);
-    let mut c = s.warden();
-    c.args(["run", "--json", "--create", "--db"]).arg(&db).args([
-        "--",
-        ENGINE,
-        "--create",
-        "--trades",
-        "4",
-        "--hold-ms",
-        "30000",
-    ]);
-    let mut w = Proc::spawn(c);
-    let running =
-        wait_artifact(&sdir, Duration::from_secs(30), |a| a["status"] == "running" && a["engine"]["pid"].is_u64());
-    let engine_pid = running["engine"]["pid"].as_u64().unwrap() as u32;
-    w.also_kill(engine_pid);
-    w.wait_line(false, "\"ready\"", Duration::from_secs(30));
-    wait_trades(&db, 4, Duration::from_secs(30));
+    let (mut w, _, engine_pid) = start_holding_session(&s, &db, &[], 4, 30000);
     let t = Instant::now();
     w.signal(Signal::SIGTERM);
     let d = w.finish(Duration::from_secs(20));
@@ -689,7 +385,7 @@ fn gate_failure_never_starts_the_engine() {
     let db = s.path("bad.db");
     let (bdir, sdir) = (backups_of(&db), sessions_of(&db));
     make_damaged_db(&db);
-    let before = file_set(&db);
+    let before = set_bytes(&db, &SET);
     let marker = s.path("MARKER");
     let touch = touch();
     let marker_s = marker.to_str().unwrap();
@@ -710,7 +406,7 @@ fn gate_failure_never_starts_the_engine() {
     assert!(a["pre_backup"].is_null(), "{a:#}");
     assert!(a["error"].as_str().unwrap().contains("integrity gate refused"), "{a:#}");
     assert!(r.stderr.contains("integrity gate refused"), "{}", r.diag());
-    assert_eq!(file_set(&db), before, "the damaged database and its sidecars are byte-identical");
+    assert_eq!(set_bytes(&db, &SET), before, "the damaged database and its sidecars are byte-identical");
     let left = names(&bdir);
     assert!(left.iter().all(|n| !n.ends_with(".sqlite") && !n.ends_with(".json")), "nothing published: {left:?}");
     assert!(left.iter().all(|n| !n.contains(TMP_MARK)), "no temporary left: {left:?}");
@@ -749,23 +445,7 @@ fn second_session_is_refused_at_once_naming_the_holder() {
     let s = Scratch::new();
     let db = s.path("one.db");
     let sdir = sessions_of(&db);
-    let mut c = s.warden();
-    c.args(["run", "--json", "-q", "--create", "--db"]).arg(&db).args([
-        "--",
-        ENGINE,
-        "--create",
-        "--trades",
-        "2",
-        "--hold-ms",
-        "20000",
-    ]);
-    let mut a_proc = Proc::spawn(c);
-    let a_running =
-        wait_artifact(&sdir, Duration::from_secs(30), |a| a["status"] == "running" && a["engine"]["pid"].is_u64());
-    let a_engine = a_running["engine"]["pid"].as_u64().unwrap() as u32;
-    a_proc.also_kill(a_engine);
-    a_proc.wait_line(false, "\"ready\"", Duration::from_secs(30));
-    wait_trades(&db, 2, Duration::from_secs(30));
+    let (mut a_proc, a_running, a_engine) = start_holding_session(&s, &db, &["-q"], 2, 20000);
 
     let marker = s.path("MARKER");
     let t = Instant::now();
@@ -931,50 +611,6 @@ fn kill_minus_9_during_backup_and_retention_loses_nothing() {
 // 8. A full disk fails closed
 // ---------------------------------------------------------------------------------------------
 
-/// A tmpfs mounted for one test; unmounted on drop (lazily if busy).
-struct Tmpfs {
-    dir: PathBuf,
-}
-
-impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Result<Tmpfs, String> {
-        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
-            .arg(dir)
-            .output()
-            .map_err(|e| format!("mount: {e}"))?;
-        if !out.status.success() {
-            return Err(format!("mount -t tmpfs failed: {}", String::from_utf8_lossy(&out.stderr)));
-        }
-        let t = Tmpfs { dir: dir.to_owned() };
-        let mp = Command::new("mountpoint").arg("-q").arg(dir).status();
-        if mp.is_ok_and(|s| !s.success()) {
-            return Err(format!("{} is not a mount point after mount", dir.display()));
-        }
-        Ok(t)
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let ok = Command::new("umount").arg(&self.dir).status().is_ok_and(|s| s.success());
-        if !ok {
-            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-        }
-    }
-}
-
-fn skip_or_fail(why: &str) {
-    if std::env::var_os("CI").is_some() {
-        panic!("disk_full_during_backup_fails_closed cannot run under CI: {why}");
-    }
-    eprintln!(
-        "\n{bar}\n!!! SKIPPED disk_full_during_backup_fails_closed: {why}\n!!! (needs root and tmpfs; under CI=1 this is a failure)\n{bar}\n",
-        bar = "!".repeat(100)
-    );
-}
-
 /// A ~1.5 MB database with the demo engine's schema and a consistent ledger.
 fn make_big_db(db: &Path) {
     let c = rusqlite::Connection::open(db).unwrap();
@@ -1010,7 +646,7 @@ fn fill_up(path: &Path) {
 #[test]
 fn disk_full_during_backup_fails_closed() {
     if !nix::unistd::geteuid().is_root() {
-        return skip_or_fail("not root");
+        return skip_or_fail("disk_full_during_backup_fails_closed", "not root (needs root and tmpfs)");
     }
     let s = Scratch::new();
     let db = s.path("big.db");
@@ -1024,7 +660,7 @@ fn disk_full_during_backup_fails_closed() {
     let mnt = s.path("mnt");
     let _fs = match Tmpfs::mount(&mnt, "5m") {
         Ok(t) => t,
-        Err(e) => return skip_or_fail(&e),
+        Err(e) => return skip_or_fail("disk_full_during_backup_fails_closed", &format!("{e} (needs root and tmpfs)")),
     };
     let bdir = mnt.join("backups");
     let backup = |pause: Option<&str>| {
@@ -1075,7 +711,7 @@ fn disk_full_during_backup_fails_closed() {
     let tiny = s.path("tiny");
     let _tiny = match Tmpfs::mount(&tiny, "1m") {
         Ok(t) => t,
-        Err(e) => return skip_or_fail(&e),
+        Err(e) => return skip_or_fail("disk_full_during_backup_fails_closed", &format!("{e} (needs root and tmpfs)")),
     };
     let tb = tiny.join("backups");
     let mut c = s.warden();
@@ -1108,7 +744,10 @@ fn disk_full_during_backup_fails_closed() {
 #[test]
 fn disk_full_while_writing_the_manifest_leaves_no_unlisted_copy() {
     if !nix::unistd::geteuid().is_root() {
-        return skip_or_fail("not root");
+        return skip_or_fail(
+            "disk_full_while_writing_the_manifest_leaves_no_unlisted_copy",
+            "not root (needs root and tmpfs)",
+        );
     }
     let s = Scratch::new();
     let db = s.path("big.db");
@@ -1117,7 +756,12 @@ fn disk_full_while_writing_the_manifest_leaves_no_unlisted_copy() {
     let mnt = s.path("mnt");
     let _fs = match Tmpfs::mount(&mnt, "5m") {
         Ok(t) => t,
-        Err(e) => return skip_or_fail(&e),
+        Err(e) => {
+            return skip_or_fail(
+                "disk_full_while_writing_the_manifest_leaves_no_unlisted_copy",
+                &format!("{e} (needs root and tmpfs)"),
+            );
+        }
     };
     let bdir = mnt.join("backups");
     let mut c = s.warden();
@@ -1148,7 +792,10 @@ fn disk_full_while_writing_the_manifest_leaves_no_unlisted_copy() {
 #[test]
 fn clean_engine_with_a_full_disk_for_the_post_backup_exits_74() {
     if !nix::unistd::geteuid().is_root() {
-        return skip_or_fail("not root");
+        return skip_or_fail(
+            "clean_engine_with_a_full_disk_for_the_post_backup_exits_74",
+            "not root (needs root and tmpfs)",
+        );
     }
     let s = Scratch::new();
     let db = s.path("big.db");
@@ -1156,7 +803,12 @@ fn clean_engine_with_a_full_disk_for_the_post_backup_exits_74() {
     let mnt = s.path("mnt");
     let _fs = match Tmpfs::mount(&mnt, "5m") {
         Ok(t) => t,
-        Err(e) => return skip_or_fail(&e),
+        Err(e) => {
+            return skip_or_fail(
+                "clean_engine_with_a_full_disk_for_the_post_backup_exits_74",
+                &format!("{e} (needs root and tmpfs)"),
+            );
+        }
     };
     let bdir = mnt.join("backups");
     let truth = ["/usr/bin/true", "/bin/true"].into_iter().find(|p| Path::new(p).exists()).expect("true(1)");
@@ -1225,7 +877,7 @@ fn backups_under_a_live_writer_equal_committed_states() {
         assert_eq!(out["manifest"]["verified"], true);
         assert_eq!(out["manifest"]["kind"], "manual");
         let path = PathBuf::from(out["published"].as_str().expect("published"));
-        assert_eq!(sha256sum(&path), out["manifest"]["sha256"].as_str().unwrap());
+        assert_eq!(sha256(&path), out["manifest"]["sha256"].as_str().unwrap());
         counts.push(check_copy(&path));
         assert!(alive(engine.pid()), "the engine keeps running during backups");
     }

@@ -11,212 +11,33 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use common::proc::*;
 use common::{Scratch, local_guard};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use rusqlite::OpenFlags;
 use serde_json::Value;
 use sqlite_warden::connect::{ToolOptions, open_snapshot};
 use sqlite_warden::error::OpenError;
 use sqlite_warden::session::snapshot::{self, SnapshotError, SnapshotOptions};
 
-const WARDEN: &str = env!("CARGO_BIN_EXE_warden");
-const ENGINE: &str = env!("CARGO_BIN_EXE_warden-demo-engine");
-const TMP_MARK: &str = ".warden-tmp.";
-
 // ---------------------------------------------------------------------------------------------
 // Commands and processes
 // ---------------------------------------------------------------------------------------------
 
-fn warden(s: &Scratch) -> Command {
-    let mut c = Command::new(WARDEN);
-    c.current_dir(s.dir.path())
-        .env("WARDEN_AUDIT_DIR", s.audit_dir())
-        .env_remove("WARDEN_PAUSE_AT")
-        .env_remove("WARDEN_CONFIG")
-        .env_remove("RUST_LOG");
-    c
-}
-
+/// The demo engine on `db` with `args`.
 fn engine(s: &Scratch, db: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(ENGINE);
-    c.current_dir(s.dir.path()).env("WARDEN_AUDIT_DIR", s.audit_dir()).env_remove("WARDEN_DB");
+    let mut c = s.engine();
     c.arg("--db").arg(db).args(args);
     c
-}
-
-fn state_dir(db: &Path) -> PathBuf {
-    let mut s = db.as_os_str().to_owned();
-    s.push(".warden");
-    PathBuf::from(s)
-}
-
-fn snapshots_of(db: &Path) -> PathBuf {
-    state_dir(db).join("snapshots")
-}
-
-fn sidecar(p: &Path, suffix: &str) -> PathBuf {
-    let mut s = p.as_os_str().to_owned();
-    s.push(suffix);
-    PathBuf::from(s)
-}
-
-/// A spawned process, SIGKILLed and reaped on drop if still running; output read
-/// incrementally.
-struct Proc {
-    child: Child,
-    status: Option<ExitStatus>,
-    err_rx: Receiver<String>,
-    out_rx: Receiver<String>,
-    out: Arc<Mutex<String>>,
-    err: Arc<Mutex<String>>,
-    readers: Vec<JoinHandle<()>>,
-}
-
-struct Done {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl Done {
-    fn code(&self) -> Option<i32> {
-        self.status.code()
-    }
-
-    fn diag(&self) -> String {
-        format!("status {:?}\n--- stdout\n{}\n--- stderr\n{}", self.status, self.stdout, self.stderr)
-    }
-
-    fn json(&self) -> Value {
-        let last = self.stdout.lines().last().unwrap_or_else(|| panic!("no stdout: {}", self.diag()));
-        serde_json::from_str(last).unwrap_or_else(|e| panic!("last stdout line is not JSON: {e}: {}", self.diag()))
-    }
-}
-
-fn reader(stream: impl Read + Send + 'static, buf: Arc<Mutex<String>>, tx: mpsc::Sender<String>) -> JoinHandle<()> {
-    std::thread::spawn(move || {
-        let mut r = BufReader::new(stream);
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            match r.read_until(b'\n', &mut line) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    let text = String::from_utf8_lossy(&line).into_owned();
-                    buf.lock().unwrap().push_str(&text);
-                    let _ = tx.send(text.trim_end_matches('\n').to_owned());
-                }
-            }
-        }
-    })
-}
-
-impl Proc {
-    fn spawn(mut cmd: Command) -> Proc {
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot spawn {cmd:?}: {e}"));
-        let (out_tx, out_rx) = mpsc::channel();
-        let (err_tx, err_rx) = mpsc::channel();
-        let out = Arc::new(Mutex::new(String::new()));
-        let err = Arc::new(Mutex::new(String::new()));
-        let readers = vec![
-            reader(child.stdout.take().unwrap(), out.clone(), out_tx),
-            reader(child.stderr.take().unwrap(), err.clone(), err_tx),
-        ];
-        Proc { child, status: None, err_rx, out_rx, out, err, readers }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn signal(&self, sig: Signal) {
-        kill(Pid::from_raw(self.pid() as i32), sig).unwrap_or_else(|e| panic!("{sig} to {}: {e}", self.pid()));
-    }
-
-    fn wait_line(&self, on_stderr: bool, what: &str, timeout: Duration) -> String {
-        let rx = if on_stderr { &self.err_rx } else { &self.out_rx };
-        let deadline = Instant::now() + timeout;
-        loop {
-            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(line) if line.contains(what) => return line,
-                Ok(_) => {}
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => panic!(
-                    "no line containing {what:?} within {timeout:?}\n--- stdout\n{}\n--- stderr\n{}",
-                    self.out.lock().unwrap(),
-                    self.err.lock().unwrap()
-                ),
-            }
-        }
-    }
-
-    fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        if let Some(s) = self.status {
-            return s;
-        }
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                self.status = Some(s);
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "pid {} did not exit within {timeout:?}\n--- stdout\n{}\n--- stderr\n{}",
-                self.pid(),
-                self.out.lock().unwrap(),
-                self.err.lock().unwrap()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn finish(&mut self, timeout: Duration) -> Done {
-        let status = self.wait_exit(timeout);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while self.readers.iter().any(|h| !h.is_finished()) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        Done { status, stdout: self.out.lock().unwrap().clone(), stderr: self.err.lock().unwrap().clone() }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if self.status.is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn run_to_end(cmd: Command, timeout: Duration) -> Done {
-    Proc::spawn(cmd).finish(timeout)
-}
-
-fn proc_state(pid: u32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
-}
-
-fn wait_state(pid: u32, want: char, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    while proc_state(pid) != Some(want) {
-        assert!(Instant::now() < deadline, "pid {pid} never reached state {want} (now {:?})", proc_state(pid));
-        std::thread::sleep(Duration::from_millis(2));
-    }
 }
 
 /// Starts the demo engine committing one trade every `interval_ms` and waits until it has
@@ -225,7 +46,7 @@ fn start_engine(s: &Scratch, db: &Path, interval_ms: u32) -> Proc {
     let e = Proc::spawn(engine(s, db, &["--create", "--trades", "1000000", "--interval-ms", &interval_ms.to_string()]));
     e.wait_line(false, "\"ready\"", Duration::from_secs(30));
     let deadline = Instant::now() + Duration::from_secs(30);
-    while count_live(db) < 5 {
+    while trade_count(db) < 5 {
         assert!(Instant::now() < deadline, "the engine committed nothing");
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -236,22 +57,9 @@ fn stop_engine(mut e: Proc) -> i64 {
     e.signal(Signal::SIGTERM);
     let d = e.finish(Duration::from_secs(30));
     assert_eq!(d.code(), Some(0), "{}", d.diag());
-    let done = d.json();
+    let done = d.last_json();
     assert_eq!(done["event"], "done", "{}", d.diag());
     done["trades_total"].as_i64().unwrap()
-}
-
-fn count_live(db: &Path) -> i64 {
-    rusqlite::Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .and_then(|c| c.query_row("SELECT count(*) FROM trades", [], |r| r.get(0)))
-        .unwrap_or(0)
-}
-
-fn skip_or_fail(test: &str, why: &str) {
-    if std::env::var_os("CI").is_some() {
-        panic!("{test} cannot run under CI: {why}");
-    }
-    eprintln!("\n{bar}\n!!! SKIPPED {test}: {why}\n!!! (under CI=1 this is a failure)\n{bar}\n", bar = "!".repeat(100));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -309,20 +117,8 @@ fn assert_no_sidecars(path: &Path) {
     }
 }
 
-fn mode(path: &Path) -> u32 {
-    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
-}
-
 fn ino(path: &Path) -> Option<u64> {
     std::fs::metadata(path).ok().map(|m| m.ino())
-}
-
-fn names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map(|rd| rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
-        .unwrap_or_default();
-    v.sort();
-    v
 }
 
 /// The published snapshot data files (`<db>-<ts>.sqlite` with a manifest), oldest first.
@@ -361,16 +157,6 @@ fn assert_dir_sound(dir: &Path, context: &str) {
     );
 }
 
-type Trade = (i64, String, String, i64, f64);
-
-fn trades_upto(c: &rusqlite::Connection, n: i64) -> Vec<Trade> {
-    let mut st = c.prepare("SELECT id, ts, symbol, qty, price FROM trades WHERE id <= ?1 ORDER BY id").unwrap();
-    st.query_map([n], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
-}
-
 fn python() -> Option<PathBuf> {
     if Path::new("/usr/bin/python3").exists() {
         return Some("/usr/bin/python3".into());
@@ -398,11 +184,11 @@ fn snapshots_under_a_live_writer_equal_committed_states() {
 
     let mut taken: Vec<(PathBuf, i64)> = Vec::new();
     for i in 0..6 {
-        let mut c = warden(&s);
+        let mut c = s.warden();
         c.args(["snapshot", "--json", "--snapshot-keep", "10", "--db"]).arg(&db);
         let d = run_to_end(c, Duration::from_secs(60));
         assert_eq!(d.code(), Some(0), "snapshot {i}: {}", d.diag());
-        let out = d.json();
+        let out = d.last_json();
         let path = PathBuf::from(out["path"].as_str().unwrap());
         let latest = PathBuf::from(out["latest"].as_str().unwrap());
         assert_eq!(latest, dir.join("latest.sqlite"));
@@ -418,7 +204,7 @@ fn snapshots_under_a_live_writer_equal_committed_states() {
         let n = check_snapshot(&path);
         assert_eq!(check_snapshot(&latest), n);
         taken.push((path, n));
-        assert!(e.status.is_none() && proc_state(e.pid()).is_some_and(|st| st != 'Z'), "the engine keeps running");
+        assert!(e.exited().is_none() && proc_state(e.pid()).is_some_and(|st| st != 'Z'), "the engine keeps running");
     }
     assert_dir_sound(&dir, "after 6 snapshots");
     let counts: Vec<i64> = taken.iter().map(|t| t.1).collect();
@@ -530,7 +316,7 @@ fn readers_reopening_latest_never_see_a_half_written_file() {
     if let Some(mut p) = py {
         let d = p.finish(Duration::from_secs(30));
         assert_eq!(d.code(), Some(0), "{}", d.diag());
-        let out = d.json();
+        let out = d.last_json();
         eprintln!("python reader: {out}");
         assert_eq!(out["errors"], 0, "python reader: {out}");
         assert!(out["reads"].as_u64().unwrap() >= 5, "python reader: {out}");
@@ -561,11 +347,11 @@ fn sqlite3_cli_python_and_datasette_read_a_snapshot() {
     let db = s.path("hosts.db");
     let d = run_to_end(engine(&s, &db, &["--create", "--trades", "137"]), Duration::from_secs(60));
     assert_eq!(d.code(), Some(0), "{}", d.diag());
-    let mut c = warden(&s);
+    let mut c = s.warden();
     c.args(["snapshot", "--json", "--db"]).arg(&db);
     let d = run_to_end(c, Duration::from_secs(60));
     assert_eq!(d.code(), Some(0), "{}", d.diag());
-    let out = d.json();
+    let out = d.last_json();
     let snap = PathBuf::from(out["path"].as_str().unwrap());
     let latest = PathBuf::from(out["latest"].as_str().unwrap());
     assert_eq!(check_snapshot(&snap), 137);
@@ -736,14 +522,14 @@ fn periodic_snapshots_during_run_and_their_retention() {
     let s = Scratch::new();
     let db = s.path("periodic.db");
     let dir = snapshots_of(&db);
-    let mut c = warden(&s);
+    let mut c = s.warden();
     c.args(["run", "--json", "-q", "--create", "--snapshot-every", "1s", "--snapshot-keep", "2", "--db"])
         .arg(&db)
         .args(["--", ENGINE, "--create", "--trades", "300", "--interval-ms", "10"]);
     let started = Instant::now();
     let d = run_to_end(c, Duration::from_secs(120));
     assert_eq!(d.code(), Some(0), "{}", d.diag());
-    let a = d.json();
+    let a = d.last_json();
     assert_eq!(a["status"], "completed", "{a:#}");
     let engine_ms = a["engine"]["duration_ms"].as_u64().unwrap();
     assert!(engine_ms >= 2500, "the engine ran ~3 s: {engine_ms} ms");
@@ -780,7 +566,7 @@ fn a_failing_periodic_snapshot_never_stops_the_engine() {
     // The snapshot directory cannot be created: a regular file is in the way.
     let blocker = s.path("not-a-dir");
     std::fs::write(&blocker, b"x").unwrap();
-    let mut c = warden(&s);
+    let mut c = s.warden();
     c.args(["run", "--json", "--create", "--snapshot-every", "1s", "--snapshot-dir"])
         .arg(blocker.join("snaps"))
         .arg("--db")
@@ -788,7 +574,7 @@ fn a_failing_periodic_snapshot_never_stops_the_engine() {
         .args(["--", ENGINE, "--create", "--trades", "150", "--interval-ms", "10"]);
     let d = run_to_end(c, Duration::from_secs(120));
     assert_eq!(d.code(), Some(0), "{}", d.diag());
-    let a = d.json();
+    let a = d.last_json();
     assert_eq!(a["status"], "completed", "{a:#}");
     assert_eq!(a["engine"]["clean"], true);
     let snaps = &a["snapshots"];
@@ -816,7 +602,7 @@ fn kill_minus_9_during_publication_keeps_latest_whole() {
     let latest = dir.join("latest.sqlite");
     let e = start_engine(&s, &db, 3);
     let snap = |pause: Option<&str>| {
-        let mut c = warden(&s);
+        let mut c = s.warden();
         c.args(["snapshot", "--json", "--snapshot-keep", "2", "--db"]).arg(&db);
         if let Some(p) = pause {
             c.env("WARDEN_PAUSE_AT", p);
@@ -862,7 +648,7 @@ fn kill_minus_9_during_publication_keeps_latest_whole() {
         // The next snapshot cleans up and re-points `latest` at itself.
         let d = run_to_end(snap(None), Duration::from_secs(60));
         assert_eq!(d.code(), Some(0), "{ctx}: {}", d.diag());
-        let out = d.json();
+        let out = d.last_json();
         let recovered = out["recovered"].as_array().unwrap();
         assert_eq!(recovered.is_empty(), point == "snapshot-published", "{ctx}: {out:#}");
         assert_dir_sound(&dir, &format!("{ctx}: after the next snapshot"));
@@ -894,7 +680,7 @@ fn a_damaged_database_is_never_published_and_latest_stays() {
         )
         .unwrap();
     }
-    let mut c = warden(&s);
+    let mut c = s.warden();
     c.args(["snapshot", "--db"]).arg(&db);
     let d = run_to_end(c, Duration::from_secs(60));
     assert_eq!(d.code(), Some(0), "{}", d.diag());
@@ -910,7 +696,7 @@ fn a_damaged_database_is_never_published_and_latest_stays() {
     bytes[page + 1536..page + 2560].fill(0xFF);
     std::fs::write(&db, &bytes).unwrap();
 
-    let mut c = warden(&s);
+    let mut c = s.warden();
     c.args(["snapshot", "--verify", "full", "--db"]).arg(&db);
     let d = run_to_end(c, Duration::from_secs(60));
     assert_eq!(d.code(), Some(65), "{}", d.diag());
@@ -926,7 +712,7 @@ fn a_damaged_database_is_never_published_and_latest_stays() {
         other => panic!("{other:?}"),
     }
     // Missing database: exit 66.
-    let mut c = warden(&s);
+    let mut c = s.warden();
     c.args(["snapshot", "--db"]).arg(s.path("missing.db"));
     let d = run_to_end(c, Duration::from_secs(60));
     assert_eq!(d.code(), Some(66), "{}", d.diag());
@@ -935,38 +721,6 @@ fn a_damaged_database_is_never_published_and_latest_stays() {
 // ---------------------------------------------------------------------------------------------
 // 8. Free-space preflight (a real full disk: tmpfs, as root)
 // ---------------------------------------------------------------------------------------------
-
-/// A tmpfs mounted for one test; unmounted on drop (lazily if busy).
-struct Tmpfs {
-    dir: PathBuf,
-}
-
-impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Result<Tmpfs, String> {
-        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
-            .arg(dir)
-            .output()
-            .map_err(|e| format!("mount: {e}"))?;
-        if !out.status.success() {
-            return Err(format!("mount -t tmpfs failed: {}", String::from_utf8_lossy(&out.stderr)));
-        }
-        let t = Tmpfs { dir: dir.to_owned() };
-        if Command::new("mountpoint").arg("-q").arg(dir).status().is_ok_and(|s| !s.success()) {
-            return Err(format!("{} is not a mount point after mount", dir.display()));
-        }
-        Ok(t)
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        if !Command::new("umount").arg(&self.dir).status().is_ok_and(|s| s.success()) {
-            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-        }
-    }
-}
 
 #[test]
 fn no_space_for_a_snapshot_publishes_nothing() {
@@ -990,7 +744,7 @@ fn no_space_for_a_snapshot_publishes_nothing() {
         Err(why) => return skip_or_fail("no_space_for_a_snapshot_publishes_nothing", &why),
     };
     let dir = small.join("snaps");
-    let mut c = warden(&s);
+    let mut c = s.warden();
     c.args(["snapshot", "--snapshot-dir"]).arg(&dir).arg("--db").arg(&db);
     let d = run_to_end(c, Duration::from_secs(60));
     assert_eq!(d.code(), Some(74), "{}", d.diag());

@@ -11,6 +11,7 @@
 
 mod demo;
 mod ops;
+mod render;
 mod restore;
 mod salvage;
 mod session;

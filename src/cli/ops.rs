@@ -26,6 +26,7 @@ use sqlite_warden::status::{
 };
 
 use super::CliError;
+use super::render::{human_bytes, short_hash};
 use super::session::{CheckArg, SettingsArgs};
 
 // ---------------------------------------------------------------------------------------------
@@ -46,22 +47,6 @@ fn json_line(v: &impl serde::Serialize) -> String {
     let mut s = serde_json::to_string(v).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
     s.push('\n');
     s
-}
-
-// Same rendering as `warden run`/`backup` (cli/session.rs keeps its copy private).
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
-}
-
-fn short_hash(h: &str) -> &str {
-    h.get(..12).unwrap_or(h)
 }
 
 /// `2026-03-01T12:00:00.123456Z` → `2026-03-01 12:00:00Z`.

@@ -20,6 +20,7 @@ use sqlite_warden::session::restore::{
 };
 
 use super::CliError;
+use super::render::{human_bytes, short_hash};
 
 /// `warden restore`: restores the database from a verified backup, re-verified first.
 ///
@@ -256,19 +257,4 @@ fn render_drill(r: &DrillReport, quiet: bool) {
 
 fn file_name(p: &Path) -> String {
     p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
-}
-
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
-}
-
-fn short_hash(h: &str) -> &str {
-    h.get(..12).unwrap_or(h)
 }

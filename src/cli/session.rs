@@ -17,6 +17,7 @@ use sqlite_warden::session::run::{RunEvent, RunOptions, SignalForwarder};
 use sqlite_warden::session::{BackupKind, prune};
 
 use super::CliError;
+use super::render::{human_bytes, short_hash};
 
 /// Settings shared by the session commands; each overrides the same key of `warden.toml`.
 #[derive(Debug, Clone, ClapArgs)]
@@ -153,21 +154,6 @@ fn clear_progress_line(p: Option<&Arc<dyn Progress>>) {
     if p.is_some() {
         eprint!("\r\x1b[K");
     }
-}
-
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
-}
-
-fn short_hash(h: &str) -> &str {
-    h.get(..12).unwrap_or(h)
 }
 
 /// `warden run`.

@@ -1,8 +1,10 @@
 //! Verified backups and the directory that holds them.
 //!
 //! Owns: taking a consistent copy of a database set, checking it, hashing it, describing it
-//! in a manifest and publishing both atomically; listing, hash-verifying and removing
-//! backups; recovering the leftovers of a killed run. Does not own: which backups to keep
+//! in a manifest and publishing both atomically; the integrity check itself ([`check_file`]);
+//! listing, hash-verifying and removing backups; recovering the leftovers of a killed run.
+//! The copy, check and hash steps it shares with snapshots, restores and salvage live in the
+//! crate-internal `session::copy`. Does not own: which backups to keep
 //! ([`super::retention`]), when to take them ([`super::Session`]), or the raw header and WAL
 //! scans ([`super::scan`]).
 //!
@@ -34,9 +36,9 @@
 //!
 //! Files are `0600` in a `0700` directory: a backup holds everything the database holds.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -44,10 +46,12 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
+use super::copy::{
+    self, CheckSpec, Failure, OnlineCopy, TempGuard, io_is_full, is_damage, is_disk_full, is_hot_journal,
+};
+use super::ms;
 use crate::atomic::{self, TMP_MARK};
-use crate::connect::{ToolOptions, open_tool};
 use crate::error::OpenError;
 use crate::session::BackupKind;
 use crate::session::progress::{Phase, Progress};
@@ -105,7 +109,8 @@ pub struct IntegrityReport {
 }
 
 impl IntegrityReport {
-    fn failed(mode: CheckMode, error: String, started: Instant) -> Self {
+    /// A failed check: `error` is its one message; `elapsed` is how long it ran.
+    pub(crate) fn failed(mode: CheckMode, error: String, elapsed: Duration) -> Self {
         IntegrityReport {
             mode,
             ok: false,
@@ -114,7 +119,7 @@ impl IntegrityReport {
             foreign_key_messages: Vec::new(),
             error: Some(error),
             timed_out: false,
-            duration_ms: ms(started.elapsed()),
+            duration_ms: ms(elapsed),
         }
     }
 
@@ -392,8 +397,15 @@ impl BackupError {
     }
 }
 
-fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+impl From<Failure> for BackupError {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::Source { db, source } => BackupError::Source { db, source },
+            Failure::Sqlite { action, path, source } => BackupError::Sqlite { action, path, source },
+            Failure::Io { action, path, source } => BackupError::Io { action, path, source },
+            Failure::Cancelled { db } => BackupError::Cancelled { db },
+        }
+    }
 }
 
 fn io_err<'a>(action: &'static str, path: &'a Path) -> impl Fn(io::Error) -> BackupError + 'a {
@@ -465,14 +477,6 @@ fn sqlite_version() -> String {
     rusqlite::version().to_owned()
 }
 
-fn is_disk_full(e: &rusqlite::Error) -> bool {
-    e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
-}
-
-fn io_is_full(e: &io::Error) -> bool {
-    e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EDQUOT)
-}
-
 /// A pause point for crash tests: when `WARDEN_PAUSE_AT` is `point` (or `point#N`, the N-th
 /// time this process reaches it), the process says so on stderr and stops itself
 /// (`SIGSTOP`) so a test can `kill -9` it exactly there. Unset, it costs one cached lookup.
@@ -526,18 +530,7 @@ impl BackupStore {
     /// [`BackupError::Io`] when the lock file cannot be opened or locked.
     pub fn lock(&self) -> Result<StoreLock, BackupError> {
         self.ensure_dir()?;
-        let p = self.dir.join(STORE_LOCK);
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-            .open(&p)
-            .map_err(io_err("opening the store lock", &p))?;
-        let lock = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
-            .map_err(|(_, e)| BackupError::Io { action: "locking", path: p.clone(), source: e.into() })?;
+        let lock = copy::lock_exclusive(&self.dir.join(STORE_LOCK), "opening the store lock")?;
         Ok(StoreLock { _lock: lock })
     }
 
@@ -551,16 +544,7 @@ impl BackupStore {
     /// [`BackupError::Io`] when the directory cannot be read or a leftover removed.
     pub fn recover(&self, _lock: &StoreLock) -> Result<Recovered, BackupError> {
         let mut out = Recovered::default();
-        let rd = match std::fs::read_dir(&self.dir) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(io_err("reading", &self.dir)(e)),
-        };
-        let mut names = Vec::new();
-        for entry in rd {
-            let entry = entry.map_err(io_err("reading", &self.dir))?;
-            names.push(entry.file_name().to_string_lossy().into_owned());
-        }
+        let names = copy::dir_names(&self.dir)?;
         for name in &names {
             let path = self.dir.join(name);
             if name.contains(TMP_MARK)
@@ -604,19 +588,12 @@ impl BackupStore {
     /// # Errors
     /// [`BackupError::Io`] when the directory cannot be read.
     pub fn list(&self) -> Result<Vec<BackupRecord>, BackupError> {
-        let rd = match std::fs::read_dir(&self.dir) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io_err("reading", &self.dir)(e)),
-        };
         let mut out = Vec::new();
-        for entry in rd {
-            let entry = entry.map_err(io_err("reading", &self.dir))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
+        for name in copy::dir_names(&self.dir)? {
             if !self.is_ours(&name) || name.contains(TMP_MARK) || !name.ends_with(&format!(".{MANIFEST_EXT}")) {
                 continue;
             }
-            let manifest_path = entry.path();
+            let manifest_path = self.dir.join(&name);
             let parsed = std::fs::read(&manifest_path)
                 .map_err(|e| e.to_string())
                 .and_then(|b| serde_json::from_slice::<Manifest>(&b).map_err(|e| e.to_string()));
@@ -653,7 +630,7 @@ impl BackupStore {
         if md.len() != rec.manifest.size {
             return Ok(false);
         }
-        let (hash, _) = hash_file(&rec.path, None).map_err(io_err("hashing", &rec.path))?;
+        let (hash, _) = copy::sha256_file(&rec.path, None).map_err(io_err("hashing", &rec.path))?;
         Ok(hash == rec.manifest.sha256)
     }
 
@@ -675,8 +652,7 @@ impl BackupStore {
     }
 
     fn new_id(&self, kind: BackupKind) -> String {
-        let ts = jiff::Timestamp::now().strftime("%Y%m%dT%H%M%S%.3fZ").to_string();
-        let base = format!("{}-{ts}-{}", self.stem, kind.as_str());
+        let base = format!("{}-{}-{}", self.stem, copy::stamp(), kind.as_str());
         let mut id = base.clone();
         let mut n = 1;
         while self.dir.join(format!("{id}.{MANIFEST_EXT}")).exists()
@@ -693,20 +669,21 @@ impl BackupStore {
     /// # Errors
     /// [`BackupError::Io`] when `statvfs` fails.
     pub fn free_bytes(&self) -> Result<u64, BackupError> {
-        let st = nix::sys::statvfs::statvfs(&self.dir).map_err(|e| BackupError::Io {
+        copy::free_bytes(&self.dir).map_err(|e| BackupError::Io {
             action: "statvfs",
             path: self.dir.clone(),
             source: e.into(),
-        })?;
-        #[allow(clippy::useless_conversion)]
-        Ok(u64::from(st.blocks_available()).saturating_mul(u64::from(st.fragment_size())))
+        })
     }
 
     /// Bytes a backup of `db` needs: database + `-wal` + `-journal`, plus 10 % and 1 MiB.
     pub fn space_needed(db: &Path) -> u64 {
-        let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-        let raw = size(db) + size(&sidecar(db, "-wal")) + size(&sidecar(db, "-journal"));
-        raw + raw / 10 + (1 << 20)
+        copy::with_headroom(copy::size_of(db) + Self::sidecar_bytes(db))
+    }
+
+    /// Bytes of `-wal` and `-journal` beside `db`.
+    fn sidecar_bytes(db: &Path) -> u64 {
+        copy::size_of(&sidecar(db, "-wal")) + copy::size_of(&sidecar(db, "-journal"))
     }
 
     /// Takes, checks, hashes and (when verified, or on request) publishes a backup of `db`.
@@ -731,8 +708,7 @@ impl BackupStore {
         let id = self.new_id(kind);
         let final_path = self.dir.join(format!("{id}.{DATA_EXT}"));
         let tmp = atomic::temp_path_for(&final_path);
-        let guard_tmp =
-            TempGuard(vec![tmp.clone(), sidecar(&tmp, "-journal"), sidecar(&tmp, "-wal"), sidecar(&tmp, "-shm")]);
+        let guard_tmp = TempGuard::with_sidecars(&tmp);
         let full = |e: BackupError| match &e {
             BackupError::Sqlite { source, .. } if is_disk_full(source) => {
                 BackupError::DiskFull { dir: self.dir.clone() }
@@ -741,32 +717,34 @@ impl BackupStore {
             _ => e,
         };
 
-        let sidecar_bytes = [sidecar(db, "-wal"), sidecar(db, "-journal")]
-            .iter()
-            .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
-            .sum();
+        let sidecar_bytes = Self::sidecar_bytes(db);
         let copy_started = Instant::now();
         let copied = self.copy(db, &tmp, opts).and_then(|method| {
             pause_point("backup-copied");
-            finalize_copy(&tmp).map(|()| method)
+            copy::finalize(&tmp)?;
+            Ok(method)
         });
         let method = match copied.map_err(full) {
             Ok(m) => m,
             // SQLite could not even read the set: the database is damaged. That is a failed
             // check (a report), not a failure to take the backup.
             Err(BackupError::Sqlite { action, path, source }) if is_damage(&source) => {
-                let integrity =
-                    IntegrityReport::failed(opts.check, format!("{action} `{}`: {source}", path.display()), started);
+                let integrity = IntegrityReport::failed(
+                    opts.check,
+                    format!("{action} `{}`: {source}", path.display()),
+                    started.elapsed(),
+                );
                 let manifest = Manifest::unpublished(&id, kind, db, opts, integrity.clone());
                 return Ok(BackupOutcome { integrity, published: None, manifest });
             }
             Err(e) => return Err(e),
         };
         let copy_ms = ms(copy_started.elapsed());
-        check_cancel(opts, db)?;
+        copy::check_cancel(opts.cancel.as_ref(), db)?;
 
-        let (integrity, sha256, hash_ms, (page_size, page_count)) = verify_copy(&tmp, opts).map_err(full)?;
-        check_cancel(opts, db)?;
+        let (integrity, sha256, hash_ms, (page_size, page_count)) =
+            verify_copy(&tmp, opts).map_err(|f| full(f.into()))?;
+        copy::check_cancel(opts.cancel.as_ref(), db)?;
         pause_point("backup-verified");
         let size = std::fs::metadata(&tmp).map_err(io_err("reading", &tmp))?.len();
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).map_err(io_err("chmod", &tmp))?;
@@ -831,11 +809,19 @@ impl BackupStore {
             self.private_copy(db, tmp, opts)?;
             return Ok("private_copy_recovered");
         }
-        match backup_api(db, tmp, opts) {
-            Err(BackupError::Sqlite { source, .. }) if is_hot_journal(&source) => {
+        // In steps (with progress) when the caller holds the writer lock: nothing can restart
+        // a stepped copy then.
+        let how = OnlineCopy {
+            guard: opts.guard.as_ref(),
+            pages_per_step: if opts.writer_lock_held { 4096 } else { -1 },
+            cancel: opts.cancel.as_ref(),
+            progress: opts.progress.as_ref(),
+        };
+        match copy::online_copy(db, tmp, &how) {
+            Err(Failure::Sqlite { source, .. }) if is_hot_journal(&source) => {
                 Err(BackupError::HotJournal { db: db.to_owned() })
             }
-            other => other.map(|()| "backup_api"),
+            other => other.map(|()| "backup_api").map_err(BackupError::from),
         }
     }
 
@@ -844,21 +830,11 @@ impl BackupStore {
     fn private_copy(&self, db: &Path, tmp: &Path, opts: &BackupOptions) -> Result<(), BackupError> {
         let scratch = self.dir.join(format!("{SCRATCH_PREFIX}{TMP_MARK}{}.{}", std::process::id(), unique()));
         std::fs::DirBuilder::new().mode(0o700).create(&scratch).map_err(io_err("creating", &scratch))?;
-        let _cleanup = TempGuard(vec![scratch.clone()]);
+        let _cleanup = TempGuard::new(vec![scratch.clone()]);
         let copy_db = scratch.join("db");
         for attempt in 0..2 {
             let before = set_state(db);
-            for (suffix, required) in [("", true), ("-wal", false), ("-journal", false)] {
-                let from = sidecar(db, suffix);
-                let to = sidecar(&copy_db, suffix);
-                let _ = std::fs::remove_file(&to);
-                match std::fs::copy(&from, &to) {
-                    Ok(_) => {}
-                    Err(e) if !required && e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(io_err("copying", &from)(e)),
-                }
-                check_cancel(opts, db)?;
-            }
+            copy::copy_set(db, &copy_db, opts.cancel.as_ref())?;
             if set_state(db) == before {
                 break;
             }
@@ -910,210 +886,24 @@ fn unique() -> u64 {
     N.fetch_add(1, Ordering::Relaxed)
 }
 
-fn check_cancel(opts: &BackupOptions, db: &Path) -> Result<(), BackupError> {
-    if opts.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
-        return Err(BackupError::Cancelled { db: db.to_owned() });
-    }
-    Ok(())
-}
-
-/// Errors that mean the database set itself is damaged (not the disk we copy to).
-fn is_damage(e: &rusqlite::Error) -> bool {
-    use rusqlite::ErrorCode;
-    match e {
-        rusqlite::Error::SqliteFailure(f, _) => {
-            matches!(f.code, ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase)
-                || f.extended_code == rusqlite::ffi::SQLITE_IOERR_SHORT_READ
-        }
-        _ => false,
-    }
-}
-
-fn is_hot_journal(e: &rusqlite::Error) -> bool {
-    matches!(e, rusqlite::Error::SqliteFailure(f, _)
-        if f.extended_code == rusqlite::ffi::SQLITE_READONLY_ROLLBACK
-            || f.extended_code == rusqlite::ffi::SQLITE_READONLY_RECOVERY)
-}
-
-/// Removes the listed paths on drop (files or directories), unless they were moved away.
-struct TempGuard(Vec<PathBuf>);
-
-impl Drop for TempGuard {
-    fn drop(&mut self) {
-        for p in &self.0 {
-            if p.is_dir() {
-                let _ = std::fs::remove_dir_all(p);
-            } else {
-                let _ = std::fs::remove_file(p);
-            }
-        }
-    }
-}
-
-/// The online backup API from a read-only tooling connection into `tmp`.
-fn backup_api(db: &Path, tmp: &Path, opts: &BackupOptions) -> Result<(), BackupError> {
-    let src = open_tool(db, &ToolOptions { guard: opts.guard.clone(), ..Default::default() })
-        .map_err(|source| BackupError::Source { db: db.to_owned(), source })?;
-    let sq = |action: &'static str, path: &Path| {
-        let path = path.to_owned();
-        move |source| BackupError::Sqlite { action, path: path.clone(), source }
+/// Integrity check beside hash + fsync ([`copy::check_and_hash`]). Returns the report (failed
+/// when the copy changed meanwhile), the hash, the hash time, and (page_size, page_count).
+fn verify_copy(tmp: &Path, opts: &BackupOptions) -> Result<(IntegrityReport, String, u64, (u32, u64)), Failure> {
+    let spec = CheckSpec {
+        mode: Some(opts.check),
+        budget: opts.check_budget,
+        cancel: opts.cancel.as_ref(),
+        progress: opts.progress.as_ref(),
     };
-    let mut dst = Connection::open_with_flags_and_vfs(
-        tmp,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        c"unix",
-    )
-    .map_err(sq("creating", tmp))?;
-    // The destination is a brand-new private file: no journal and no syncs while copying
-    // (it is synced once, whole, after verification).
-    dst.execute_batch("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;").map_err(sq("preparing", tmp))?;
-    let backup = rusqlite::backup::Backup::new(&src, &mut dst).map_err(sq("starting the backup of", db))?;
-    // One step when a writer may be live: a stepped backup restarts at every foreign commit.
-    // In steps (with progress) when the caller holds the writer lock: nothing can restart it.
-    let pages: std::ffi::c_int = if opts.writer_lock_held { 4096 } else { -1 };
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        check_cancel(opts, db)?;
-        use rusqlite::backup::StepResult;
-        match backup.step(pages).map_err(sq("copying", db))? {
-            StepResult::Done => break,
-            StepResult::More => {}
-            StepResult::Busy | StepResult::Locked => {
-                if Instant::now() > deadline {
-                    return Err(BackupError::Sqlite {
-                        action: "copying (the database stayed locked for 10 minutes)",
-                        path: db.to_owned(),
-                        source: rusqlite::Error::SqliteFailure(
-                            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
-                            None,
-                        ),
-                    });
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            _ => {}
-        }
-        if let Some(p) = &opts.progress {
-            let pr = backup.progress();
-            let total = u64::try_from(pr.pagecount).unwrap_or(0);
-            let done = total.saturating_sub(u64::try_from(pr.remaining).unwrap_or(0));
-            p.update(Phase::Copy, done, total);
-        }
-    }
-    Ok(())
-}
-
-/// Makes the copy one self-contained rollback-journal file (a copy of a WAL database says
-/// WAL in its header).
-fn finalize_copy(tmp: &Path) -> Result<(), BackupError> {
-    let sq = |action: &'static str| move |source| BackupError::Sqlite { action, path: tmp.to_owned(), source };
-    let conn = Connection::open_with_flags_and_vfs(
-        tmp,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        c"unix",
-    )
-    .map_err(sq("opening the copy"))?;
-    let mode: String =
-        conn.query_row("PRAGMA journal_mode=DELETE", [], |r| r.get(0)).map_err(sq("setting journal_mode on"))?;
-    if !mode.eq_ignore_ascii_case("delete") {
-        return Err(BackupError::Sqlite {
-            action: "setting journal_mode=DELETE on",
-            path: tmp.to_owned(),
-            source: rusqlite::Error::InvalidQuery,
-        });
-    }
-    Ok(())
-}
-
-/// Hashes a file (SHA-256, lowercase hex) and `fsync`s it; reports progress as it goes.
-fn hash_file(path: &Path, progress: Option<&dyn Fn(u64)>) -> io::Result<(String, Duration)> {
-    let started = Instant::now();
-    let mut f = File::open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut done = 0u64;
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-        done += n as u64;
-        if let Some(p) = progress {
-            p(done);
-        }
-    }
-    let hex = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    Ok((hex, started.elapsed()))
-}
-
-/// Integrity check (one thread) beside hash + fsync (this thread). Returns the report, the
-/// hash, the hash time, and (page_size, page_count).
-fn verify_copy(tmp: &Path, opts: &BackupOptions) -> Result<(IntegrityReport, String, u64, (u32, u64)), BackupError> {
-    let before = std::fs::metadata(tmp).map_err(io_err("reading", tmp))?;
-    let size = before.len();
-    let tid = Arc::new(std::sync::atomic::AtomicI32::new(0));
-    let check = {
-        let path = tmp.to_owned();
-        let mode = opts.check;
-        let budget = opts.check_budget;
-        let cancel = opts.cancel.clone();
-        let tid = tid.clone();
-        std::thread::Builder::new()
-            .name("warden-check".into())
-            .spawn(move || {
-                tid.store(nix::unistd::gettid().as_raw(), Ordering::Relaxed);
-                check_file(&path, mode, budget, cancel)
-            })
-            .map_err(io_err("starting the check thread for", tmp))?
-    };
-    let progress = opts.progress.clone();
-    let report_check = |progress: &Option<Arc<dyn Progress>>| {
-        if let Some(p) = progress {
-            let read = thread_read_bytes(tid.load(Ordering::Relaxed));
-            p.update(Phase::Check, read.min(size.saturating_sub(1)), size);
-        }
-    };
-    let mut last = Instant::now();
-    let tick = |done: u64| {
-        if let Some(p) = &progress {
-            p.update(Phase::Hash, done, size);
-        }
-    };
-    let hashed = hash_file(tmp, Some(&tick)).and_then(|(h, d)| {
-        let f = File::open(tmp)?;
-        f.sync_all()?;
-        Ok((h, d))
-    });
-    while !check.is_finished() {
-        if last.elapsed() > Duration::from_millis(200) {
-            report_check(&progress);
-            last = Instant::now();
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let result = check.join().unwrap_or_else(|_| {
-        Ok((IntegrityReport::failed(opts.check, "the check thread panicked".into(), Instant::now()), (0, 0)))
-    });
-    let (hash, hash_time) = hashed.map_err(io_err("hashing", tmp))?;
-    let (mut report, pages) = result?;
-    if let Some(p) = &progress {
-        p.update(Phase::Check, size, size);
-    }
-    let after = std::fs::metadata(tmp).map_err(io_err("reading", tmp))?;
-    if (after.len(), after.mtime(), after.mtime_nsec()) != (before.len(), before.mtime(), before.mtime_nsec()) {
+    let checked = copy::check_and_hash(tmp, &spec)?;
+    let mut report = checked
+        .report
+        .unwrap_or_else(|| IntegrityReport::failed(opts.check, "the check did not run".into(), Duration::ZERO));
+    if checked.changed {
         report.ok = false;
         report.error = Some("the copy changed while it was being checked".into());
     }
-    Ok((report, hash, ms(hash_time), pages))
-}
-
-/// Bytes read so far by thread `tid` of this process (`/proc/self/task/<tid>/io`, `rchar`).
-fn thread_read_bytes(tid: i32) -> u64 {
-    std::fs::read_to_string(format!("/proc/self/task/{tid}/io"))
-        .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("rchar:").and_then(|v| v.trim().parse().ok())))
-        .unwrap_or(0)
+    Ok((report, checked.sha256, ms(checked.hash_time), checked.pages))
 }
 
 /// Runs the check pragma and `foreign_key_check` on a read-write connection to `path`.
@@ -1133,7 +923,7 @@ pub fn check_file(
         c"unix",
     ) {
         Ok(c) => c,
-        Err(e) => return Ok((IntegrityReport::failed(mode, format!("open failed: {e}"), started), (0, 0))),
+        Err(e) => return Ok((IntegrityReport::failed(mode, format!("open failed: {e}"), started.elapsed()), (0, 0))),
     };
     let timed_out = Arc::new(AtomicBool::new(false));
     {
@@ -1150,7 +940,10 @@ pub fn check_file(
             }),
         );
         if let Err(e) = installed {
-            return Ok((IntegrityReport::failed(mode, format!("cannot set the time budget: {e}"), started), (0, 0)));
+            return Ok((
+                IntegrityReport::failed(mode, format!("cannot set the time budget: {e}"), started.elapsed()),
+                (0, 0),
+            ));
         }
     }
     let _ = conn.execute_batch("PRAGMA query_only=ON; PRAGMA cache_size=-65536;");
@@ -1170,7 +963,7 @@ pub fn check_file(
             timed_out: false,
             duration_ms: 0,
         },
-        Err(e) => IntegrityReport::failed(mode, format!("{} failed: {e}", mode.pragma()), started),
+        Err(e) => IntegrityReport::failed(mode, format!("{} failed: {e}", mode.pragma()), started.elapsed()),
     };
     if report.ok {
         let fk: rusqlite::Result<Vec<String>> = (|| {

@@ -81,7 +81,7 @@ impl GateReport {
         self.passed = false;
         self.failure = Some(failure);
         self.reasons.push(reason);
-        self.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.duration_ms = super::ms(started.elapsed());
         self
     }
 
@@ -133,48 +133,35 @@ pub fn run(
     };
     let wal = super::backup::sidecar(db, "-wal");
     let wal_nonempty = std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0);
-    match size {
-        None if !wal_nonempty => {
-            if opts.allow_create {
-                let mut r = report;
-                r.passed = true;
-                r.fresh_database = true;
-                r.reasons.push("the database does not exist yet; the engine will create it".into());
-                return Ok((r, None));
-            }
-            return Ok((
-                report.fail(
-                    GateFailure::Missing,
-                    format!(
-                        "`{}` does not exist (hint: check the path; pass --create only for a brand-new database)",
-                        db.display()
-                    ),
-                    started,
-                ),
-                None,
-            ));
+    // A missing or empty database: a fresh start when creation is allowed, a failure otherwise.
+    let absent = match size {
+        None if !wal_nonempty => Some((
+            GateFailure::Missing,
+            "the database does not exist yet; the engine will create it",
+            format!(
+                "`{}` does not exist (hint: check the path; pass --create only for a brand-new database)",
+                db.display()
+            ),
+        )),
+        Some(0) if !wal_nonempty => Some((
+            GateFailure::Empty,
+            "the database is an empty file; the engine will initialise it",
+            format!(
+                "`{}` is an empty file: no tables, no data (hint: a lost or replaced file? pass --create only for a brand-new database)",
+                db.display()
+            ),
+        )),
+        _ => None,
+    };
+    if let Some((failure, fresh, refusal)) = absent {
+        if !opts.allow_create {
+            return Ok((report.fail(failure, refusal, started), None));
         }
-        Some(0) if !wal_nonempty => {
-            if opts.allow_create {
-                let mut r = report;
-                r.passed = true;
-                r.fresh_database = true;
-                r.reasons.push("the database is an empty file; the engine will initialise it".into());
-                return Ok((r, None));
-            }
-            return Ok((
-                report.fail(
-                    GateFailure::Empty,
-                    format!(
-                        "`{}` is an empty file: no tables, no data (hint: a lost or replaced file? pass --create only for a brand-new database)",
-                        db.display()
-                    ),
-                    started,
-                ),
-                None,
-            ));
-        }
-        _ => {}
+        let mut r = report;
+        r.passed = true;
+        r.fresh_database = true;
+        r.reasons.push(fresh.into());
+        return Ok((r, None));
     }
 
     let scanned =
@@ -205,7 +192,7 @@ pub fn run(
         return Ok((report.fail(failure, reason, started), outcome.published));
     }
     report.passed = true;
-    report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    report.duration_ms = super::ms(started.elapsed());
     Ok((report, outcome.published))
 }
 

@@ -15,7 +15,9 @@
 //! step, refusals included, is recorded in the artifact as it happens.
 //!
 //! Does not own: starting and supervising an engine process ([`run`]), the checks
-//! themselves ([`gate`], [`scan`], [`backup`]), or which backups to keep ([`retention`]).
+//! themselves ([`gate`], [`scan`], [`backup`]; the copy, check and hash steps that backups,
+//! snapshots, restores and salvage share are in the crate-internal `copy`), or which backups
+//! to keep ([`retention`]).
 //!
 //! ```no_run
 //! use sqlite_warden::session::{Session, SessionConfig, EngineOutcome};
@@ -32,6 +34,7 @@
 //! ```
 
 pub mod backup;
+pub(crate) mod copy;
 pub mod gate;
 pub mod health;
 pub mod kind;
@@ -330,7 +333,8 @@ pub struct Session {
     engine_started: Option<Instant>,
 }
 
-fn ms(d: Duration) -> u64 {
+/// Milliseconds, saturating (for reports and manifests).
+pub(crate) fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
@@ -341,7 +345,9 @@ pub fn new_session_id() -> String {
     format!("{}-{:04x}", now.strftime("%Y%m%dT%H%M%SZ"), salt & 0xffff)
 }
 
-fn read_change_counter(db: &Path) -> Option<u32> {
+/// The file change counter in the header of the database at `db` (bytes 24..28), which the
+/// writer lock records at a clean close.
+pub(crate) fn read_change_counter(db: &Path) -> Option<u32> {
     use std::io::Read;
     let mut h = [0u8; 28];
     std::fs::File::open(db).ok()?.read_exact(&mut h).ok()?;

@@ -3,8 +3,9 @@
 //! Owns: choosing the backup to restore, re-verifying it before anything is touched, putting
 //! it in place of the database without ever deleting the database it replaces, finishing or
 //! undoing a restore that was killed half-way, and the restore drill. Does not own: taking,
-//! listing or hash-checking backups ([`super::backup`]), which backups are kept
-//! ([`super::retention`]), or the writer lock itself ([`crate::lock`]).
+//! listing or hash-checking backups ([`super::backup`]), the hashed copy and the integrity
+//! check it runs on it (the crate-internal `session::copy`, [`super::backup::check_file`]),
+//! which backups are kept ([`super::retention`]), or the writer lock itself ([`crate::lock`]).
 //!
 //! # What [`restore`] does, in place
 //! 1. Takes the database's writer lock ([`WriterScope::Connection`]: refused even when this
@@ -95,22 +96,21 @@
 //! host, warden_version, sqlite_version
 //! ```
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-use super::SessionConfig;
 use super::backup::{
     self, BackupError, BackupRecord, BackupStore, CheckMode, IntegrityReport, Manifest, check_file, pause_point,
     sidecar,
 };
+use super::copy::{self, TempGuard};
 use super::health::BackupRef;
 use super::kind::BackupKind;
+use super::{SessionConfig, ms, read_change_counter};
 use crate::atomic::{self, TMP_MARK};
 use crate::audit::{AuditEvent, AuditLog, AuditRecord};
 use crate::error::{AuditError, LockError};
@@ -476,14 +476,6 @@ fn store_err(source: BackupError) -> RestoreError {
     RestoreError::Store { source }
 }
 
-fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-fn io_is_full(e: &io::Error) -> bool {
-    e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EDQUOT)
-}
-
 fn exists(p: &Path) -> bool {
     std::fs::symlink_metadata(p).is_ok()
 }
@@ -567,110 +559,37 @@ fn pid_alive(pid: u32) -> bool {
     pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// Removes restore copies beside `target` left by dead processes (never `keep`).
-fn remove_stale_temps(target: &Path, keep: Option<&Path>) -> Vec<PathBuf> {
-    let prefix = format!(".{}{RESTORE_TMP}{TMP_MARK}", file_name(target));
-    let dir = atomic::parent_of(target);
+/// Removes the entries of `dir` whose names start with `prefix` (temporary names, see
+/// [`atomic::temp_owner`]) and whose owner process is gone, with `remove`: what a killed
+/// restore or drill left. Returns what was removed.
+fn remove_dead_temps(dir: &Path, prefix: &str, remove: fn(&Path) -> io::Result<()>) -> Vec<PathBuf> {
     let mut removed = Vec::new();
     let Ok(rd) = std::fs::read_dir(dir) else { return removed };
     for entry in rd.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if !name.starts_with(&prefix) || keep.is_some_and(|k| k == entry.path()) {
+        if !name.starts_with(prefix) || atomic::temp_owner(&name).is_some_and(pid_alive) {
             continue;
         }
-        if atomic::temp_owner(&name).is_some_and(pid_alive) {
-            continue;
-        }
-        if std::fs::remove_file(entry.path()).is_ok() {
+        if remove(&entry.path()).is_ok() {
             removed.push(entry.path());
         }
     }
     removed
 }
 
-/// SHA-256 (lowercase hex) and length of a file.
-fn hash_file(path: &Path) -> io::Result<(String, u64)> {
-    let mut f = File::open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut n = 0u64;
-    loop {
-        let k = f.read(&mut buf)?;
-        if k == 0 {
-            break;
-        }
-        h.update(&buf[..k]);
-        n += k as u64;
-    }
-    Ok((hex(&h.finalize()), n))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Copies `src` to the new file `dst` (mode `0600`), hashing the bytes as they are written,
-/// then `fsync`s it. Returns the SHA-256 and the byte count.
-fn copy_hashed(src: &Path, dst: &Path) -> io::Result<(String, u64)> {
-    let mut from = File::open(src)?;
-    let mut to = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-        .open(dst)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut n = 0u64;
-    loop {
-        let k = from.read(&mut buf)?;
-        if k == 0 {
-            break;
-        }
-        h.update(&buf[..k]);
-        to.write_all(&buf[..k])?;
-        n += k as u64;
-    }
-    to.sync_all()?;
-    Ok((hex(&h.finalize()), n))
-}
-
-fn free_bytes(dir: &Path) -> Result<u64, RestoreError> {
-    let st = nix::sys::statvfs::statvfs(dir).map_err(|e| RestoreError::Io {
-        action: "statvfs",
-        path: dir.to_owned(),
-        source: e.into(),
-    })?;
-    #[allow(clippy::useless_conversion)]
-    Ok(u64::from(st.blocks_available()).saturating_mul(u64::from(st.fragment_size())))
+/// Removes restore copies beside `target` left by dead processes.
+fn remove_stale_temps(target: &Path) -> Vec<PathBuf> {
+    let prefix = format!(".{}{RESTORE_TMP}{TMP_MARK}", file_name(target));
+    remove_dead_temps(atomic::parent_of(target), &prefix, |p| std::fs::remove_file(p))
 }
 
 fn space_preflight(dir: &Path, size: u64) -> Result<(), RestoreError> {
-    let needed = size + size / 10 + (1 << 20);
-    let available = free_bytes(dir)?;
+    let needed = copy::with_headroom(size);
+    let available = copy::free_bytes(dir).map_err(|e| io_err("statvfs", dir)(e.into()))?;
     if available < needed {
         return Err(RestoreError::NoSpace { dir: dir.to_owned(), needed, available });
     }
     Ok(())
-}
-
-/// Removes the listed files on drop unless disarmed.
-struct TempFile(Option<PathBuf>);
-
-impl TempFile {
-    fn disarm(&mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
-            for suffix in ["", "-journal", "-wal", "-shm"] {
-                let _ = std::fs::remove_file(sidecar(&p, suffix));
-            }
-        }
-    }
 }
 
 /// Copies the backup to `tmp` and re-verifies it: size, then SHA-256 of the bytes copied,
@@ -683,17 +602,7 @@ fn verify_into(
 ) -> Result<(Verification, Duration, Duration), RestoreError> {
     let started = Instant::now();
     let m = &rec.manifest;
-    let mut v = Verification {
-        ok: false,
-        expected_size: m.size,
-        found_size: 0,
-        expected_sha256: m.sha256.clone(),
-        found_sha256: None,
-        hash_ok: false,
-        integrity: None,
-        failure: None,
-        duration_ms: 0,
-    };
+    let mut v = no_verification(m);
     let done = |mut v: Verification, copy: Duration, check: Duration| {
         v.duration_ms = ms(started.elapsed());
         Ok((v, copy, check))
@@ -717,8 +626,8 @@ fn verify_into(
     }
     let dir = atomic::parent_of(tmp).to_owned();
     let copy_started = Instant::now();
-    let (sha, n) = copy_hashed(&rec.path, tmp).map_err(|e| {
-        if io_is_full(&e) {
+    let (sha, n) = copy::copy_hashed(&rec.path, tmp).map_err(|e| {
+        if copy::io_is_full(&e) {
             RestoreError::DiskFull { dir: dir.clone() }
         } else {
             io_err("copying the backup to", tmp)(e)
@@ -746,7 +655,7 @@ fn verify_into(
     if ok {
         // The check opened the copy read-write; prove the bytes installed are still the
         // manifest's.
-        let (again, _) = hash_file(tmp).map_err(io_err("re-hashing", tmp))?;
+        let (again, _) = copy::sha256_file(tmp, None).map_err(io_err("re-hashing", tmp))?;
         if again != m.sha256 {
             v.failure = Some(format!("the copy changed while it was checked (sha256 now {again})"));
             return done(v, copy_time, check_time);
@@ -756,6 +665,7 @@ fn verify_into(
     done(v, copy_time, check_time)
 }
 
+/// A verification that has not got anywhere yet.
 fn no_verification(m: &Manifest) -> Verification {
     Verification {
         ok: false,
@@ -858,14 +768,8 @@ fn octal(mode: u32) -> String {
     format!("{mode:04o}")
 }
 
-fn read_change_counter(db: &Path) -> Option<u32> {
-    let mut h = [0u8; 28];
-    File::open(db).ok()?.read_exact(&mut h).ok()?;
-    (&h[..16] == b"SQLite format 3\0").then(|| u32::from_be_bytes([h[24], h[25], h[26], h[27]]))
-}
-
 fn new_replaced_dir(state: &Path) -> PathBuf {
-    let ts = jiff::Timestamp::now().strftime("%Y%m%dT%H%M%S%.3fZ").to_string();
+    let ts = copy::stamp();
     let base = state.join(REPLACED_DIR).join(&ts);
     let mut dir = base.clone();
     let mut n = 1;
@@ -969,6 +873,46 @@ fn refused_record(rec: &BackupRecord, target: &Path, v: &Verification) -> AuditR
     )
 }
 
+/// Step 4 of both kinds of restore: under the store's lock, copies the backup beside
+/// `target` and re-verifies the copy ([`verify_into`]). Returns the report so far with the
+/// copy and the guard that removes it unless disarmed; or, when the backup failed
+/// re-verification, the finished report and no copy (the copy is removed and, outside a dry
+/// run, the refusal audited).
+fn verify_beside(
+    started: &Started,
+    db: &Path,
+    target: &Path,
+    rec: &BackupRecord,
+    store: &BackupStore,
+    opts: &RestoreOptions,
+) -> Result<(RestoreReport, Option<(PathBuf, TempGuard)>), RestoreError> {
+    let store_lock = store.lock().map_err(store_err)?;
+    let tmp = restore_temp_for(target);
+    let tmp_guard = TempGuard::with_sidecars(&tmp);
+    let (verification, _, _) = verify_into(rec, &tmp, opts.check_budget)?;
+    drop(store_lock);
+    let mut report = base_report(started, db, target, rec, verification, opts.dry_run);
+    if report.verification.ok {
+        return Ok((report, Some((tmp, tmp_guard))));
+    }
+    drop(tmp_guard);
+    report.outcome = RestoreOutcome::VerificationFailed;
+    if !opts.dry_run {
+        let _ = audit(opts.guard.as_ref(), &mut refused_record(rec, target, &report.verification));
+    }
+    report.duration_ms = ms(started.clock.elapsed());
+    Ok((report, None))
+}
+
+/// Audits `restored` with `reason`; a lost record is noted in the report (the restore is
+/// done either way).
+fn audit_restored(guard: Option<&Guard>, target: &Path, reason: String, report: &mut RestoreReport) {
+    let mut done = audit_record(AuditEvent::Restored, target, "allow", reason);
+    if let Err(e) = audit(guard, &mut done) {
+        report.messages.push(format!("the restore is complete but its audit record was lost: {e}"));
+    }
+}
+
 fn restore_in_place(db: &Path, store: &BackupStore, opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
     let started = Started::now();
     let state = state_dir_of(db, opts);
@@ -1025,7 +969,7 @@ fn restore_in_place(db: &Path, store: &BackupStore, opts: &RestoreOptions) -> Re
         recovery = Some(r);
     }
     if !opts.dry_run {
-        for p in remove_stale_temps(db, None) {
+        for p in remove_stale_temps(db) {
             tracing::warn!(temp = %p.display(), "removed the copy left by a restore killed before it moved anything");
         }
     }
@@ -1041,26 +985,13 @@ fn restore_in_place(db: &Path, store: &BackupStore, opts: &RestoreOptions) -> Re
 
     // 4. Re-verify on the copy that will be installed.
     space_preflight(&parent, rec.manifest.size)?;
-    let store_lock = store.lock().map_err(store_err)?;
-    let tmp = restore_temp_for(db);
-    let mut tmp_guard = TempFile(Some(tmp.clone()));
-    let (verification, _, _) = verify_into(&rec, &tmp, opts.check_budget)?;
-    drop(store_lock);
-    let mut report = base_report(&started, db, db, &rec, verification, opts.dry_run);
+    let (mut report, verified) = verify_beside(&started, db, db, &rec, store, opts)?;
     report.recovery = recovery;
     report.next_candidate = next;
     let old_mode = std::fs::metadata(db).ok().map(|m| (m.permissions().mode() & 0o7777, m.uid(), m.gid()));
     let mode = old_mode.map_or(0o600, |(m, _, _)| m);
     report.mode = octal(mode);
-    if !report.verification.ok {
-        drop(tmp_guard);
-        report.outcome = RestoreOutcome::VerificationFailed;
-        if !opts.dry_run {
-            let _ = audit(opts.guard.as_ref(), &mut refused_record(&rec, db, &report.verification));
-        }
-        report.duration_ms = ms(started.clock.elapsed());
-        return Ok(report);
-    }
+    let Some((tmp, mut tmp_guard)) = verified else { return Ok(report) };
     let replaced_dir = new_replaced_dir(&state);
     if opts.dry_run {
         drop(tmp_guard);
@@ -1164,22 +1095,15 @@ fn restore_in_place(db: &Path, store: &BackupStore, opts: &RestoreOptions) -> Re
             report.messages.push(format!("`{}` appeared beside the restored file: something opened it", p.display()));
         }
     }
-    let mut done = audit_record(
-        AuditEvent::Restored,
-        db,
-        "allow",
-        format!(
-            "restored backup {} (sha256 {}) to `{}`; moved aside {}; by {}",
-            rec.manifest.id,
-            rec.manifest.sha256,
-            db.display(),
-            describe_moves(&report.moved_aside),
-            who()
-        ),
+    let reason = format!(
+        "restored backup {} (sha256 {}) to `{}`; moved aside {}; by {}",
+        rec.manifest.id,
+        rec.manifest.sha256,
+        db.display(),
+        describe_moves(&report.moved_aside),
+        who()
     );
-    if let Err(e) = audit(opts.guard.as_ref(), &mut done) {
-        report.messages.push(format!("the restore is complete but its audit record was lost: {e}"));
-    }
+    audit_restored(opts.guard.as_ref(), db, reason, &mut report);
     release(lock, db);
     report.duration_ms = ms(started.clock.elapsed());
     Ok(report)
@@ -1308,8 +1232,9 @@ struct Observed {
 
 fn observe(intent: &RestoreIntent) -> Observed {
     let temp_exists = exists(&intent.temp);
-    let temp_intact =
-        temp_exists && hash_file(&intent.temp).is_ok_and(|(h, n)| h == intent.backup.sha256 && n == intent.backup.size);
+    let temp_intact = temp_exists
+        && copy::sha256_file(&intent.temp, None)
+            .is_ok_and(|(h, n)| h == intent.backup.sha256 && n == intent.backup.size);
     Observed {
         temp_exists,
         temp_intact,
@@ -1361,7 +1286,7 @@ fn recover_locked(
     let fail = |e: io::Error, what: &str, p: &Path| conflict(db, intent_path, format!("{what} `{}`: {e}", p.display()));
     match action {
         RecoveryAction::Completed => {
-            let matches = hash_file(db).is_ok_and(|(h, _)| h == intent.backup.sha256);
+            let matches = copy::sha256_file(db, None).is_ok_and(|(h, _)| h == intent.backup.sha256);
             details.push(format!(
                 "the restored copy of {} was already in place{}",
                 intent.backup.id,
@@ -1489,24 +1414,11 @@ fn restore_elsewhere(
     let (rec, next) = choose(db, store, opts)?;
     space_preflight(&parent, rec.manifest.size)?;
     if !opts.dry_run {
-        remove_stale_temps(&target, None);
+        remove_stale_temps(&target);
     }
-    let store_lock = store.lock().map_err(store_err)?;
-    let tmp = restore_temp_for(&target);
-    let tmp_guard = TempFile(Some(tmp.clone()));
-    let (verification, _, _) = verify_into(&rec, &tmp, opts.check_budget)?;
-    drop(store_lock);
-    let mut report = base_report(&started, db, &target, &rec, verification, opts.dry_run);
+    let (mut report, verified) = verify_beside(&started, db, &target, &rec, store, opts)?;
     report.next_candidate = next;
-    if !report.verification.ok {
-        drop(tmp_guard);
-        report.outcome = RestoreOutcome::VerificationFailed;
-        if !opts.dry_run {
-            let _ = audit(opts.guard.as_ref(), &mut refused_record(&rec, &target, &report.verification));
-        }
-        report.duration_ms = ms(started.clock.elapsed());
-        return Ok(report);
-    }
+    let Some((tmp, tmp_guard)) = verified else { return Ok(report) };
     if opts.dry_run {
         drop(tmp_guard);
         report.messages.push("dry run: nothing was changed".into());
@@ -1522,22 +1434,15 @@ fn restore_elsewhere(
     pause_point("restore-to-installed");
     sync_dir(&parent)?;
     report.outcome = RestoreOutcome::Restored;
-    let mut done = audit_record(
-        AuditEvent::Restored,
-        &target,
-        "allow",
-        format!(
-            "restored backup {} (sha256 {}) of `{}` to the new file `{}` (the database was not touched); by {}",
-            rec.manifest.id,
-            rec.manifest.sha256,
-            db.display(),
-            target.display(),
-            who()
-        ),
+    let reason = format!(
+        "restored backup {} (sha256 {}) of `{}` to the new file `{}` (the database was not touched); by {}",
+        rec.manifest.id,
+        rec.manifest.sha256,
+        db.display(),
+        target.display(),
+        who()
     );
-    if let Err(e) = audit(opts.guard.as_ref(), &mut done) {
-        report.messages.push(format!("the restore is complete but its audit record was lost: {e}"));
-    }
+    audit_restored(opts.guard.as_ref(), &target, reason, &mut report);
     report.duration_ms = ms(started.clock.elapsed());
     Ok(report)
 }
@@ -1630,23 +1535,9 @@ pub struct DrillReport {
     pub record_error: Option<String>,
 }
 
-/// Removes a directory tree on drop.
-struct ScratchDir(PathBuf);
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
+/// Removes drill scratch directories left by dead processes.
 fn remove_stale_scratch(parent: &Path) {
-    let Ok(rd) = std::fs::read_dir(parent) else { return };
-    for entry in rd.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with(&format!("{DRILL_PREFIX}{TMP_MARK}")) && !atomic::temp_owner(&name).is_some_and(pid_alive) {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
+    remove_dead_temps(parent, &format!("{DRILL_PREFIX}{TMP_MARK}"), |p| std::fs::remove_dir_all(p));
 }
 
 /// Restores the newest good backup of `db` into a scratch directory, checks it (size and
@@ -1703,7 +1594,7 @@ pub fn drill(db: &Path, store: &BackupStore, opts: &DrillOptions) -> Result<Dril
             space_preflight(&parent, rec.manifest.size)?;
             let scratch = atomic::temp_path_for(&parent.join(DRILL_PREFIX));
             std::fs::DirBuilder::new().mode(0o700).create(&scratch).map_err(io_err("creating", &scratch))?;
-            let _cleanup = ScratchDir(scratch.clone());
+            let _cleanup = TempGuard::new(vec![scratch.clone()]);
             record.scratch = Some(scratch.clone());
             let copy = scratch.join(file_name(&rec.path));
             let store_lock = store.lock().map_err(store_err)?;
@@ -1817,19 +1708,6 @@ mod tests {
         // No database when the restore began, and one appeared since.
         assert!(decide(&intent(0), &seen((true, true), true, &[])).is_err());
         assert_eq!(decide(&intent(0), &seen((false, false), true, &[])), Ok(Completed));
-    }
-
-    #[test]
-    fn copy_hashed_matches_hash_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = dir.path().join("a");
-        std::fs::write(&a, vec![7u8; 3 << 20]).unwrap();
-        let b = dir.path().join("b");
-        let (h1, n) = copy_hashed(&a, &b).unwrap();
-        assert_eq!(n, 3 << 20);
-        assert_eq!(hash_file(&b).unwrap(), (h1.clone(), n));
-        assert_eq!(std::fs::metadata(&b).unwrap().permissions().mode() & 0o777, 0o600);
-        assert!(copy_hashed(&a, &b).is_err(), "never over an existing file");
     }
 
     #[test]

@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 use rusqlite::types::Value;
 
 use super::backup::sidecar;
+use super::copy::{self, Failure, TempGuard};
 use super::pages::{PageFile, RawRow};
 use crate::atomic;
 
@@ -202,18 +203,16 @@ pub fn salvage(db: &Path, to: &Path, method: Method) -> Result<SalvageReport, Sa
         return Err(SalvageError::Target { target: to.to_owned(), why: "it already exists" });
     }
     let parent = atomic::parent_of(to);
-    let scratch = Scratch(atomic::temp_path_for(&parent.join("salvage")));
-    std::fs::create_dir(&scratch.0).map_err(io_err("creating a scratch directory in", parent))?;
+    let scratch = atomic::temp_path_for(&parent.join("salvage"));
+    let _cleanup = TempGuard::new(vec![scratch.clone()]);
+    std::fs::create_dir(&scratch).map_err(io_err("creating a scratch directory in", parent))?;
     // The damaged set, privately: SQLite may roll back a hot journal on this copy.
-    let copy = scratch.0.join("damaged.db");
-    for suffix in ["", "-wal", "-journal"] {
-        match std::fs::copy(sidecar(db, suffix), sidecar(&copy, suffix)) {
-            Ok(_) => {}
-            Err(e) if !suffix.is_empty() && e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_err("copying", db)(e)),
-        }
-    }
-    let out_tmp = scratch.0.join("salvaged.db");
+    let copy = scratch.join("damaged.db");
+    copy::copy_set(db, &copy, None).map_err(|f| match f {
+        Failure::Io { source, .. } => io_err("copying", db)(source),
+        other => io_err("copying", db)(std::io::Error::other(other.to_string())),
+    })?;
+    let out_tmp = scratch.join("salvaged.db");
     let mut report = SalvageReport {
         suspect: true,
         source: db.to_owned(),
@@ -270,22 +269,13 @@ pub fn salvage(db: &Path, to: &Path, method: Method) -> Result<SalvageReport, Sa
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&out_tmp, std::fs::Permissions::from_mode(0o600)).map_err(io_err("chmod", to))?;
     }
-    report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    report.duration_ms = super::ms(started.elapsed());
     // Publish without ever replacing anything: link fails if the target appeared meanwhile.
     std::fs::hard_link(&out_tmp, to).map_err(io_err("publishing", to))?;
     atomic::sync_dir(parent).map_err(io_err("syncing", parent))?;
     let json = serde_json::to_vec_pretty(&report).map_err(|e| io_err("encoding", to)(e.into()))?;
     atomic::write_atomic(&sidecar(to, ".salvage.json"), &json, 0o600).map_err(io_err("writing the report for", to))?;
     Ok(report)
-}
-
-/// A scratch directory removed on drop.
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// Runs `sqlite3 COPY .recover | sqlite3 OUT`.

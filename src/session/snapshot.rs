@@ -4,7 +4,8 @@
 //! Owns: taking a snapshot, publishing it atomically, re-pointing the stable name
 //! [`LATEST`] at it, the snapshots' own retention, and recovering what a killed run left.
 //! Does not own: verified backups ([`super::backup`]; a snapshot is not a backup and is never
-//! restored), when periodic snapshots are taken ([`super::run`]), or opening them for
+//! restored), the copy, check and hash steps it shares with backups (the crate-internal
+//! `session::copy`), when periodic snapshots are taken ([`super::run`]), or opening them for
 //! analysis ([`crate::connect::open_snapshot`]).
 //!
 //! The operators' rule is that the engine is the only writer and analysis never reads the
@@ -54,21 +55,23 @@
 //! snapshot for writing. Tools should open it with `immutable=1` or through
 //! [`crate::connect::open_snapshot`].
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, Read};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-use super::backup::{CheckMode, IntegrityReport, check_file, pause_point, sidecar};
+use super::backup::{CheckMode, IntegrityReport, pause_point, sidecar};
+use super::copy::{
+    self, CheckSpec, Failure, OnlineCopy, TempGuard, io_is_full, is_damage, is_disk_full, is_hot_journal,
+};
+use super::ms;
 use crate::atomic::{self, TMP_MARK};
-use crate::connect::{ToolOptions, open_tool};
 use crate::error::OpenError;
 use crate::vfs::Guard;
 
@@ -368,16 +371,19 @@ impl SnapshotError {
     }
 }
 
-fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+impl From<Failure> for SnapshotError {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::Source { db, source } => SnapshotError::Source { db, source },
+            Failure::Sqlite { action, path, source } => SnapshotError::Sqlite { action, path, source },
+            Failure::Io { action, path, source } => SnapshotError::Io { action, path, source },
+            Failure::Cancelled { db } => SnapshotError::Cancelled { db },
+        }
+    }
 }
 
 fn io_err<'a>(action: &'static str, path: &'a Path) -> impl Fn(io::Error) -> SnapshotError + 'a {
     move |source| SnapshotError::Io { action, path: path.to_owned(), source }
-}
-
-fn sq<'a>(action: &'static str, path: &'a Path) -> impl Fn(rusqlite::Error) -> SnapshotError + 'a {
-    move |source| SnapshotError::Sqlite { action, path: path.to_owned(), source }
 }
 
 fn stem_of(db: &Path) -> String {
@@ -386,24 +392,6 @@ fn stem_of(db: &Path) -> String {
 
 fn is_ours(stem: &str, name: &str) -> bool {
     name.starts_with(&format!("{stem}-")) && !name.contains(TMP_MARK)
-}
-
-fn check_cancel(opts: &SnapshotOptions, db: &Path) -> Result<(), SnapshotError> {
-    if opts.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
-        return Err(SnapshotError::Cancelled { db: db.to_owned() });
-    }
-    Ok(())
-}
-
-/// Removes the listed paths on drop unless they were moved away.
-struct TempFiles(Vec<PathBuf>);
-
-impl Drop for TempFiles {
-    fn drop(&mut self) {
-        for p in &self.0 {
-            let _ = std::fs::remove_file(p);
-        }
-    }
 }
 
 /// Holds the snapshot directory's lock while alive.
@@ -417,26 +405,13 @@ pub struct DirLock {
 /// # Errors
 /// [`SnapshotError::Io`] when the directory or lock file cannot be made or locked.
 pub fn lock_dir(dir: &Path) -> Result<DirLock, SnapshotError> {
+    use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o750)
         .create(dir)
         .map_err(io_err("creating the snapshot directory", dir))?;
-    let p = dir.join(LOCK_NAME);
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-        .open(&p)
-        .map_err(io_err("opening the snapshot lock", &p))?;
-    let lock = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| SnapshotError::Io {
-        action: "locking",
-        path: p.clone(),
-        source: e.into(),
-    })?;
+    let lock = copy::lock_exclusive(&dir.join(LOCK_NAME), "opening the snapshot lock")?;
     Ok(DirLock { _lock: lock })
 }
 
@@ -450,7 +425,7 @@ fn inode(p: &Path) -> Option<(u64, u64)> {
 /// file. Returns what was removed.
 fn recover(dir: &Path, stem: &str, _lock: &DirLock) -> Result<Vec<PathBuf>, SnapshotError> {
     let mut out = Vec::new();
-    let names = dir_names(dir)?;
+    let names = copy::dir_names(dir)?;
     let latest = inode(&dir.join(LATEST));
     for name in &names {
         let path = dir.join(name);
@@ -484,21 +459,6 @@ fn recover(dir: &Path, stem: &str, _lock: &DirLock) -> Result<Vec<PathBuf>, Snap
     Ok(out)
 }
 
-fn dir_names(dir: &Path) -> Result<Vec<String>, SnapshotError> {
-    let rd = match std::fs::read_dir(dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io_err("reading", dir)(e)),
-    };
-    let mut names = Vec::new();
-    for entry in rd {
-        let entry = entry.map_err(io_err("reading", dir))?;
-        names.push(entry.file_name().to_string_lossy().into_owned());
-    }
-    names.sort();
-    Ok(names)
-}
-
 /// Every published snapshot of `db` in `dir`, newest first. Unreadable manifests are
 /// skipped with a warning.
 ///
@@ -507,7 +467,7 @@ fn dir_names(dir: &Path) -> Result<Vec<String>, SnapshotError> {
 pub fn list(dir: &Path, db: &Path) -> Result<Vec<SnapshotRecord>, SnapshotError> {
     let stem = stem_of(db);
     let mut out = Vec::new();
-    for name in dir_names(dir)? {
+    for name in copy::dir_names(dir)? {
         if !is_ours(&stem, &name) || !name.ends_with(&format!(".{MANIFEST_EXT}")) {
             continue;
         }
@@ -566,65 +526,12 @@ fn apply_retention(dir: &Path, db: &Path, keep: u32, _lock: &DirLock) -> Result<
     Ok(removed)
 }
 
-fn free_bytes(dir: &Path) -> Result<u64, SnapshotError> {
-    let st = nix::sys::statvfs::statvfs(dir).map_err(|e| SnapshotError::Io {
-        action: "statvfs",
-        path: dir.to_owned(),
-        source: e.into(),
-    })?;
-    #[allow(clippy::useless_conversion)]
-    Ok(u64::from(st.blocks_available()).saturating_mul(u64::from(st.fragment_size())))
-}
-
-fn size_of(p: &Path) -> u64 {
-    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
-}
-
-fn is_disk_full(e: &rusqlite::Error) -> bool {
-    e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
-}
-
-fn io_is_full(e: &io::Error) -> bool {
-    e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EDQUOT)
-}
-
-/// Errors that mean the database itself is damaged (not the disk we copy to).
-fn is_damage(e: &rusqlite::Error) -> bool {
-    match e {
-        rusqlite::Error::SqliteFailure(f, _) => {
-            matches!(f.code, rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
-                || f.extended_code == rusqlite::ffi::SQLITE_IOERR_SHORT_READ
-        }
-        _ => false,
-    }
-}
-
-fn is_hot_journal(e: &rusqlite::Error) -> bool {
-    matches!(e, rusqlite::Error::SqliteFailure(f, _)
-        if f.extended_code == rusqlite::ffi::SQLITE_READONLY_ROLLBACK
-            || f.extended_code == rusqlite::ffi::SQLITE_READONLY_RECOVERY)
-}
-
-fn failed_report(mode: CheckMode, error: String) -> IntegrityReport {
-    IntegrityReport {
-        mode,
-        ok: false,
-        messages: vec![error.clone()],
-        foreign_key_violations: 0,
-        foreign_key_messages: Vec::new(),
-        error: Some(error),
-        timed_out: false,
-        duration_ms: 0,
-    }
-}
-
 /// A new id `<stem>-<UTC time to the ms>` not used yet in `dir` (the lock is held, so the
 /// names of one directory strictly increase while the clock does).
 fn new_id(dir: &Path, stem: &str) -> String {
     let mut id = String::new();
     for _ in 0..2000 {
-        let ts = jiff::Timestamp::now().strftime("%Y%m%dT%H%M%S%.3fZ").to_string();
-        id = format!("{stem}-{ts}");
+        id = format!("{stem}-{}", copy::stamp());
         if !dir.join(format!("{id}.{DATA_EXT}")).exists() && !dir.join(format!("{id}.{MANIFEST_EXT}")).exists() {
             return id;
         }
@@ -633,75 +540,21 @@ fn new_id(dir: &Path, stem: &str) -> String {
     format!("{id}-{}", std::process::id())
 }
 
-/// The online backup API, in one step, from a read-only tooling connection into `tmp`.
+/// The online backup API, in one step, from a read-only tooling connection into `tmp`, made
+/// one self-contained rollback-journal file with nothing beside it.
 fn copy(db: &Path, tmp: &Path, opts: &SnapshotOptions) -> Result<(), SnapshotError> {
-    let src =
-        open_tool(db, &ToolOptions { guard: opts.guard.clone(), ..Default::default() }).map_err(
-            |source| match &source {
-                OpenError::Sqlite { source: e, .. } if is_hot_journal(e) => {
-                    SnapshotError::HotJournal { db: db.to_owned() }
-                }
-                _ => SnapshotError::Source { db: db.to_owned(), source },
-            },
-        )?;
-    let mut dst = Connection::open_with_flags_and_vfs(
-        tmp,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        c"unix",
-    )
-    .map_err(sq("creating", tmp))?;
-    // A brand-new private file: no journal and no syncs while copying (it is synced once,
-    // whole, before publication).
-    dst.execute_batch("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;").map_err(sq("preparing", tmp))?;
-    let backup = rusqlite::backup::Backup::new(&src, &mut dst).map_err(sq("starting the copy of", db))?;
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        check_cancel(opts, db)?;
-        use rusqlite::backup::StepResult;
-        // "If N is negative, all remaining source pages are copied" (sqlite3_backup_step):
-        // one step, one read transaction, one committed state, whatever the engine does.
-        match backup.step(-1).map_err(|e| {
-            if is_hot_journal(&e) { SnapshotError::HotJournal { db: db.to_owned() } } else { sq("copying", db)(e) }
-        })? {
-            StepResult::Done => break,
-            StepResult::Busy | StepResult::Locked => {
-                if Instant::now() > deadline {
-                    return Err(SnapshotError::Sqlite {
-                        action: "copying (the database stayed locked for 10 minutes)",
-                        path: db.to_owned(),
-                        source: rusqlite::Error::SqliteFailure(
-                            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
-                            None,
-                        ),
-                    });
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            _ => {}
+    // One step, one read transaction, one committed state, whatever the engine does.
+    let how =
+        OnlineCopy { guard: opts.guard.as_ref(), pages_per_step: -1, cancel: opts.cancel.as_ref(), progress: None };
+    copy::online_copy(db, tmp, &how).map_err(|f| match f {
+        Failure::Source { source: OpenError::Sqlite { source: e, .. }, .. } | Failure::Sqlite { source: e, .. }
+            if is_hot_journal(&e) =>
+        {
+            SnapshotError::HotJournal { db: db.to_owned() }
         }
-    }
-    Ok(())
-}
-
-/// Makes the copy one self-contained rollback-journal file (a copy of a WAL database says
-/// WAL in its header; `immutable=1` readers would then look for a `-wal`).
-fn finalize(tmp: &Path) -> Result<(), SnapshotError> {
-    let conn = Connection::open_with_flags_and_vfs(
-        tmp,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        c"unix",
-    )
-    .map_err(sq("opening the copy", tmp))?;
-    let mode: String =
-        conn.query_row("PRAGMA journal_mode=DELETE", [], |r| r.get(0)).map_err(sq("setting journal_mode on", tmp))?;
-    if !mode.eq_ignore_ascii_case("delete") {
-        return Err(SnapshotError::Sqlite {
-            action: "setting journal_mode=DELETE on",
-            path: tmp.to_owned(),
-            source: rusqlite::Error::InvalidQuery,
-        });
-    }
-    drop(conn);
+        f => f.into(),
+    })?;
+    copy::finalize(tmp)?;
     for suffix in ["-wal", "-shm", "-journal"] {
         let p = sidecar(tmp, suffix);
         if p.exists() {
@@ -713,22 +566,6 @@ fn finalize(tmp: &Path) -> Result<(), SnapshotError> {
         }
     }
     Ok(())
-}
-
-/// SHA-256 (lowercase hex) of a file, then `fsync` of it.
-fn hash_and_sync(path: &Path) -> io::Result<String> {
-    let mut f = File::open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    f.sync_all()?;
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 fn page_info(path: &Path) -> (u32, u64) {
@@ -750,7 +587,7 @@ fn page_info(path: &Path) -> (u32, u64) {
 fn repoint_latest(dir: &Path, target: &Path) -> Result<PathBuf, SnapshotError> {
     let latest = dir.join(LATEST);
     let tmp = atomic::temp_path_for(&latest);
-    let _cleanup = TempFiles(vec![tmp.clone()]);
+    let _cleanup = TempGuard::new(vec![tmp.clone()]);
     match std::fs::hard_link(target, &tmp) {
         Ok(()) => {}
         Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EOPNOTSUPP | libc::EXDEV | libc::EMLINK)) => {
@@ -782,12 +619,9 @@ pub fn take(db: impl AsRef<Path>, opts: &SnapshotOptions) -> Result<SnapshotRepo
     let stem = stem_of(db);
     let lock = lock_dir(&dir)?;
     let recovered = recover(&dir, &stem, &lock)?;
-    let wal_bytes = size_of(&sidecar(db, "-wal"));
-    let needed = {
-        let raw = size_of(db) + wal_bytes;
-        raw + raw / 10 + (1 << 20)
-    };
-    let available = free_bytes(&dir)?;
+    let wal_bytes = copy::size_of(&sidecar(db, "-wal"));
+    let needed = copy::with_headroom(copy::size_of(db) + wal_bytes);
+    let available = copy::free_bytes(&dir).map_err(|e| io_err("statvfs", &dir)(e.into()))?;
     if available < needed {
         return Err(SnapshotError::NoSpace { dir, needed, available });
     }
@@ -801,63 +635,42 @@ pub fn take(db: impl AsRef<Path>, opts: &SnapshotOptions) -> Result<SnapshotRepo
     let final_path = dir.join(format!("{id}.{DATA_EXT}"));
     let manifest_path = dir.join(format!("{id}.{MANIFEST_EXT}"));
     let tmp = atomic::temp_path_for(&final_path);
-    let cleanup = TempFiles(vec![tmp.clone(), sidecar(&tmp, "-journal"), sidecar(&tmp, "-wal"), sidecar(&tmp, "-shm")]);
+    let cleanup = TempGuard::with_sidecars(&tmp);
 
     // 3 + 4: the copy, made self-contained.
     let copy_started = Instant::now();
     let created = crate::identity::now_rfc3339();
-    let copied = copy(db, &tmp, opts).and_then(|()| finalize(&tmp)).map_err(full);
+    let copied = copy(db, &tmp, opts).map_err(full);
     let check_mode = opts.check.unwrap_or(CheckMode::Quick);
+    let check_failed =
+        |report: IntegrityReport| SnapshotError::CheckFailed { db: db.to_owned(), report: Box::new(report) };
     match copied {
         Ok(()) => {}
         Err(SnapshotError::Sqlite { action, path, source }) if is_damage(&source) => {
-            let report = failed_report(check_mode, format!("{action} `{}`: {source}", path.display()));
-            return Err(SnapshotError::CheckFailed { db: db.to_owned(), report: Box::new(report) });
+            let why = format!("{action} `{}`: {source}", path.display());
+            return Err(check_failed(IntegrityReport::failed(check_mode, why, Duration::ZERO)));
         }
         Err(e) => return Err(e),
     }
     let copy_ms = ms(copy_started.elapsed());
-    check_cancel(opts, db)?;
+    copy::check_cancel(opts.cancel.as_ref(), db)?;
     pause_point("snapshot-copied");
 
     // 5: check beside hash + fsync.
-    let before = std::fs::metadata(&tmp).map_err(io_err("reading", &tmp))?;
-    let hash_started = Instant::now();
-    let (check, hashed) = std::thread::scope(|s| {
-        let checker = opts.check.map(|mode| {
-            let (tmp, budget, cancel) = (&tmp, opts.check_budget, opts.cancel.clone());
-            s.spawn(move || check_file(tmp, mode, budget, cancel))
-        });
-        let hashed = hash_and_sync(&tmp).map(|h| (h, hash_started.elapsed()));
-        let check = checker.map(|h| {
-            h.join().unwrap_or_else(|_| Ok((failed_report(check_mode, "the check thread panicked".into()), (0, 0))))
-        });
-        (check, hashed)
-    });
-    let (sha256, hash_time) = hashed.map_err(io_err("hashing", &tmp)).map_err(full)?;
-    let (check, pages) = match check {
-        Some(r) => {
-            let (report, pages) = r.map_err(|e| SnapshotError::Io {
-                action: "checking",
-                path: tmp.clone(),
-                source: io::Error::other(e.to_string()),
-            })?;
-            (Some(report), Some(pages))
-        }
-        None => (None, None),
-    };
-    check_cancel(opts, db)?;
+    let spec = CheckSpec { mode: opts.check, budget: opts.check_budget, cancel: opts.cancel.as_ref(), progress: None };
+    let checked = copy::check_and_hash(&tmp, &spec).map_err(|f| full(f.into()))?;
+    let check = checked.report;
+    copy::check_cancel(opts.cancel.as_ref(), db)?;
     if let Some(report) = &check
         && !report.ok
     {
-        return Err(SnapshotError::CheckFailed { db: db.to_owned(), report: Box::new(report.clone()) });
+        return Err(check_failed(report.clone()));
     }
-    let after = std::fs::metadata(&tmp).map_err(io_err("reading", &tmp))?;
-    if (after.len(), after.mtime(), after.mtime_nsec()) != (before.len(), before.mtime(), before.mtime_nsec()) {
-        let report = failed_report(check_mode, "the copy changed while it was being checked".into());
-        return Err(SnapshotError::CheckFailed { db: db.to_owned(), report: Box::new(report) });
+    if checked.changed {
+        let why = "the copy changed while it was being checked".into();
+        return Err(check_failed(IntegrityReport::failed(check_mode, why, Duration::ZERO)));
     }
-    let (page_size, page_count) = pages.filter(|p| p.0 > 0).unwrap_or_else(|| page_info(&tmp));
+    let (page_size, page_count) = if checked.pages.0 > 0 { checked.pages } else { page_info(&tmp) };
 
     // 6: publication.
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o444)).map_err(io_err("chmod", &tmp))?;
@@ -868,17 +681,17 @@ pub fn take(db: impl AsRef<Path>, opts: &SnapshotOptions) -> Result<SnapshotRepo
         created,
         source: db.to_owned(),
         session_id: opts.session_id.clone(),
-        size: after.len(),
+        size: checked.size,
         page_size,
         page_count,
-        sha256,
+        sha256: checked.sha256,
         journal_mode: "delete".into(),
         check: check.clone(),
         source_wal_bytes: wal_bytes,
         timings: SnapshotTimings {
             copy_ms,
             check_ms: check.as_ref().map_or(0, |c| c.duration_ms),
-            hash_ms: ms(hash_time),
+            hash_ms: ms(checked.hash_time),
             total_ms: 0,
         },
         sqlite_version: rusqlite::version().to_owned(),

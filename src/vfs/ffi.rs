@@ -124,12 +124,22 @@ fn log_to_sqlite(code: c_int, msg: &str) {
 
 /// A string SQLite can free with `sqlite3_free`.
 fn sqlite_string(s: &str) -> *mut c_char {
-    let clean: String = s.chars().filter(|&c| c != '\0').collect();
-    match CString::new(clean) {
-        // SAFETY: "%s" with a valid C string argument.
-        Ok(c) => unsafe { ffi::sqlite3_mprintf(c"%s".as_ptr(), c.as_ptr()) },
-        Err(_) => ptr::null_mut(),
+    // Not sqlite3_mprintf: the extension API of libsqlite3-sys has no variadic entry for it,
+    // and a plain copy needs no format string at all.
+    let clean: Vec<u8> = s.bytes().filter(|&b| b != 0).collect();
+    let Ok(n) = u64::try_from(clean.len() + 1) else { return ptr::null_mut() };
+    // SAFETY: sqlite3_malloc64 returns NULL or a buffer of at least n bytes, which SQLite
+    // frees with sqlite3_free as the pragma and error contracts require.
+    let p = unsafe { ffi::sqlite3_malloc64(n) }.cast::<u8>();
+    if p.is_null() {
+        return ptr::null_mut();
     }
+    // SAFETY: p has room for clean.len() + 1 bytes and does not overlap `clean`.
+    unsafe {
+        ptr::copy_nonoverlapping(clean.as_ptr(), p, clean.len());
+        *p.add(clean.len()) = 0;
+    }
+    p.cast()
 }
 
 /// # Safety
@@ -1139,6 +1149,21 @@ pub(crate) fn connection_vfs_name(conn: &rusqlite::Connection) -> Option<String>
 pub(crate) fn db_readonly(conn: &rusqlite::Connection) -> c_int {
     // SAFETY: live handle; a valid schema name.
     unsafe { ffi::sqlite3_db_readonly(conn.handle(), c"main".as_ptr()) }
+}
+
+/// Makes the registered VFS `name` SQLite's default (the loadable extension's
+/// `WARDEN_DEFAULT_VFS=1`). False if no VFS has that name.
+pub(crate) fn make_default(name: &str) -> bool {
+    let Ok(c) = CString::new(name) else { return false };
+    // SAFETY: a valid C string; sqlite3_vfs_find returns a registered VFS or NULL.
+    let vfs = unsafe { ffi::sqlite3_vfs_find(c.as_ptr()) };
+    if vfs.is_null() {
+        return false;
+    }
+    // SAFETY: "The same VFS can be registered multiple times without injury. To make an
+    // existing VFS into the default VFS, register it again with the makeDflt flag set."
+    // (sqlite.org/c3ref/vfs_find.html). Our VFS objects are leaked, so they outlive SQLite.
+    unsafe { ffi::sqlite3_vfs_register(vfs, 1) == ffi::SQLITE_OK }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, params};
+use sha2::{Digest, Sha256};
 
 /// One database set of the corpus.
 pub struct Case {
@@ -157,35 +158,29 @@ pub fn build_corpus(root: &Path) -> Vec<Case> {
     {
         let db = add("check_violation", true, "integrity");
         fs::write(&db, &src).unwrap();
-        let conn = Connection::open(&db).unwrap();
-        conn.execute_batch(
-            "PRAGMA ignore_check_constraints=ON; UPDATE account SET balance = -250.0 WHERE id IN (3, 77);",
-        )
-        .unwrap();
+        run_sql(&db, "PRAGMA ignore_check_constraints=ON; UPDATE account SET balance = -250.0 WHERE id IN (3, 77);");
     }
     // A foreign key violated (written with enforcement off): integrity_check does not look.
     {
         let db = add("foreign_key_violation", true, "foreign_key_check");
         fs::write(&db, &src).unwrap();
-        let conn = Connection::open(&db).unwrap();
-        conn.execute_batch(
+        run_sql(
+            &db,
             "PRAGMA foreign_keys=OFF;
              INSERT INTO trade(account_id, venue_id, symbol, qty, price) VALUES (99999, 1, 'ORPH', 5, 1.5);",
-        )
-        .unwrap();
+        );
     }
     // Schema edit: the SQL of a table no longer parses.
     {
         let db = add("schema_unparseable", true, "open");
         fs::write(&db, &src).unwrap();
-        let conn = Connection::open(&db).unwrap();
-        conn.execute_batch(
+        run_sql(
+            &db,
             "PRAGMA writable_schema=ON;
              UPDATE sqlite_schema SET sql = 'CREATE TABLE trade(id INTEGER PRIMARY KEY, account_id INTEGER,,'
               WHERE name = 'trade';
              PRAGMA writable_schema=OFF;",
-        )
-        .unwrap();
+        );
     }
     // Not a database at all.
     {
@@ -420,23 +415,53 @@ pub fn integrity(conn: &Connection) -> Vec<String> {
 }
 
 /// `<db>` plus a suffix, as SQLite names its sidecars.
+/// SHA-256 of each file of the set (`engine.db`, `-wal`, `-journal`, `-shm`), `None` when
+/// absent: to prove a check left the originals byte-identical.
+pub fn hashes(db: &Path) -> Vec<(PathBuf, Option<[u8; 32]>)> {
+    ["", "-wal", "-journal", "-shm"]
+        .iter()
+        .map(|suffix| {
+            let path = sidecar(db, suffix);
+            let hash = fs::read(&path).ok().map(|bytes| Sha256::digest(&bytes).into());
+            (path, hash)
+        })
+        .collect()
+}
+
 pub fn sidecar(db: &Path, suffix: &str) -> PathBuf {
     let mut name = db.as_os_str().to_owned();
     name.push(suffix);
     PathBuf::from(name)
 }
 
-/// Copies `source` into `work/tag/engine.db`, switches it to WAL mode without automatic
-/// checkpoints, commits `txns` transactions, and returns the bytes of the db file and of its WAL
-/// taken while the writer is still open (so the WAL holds committed, uncheckpointed frames).
-fn hot_wal(work: &Path, tag: &str, source: &Path, txns: u32) -> (Vec<u8>, Vec<u8>) {
+/// A copy of `source` at `work/<tag>/engine.db`.
+fn work_copy(work: &Path, tag: &str, source: &Path) -> PathBuf {
     let dir = work.join(tag);
     fs::create_dir_all(&dir).unwrap();
     let db = dir.join("engine.db");
     fs::copy(source, &db).unwrap();
-    let conn = Connection::open(&db).unwrap();
+    db
+}
+
+/// A connection to `db`, switched to WAL mode.
+fn open_wal(db: &Path) -> Connection {
+    let conn = Connection::open(db).unwrap();
     let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).unwrap();
     assert_eq!(mode, "wal");
+    conn
+}
+
+/// Runs `sql` on `db` with a plain connection (damage written through SQLite itself).
+fn run_sql(db: &Path, sql: &str) {
+    Connection::open(db).unwrap().execute_batch(sql).unwrap();
+}
+
+/// Copies `source` into `work/tag/engine.db`, switches it to WAL mode without automatic
+/// checkpoints, commits `txns` transactions, and returns the bytes of the db file and of its WAL
+/// taken while the writer is still open (so the WAL holds committed, uncheckpointed frames).
+fn hot_wal(work: &Path, tag: &str, source: &Path, txns: u32) -> (Vec<u8>, Vec<u8>) {
+    let db = work_copy(work, tag, source);
+    let conn = open_wal(&db);
     conn.execute_batch("PRAGMA wal_autocheckpoint=0;").unwrap();
     for t in 0..txns {
         conn.execute_batch(&format!(
@@ -481,10 +506,7 @@ fn other_wal(work: &Path, tag: &str, page_size: u32) -> Vec<u8> {
 /// Starts a rollback-mode transaction big enough to spill dirty pages into the db file, and
 /// returns the db file and its journal as they are mid-transaction.
 fn mid_transaction(work: &Path, source: &Path) -> (Vec<u8>, Vec<u8>) {
-    let dir = work.join("midtxn");
-    fs::create_dir_all(&dir).unwrap();
-    let db = dir.join("engine.db");
-    fs::copy(source, &db).unwrap();
+    let db = work_copy(work, "midtxn", source);
     let before = fs::read(&db).unwrap();
     let conn = Connection::open(&db).unwrap();
     conn.execute_batch(
@@ -504,13 +526,8 @@ fn mid_transaction(work: &Path, source: &Path) -> (Vec<u8>, Vec<u8>) {
 
 /// The source switched to WAL mode and cleanly closed (the WAL checkpointed and deleted).
 fn wal_mode_clean(work: &Path, source: &Path) -> Vec<u8> {
-    let dir = work.join("walclean");
-    fs::create_dir_all(&dir).unwrap();
-    let db = dir.join("engine.db");
-    fs::copy(source, &db).unwrap();
-    let conn = Connection::open(&db).unwrap();
-    let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).unwrap();
-    assert_eq!(mode, "wal");
+    let db = work_copy(work, "walclean", source);
+    let conn = open_wal(&db);
     conn.execute_batch("UPDATE venue SET code = code WHERE id = 1;").unwrap();
     drop(conn);
     assert!(!sidecar(&db, "-wal").exists());
@@ -519,13 +536,8 @@ fn wal_mode_clean(work: &Path, source: &Path) -> Vec<u8> {
 
 /// A WAL that was fully checkpointed and then restarted: fewer new frames than old ones.
 fn reused_wal(work: &Path, source: &Path) -> (Vec<u8>, Vec<u8>) {
-    let dir = work.join("reused");
-    fs::create_dir_all(&dir).unwrap();
-    let db = dir.join("engine.db");
-    fs::copy(source, &db).unwrap();
-    let conn = Connection::open(&db).unwrap();
-    let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).unwrap();
-    assert_eq!(mode, "wal");
+    let db = work_copy(work, "reused", source);
+    let conn = open_wal(&db);
     conn.execute_batch(
         "PRAGMA wal_autocheckpoint=0;
          UPDATE trade SET note = 'first generation ' || id WHERE id % 5 = 0;",

@@ -1,6 +1,8 @@
 //! Shared test helpers: scratch databases and guards over simulated mounts.
 #![allow(dead_code)]
 
+pub mod proc;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
