@@ -10,6 +10,9 @@
 //!   `75` writer lock held.
 
 mod demo;
+mod deploy;
+mod doctor;
+mod migrate;
 mod ops;
 mod render;
 mod restore;
@@ -127,6 +130,13 @@ enum Cmd {
     Audit(ops::AuditArgs),
     /// Recovers what it can from a damaged database into a new file (never over the original).
     Salvage(salvage::SalvageArgs),
+    /// Host readiness for a database: storage, space, fsync, device, permissions, SQLite,
+    /// clock, foreign openers. Each check with a verdict and a fix.
+    Doctor(doctor::DoctorArgs),
+    /// Renders service files (systemd units and timers, logrotate) for a configuration.
+    Deploy(deploy::DeployArgs),
+    /// Moves a database to another host: `export` a verified bundle, `import` it.
+    Migrate(migrate::MigrateArgs),
     /// Prints warden's and SQLite's versions.
     Version {
         /// Print JSON instead of text.
@@ -247,6 +257,9 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
         Cmd::Backups(a) => ops::backups(a),
         Cmd::Audit(a) => ops::audit(a),
         Cmd::Salvage(a) => salvage::run(a),
+        Cmd::Doctor(a) => doctor::run(a),
+        Cmd::Deploy(a) => deploy::run(a),
+        Cmd::Migrate(a) => migrate::run(a),
         Cmd::Version { json } => {
             let v = serde_json::json!({
                 "warden": env!("CARGO_PKG_VERSION"),

@@ -1,0 +1,14 @@
+//! `warden deploy` (being written).
+
+use std::process::ExitCode;
+
+use super::CliError;
+
+/// Arguments (placeholder).
+#[derive(Debug, clap::Args)]
+pub struct DeployArgs {}
+
+/// Not yet implemented.
+pub fn run(_args: DeployArgs) -> Result<ExitCode, CliError> {
+    Err(CliError::Failed { message: "not implemented yet".into(), code: 70 })
+}

@@ -1,0 +1,1 @@
+//! Service files for systemd and logrotate (being written).

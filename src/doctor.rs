@@ -1,0 +1,1 @@
+//! Host readiness checks (being written).

@@ -1,0 +1,1 @@
+//! Moving a database between hosts: bundles (being written).
