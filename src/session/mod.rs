@@ -38,6 +38,7 @@ pub(crate) mod copy;
 pub mod gate;
 pub mod health;
 pub mod kind;
+pub mod notify;
 pub mod pages;
 pub mod progress;
 pub mod prune;

@@ -35,6 +35,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::health::{HealthArtifact, SessionStatus, Step};
+use super::notify::Notifier;
 use super::snapshot::{SnapshotError, SnapshotOptions, SnapshotReport, SnapshotSummary};
 use super::{EngineOutcome, Session, SessionConfig};
 
@@ -170,6 +171,11 @@ pub fn run(
     if let Ok(abs) = std::path::absolute(&config.db) {
         config.db = abs;
     }
+    let notify = Notifier::from_env();
+    notify.status("preflight, integrity gate and pre-session backup");
+    // The gate may legitimately take as long as its budget: say so before systemd's
+    // start timeout would fire.
+    notify.extend_timeout(config.check_budget.unwrap_or(Duration::from_secs(3600)) + Duration::from_secs(300));
     let mut session = match Session::begin(config) {
         Ok(s) => s,
         Err(f) => {
@@ -184,7 +190,7 @@ pub fn run(
     };
     on_event(RunEvent::Ready(&session));
     let command: Vec<String> = opts.command.iter().map(|a| a.to_string_lossy().into_owned()).collect();
-    let outcome = match spawn_and_wait(&mut session, opts, signals, on_event) {
+    let outcome = match spawn_and_wait(&mut session, opts, signals, &notify, on_event) {
         Ok(o) => o,
         Err((o, e)) => {
             tracing::error!(error = %e, "the engine could not be started");
@@ -206,6 +212,7 @@ pub fn run(
             return report;
         }
     };
+    notify.stopping("engine exited; post-session backup and retention");
     on_event(RunEvent::EngineExited(outcome));
     let artifact_path = session.artifact_path().to_owned();
     match session.finish(outcome) {
@@ -242,6 +249,7 @@ fn spawn_and_wait(
     session: &mut Session,
     opts: &RunOptions,
     signals: &SignalForwarder,
+    notify: &Notifier,
     on_event: &mut dyn FnMut(RunEvent<'_>),
 ) -> Result<EngineOutcome, (EngineOutcome, std::io::Error)> {
     let not_started = |code: i32| EngineOutcome { exit_code: Some(code), signal: None, not_started: true };
@@ -263,6 +271,10 @@ fn spawn_and_wait(
         .env(crate::lock::INHERIT_FD_ENV, fd.as_raw_fd().to_string())
         .env_remove("WARDEN_CREATE")
         .process_group(0);
+    // The engine is not the unit's main process: it must not notify systemd itself.
+    for var in super::notify::CHILD_ENV_REMOVE {
+        cmd.env_remove(var);
+    }
     if session.create_allowed() {
         cmd.env("WARDEN_CREATE", "1");
     }
@@ -282,6 +294,8 @@ fn spawn_and_wait(
     let command = opts.command.iter().map(|a| a.to_string_lossy().into_owned()).collect();
     session.engine_started(command, Some(child.id()));
     on_event(RunEvent::EngineStarted { pid: child.id() });
+    notify.ready(&format!("session {}: engine running as pid {}", session.id(), child.id()));
+    let watchdog = Watchdog::start(notify);
     let mut periodic = PeriodicSnapshots::new(session);
     let waited = match periodic.as_mut() {
         None => wait_blocking(&mut child),
@@ -290,6 +304,7 @@ fn spawn_and_wait(
     if let Some(p) = periodic {
         p.stop(session);
     }
+    drop(watchdog);
     let status = match waited {
         Ok(s) => s,
         Err(e) => {
@@ -303,6 +318,45 @@ fn spawn_and_wait(
         on_event(RunEvent::Forwarded(name));
     }
     Ok(EngineOutcome { exit_code: status.code(), signal: status.signal(), not_started: false })
+}
+
+/// Feeds systemd's watchdog from its own thread while the engine runs (the main thread may
+/// be blocked in `wait`). Stops when dropped.
+struct Watchdog {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Watchdog {
+    fn start(notify: &Notifier) -> Option<Self> {
+        let every = notify.watchdog_interval()?;
+        let pinger = Notifier::from_env();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("warden-watchdog".into())
+            .spawn(move || {
+                let mut next = std::time::Instant::now();
+                while !flag.load(Ordering::Relaxed) {
+                    if std::time::Instant::now() >= next {
+                        pinger.watchdog();
+                        next += every;
+                    }
+                    std::thread::sleep(Duration::from_millis(20).min(every));
+                }
+            })
+            .ok()?;
+        Some(Watchdog { stop, thread: Some(thread) })
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 fn wait_blocking(child: &mut std::process::Child) -> std::io::Result<std::process::ExitStatus> {
