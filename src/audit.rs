@@ -80,6 +80,15 @@ pub enum AuditEvent {
     RestoreRecovered,
     /// A restore drill ran (its outcome is in `decision` and `reason`).
     RestoreDrill,
+    /// A migration bundle was exported (`warden migrate export`); `reason` names the bundle
+    /// and its manifest's SHA-256.
+    MigrationExported,
+    /// A migration bundle was verified, gated and installed as a new database (`warden
+    /// migrate import`); `reason` names the bundle, its SHA-256 and the source host.
+    MigrationImported,
+    /// An import was refused: the bundle did not match its manifest, or its database failed
+    /// the gate; nothing was written.
+    MigrationRefused,
 }
 
 /// Open flags, as hex and decoded names.

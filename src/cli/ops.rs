@@ -450,12 +450,14 @@ fn render_status(r: &StatusReport) -> String {
 // warden sessions
 // ---------------------------------------------------------------------------------------------
 
-/// `warden sessions`: the health artifacts, newest first; `show <id>` prints one.
+/// `warden sessions`: the health artifacts, newest first; `show <id>` prints one; `export`
+/// collects them with the newest snapshot for analysis elsewhere.
 #[derive(Debug, ClapArgs)]
 #[command(
     args_conflicts_with_subcommands = true,
     after_help = "\
-Exit codes: 0 ok; 64 an id prefix that matches several sessions; 66 no such session."
+Exit codes: 0 ok; 64 an id prefix that matches several sessions; 66 no such session.
+export: 65 the snapshot changed since it was published; 73 the directory exists; 74 I/O."
 )]
 pub struct SessionsArgs {
     #[command(subcommand)]
@@ -482,10 +484,28 @@ enum SessionsCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Collects the artifacts and the newest snapshot (`latest.sqlite`) into a new
+    /// directory, atomically, with a MANIFEST.json of hashes: for analysis elsewhere.
+    Export {
+        #[command(flatten)]
+        settings: SettingsArgs,
+        /// The directory to create; it must not exist.
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+        /// Take a fresh snapshot first (through the tooling role; safe while the engine runs).
+        #[arg(long)]
+        snapshot: bool,
+        /// Print one JSON document (the report) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `warden sessions`.
 pub fn sessions(args: SessionsArgs) -> Result<ExitCode, CliError> {
+    if let Some(SessionsCmd::Export { settings, to, snapshot, json }) = args.cmd {
+        return super::migrate::sessions_export(settings, to, snapshot, json);
+    }
     if let Some(SessionsCmd::Show { id, settings, json }) = args.cmd {
         let settings = settings.resolve(Vec::new())?;
         let (path, a) = status::find_session(&settings.session_dir, &id).map_err(lookup_error)?;
