@@ -91,6 +91,28 @@ pub fn publish(tmp: &Path, target: &Path) -> io::Result<()> {
     sync_dir(parent_of(target))
 }
 
+/// `rename(2)` that never replaces what is at `to` (`RENAME_NOREPLACE`; where the
+/// filesystem lacks it, a check just before a plain rename, which callers make safe by
+/// holding the relevant lock).
+///
+/// # Errors
+/// `EEXIST` when `to` exists; any other error of the rename.
+pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+        match renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE) {
+            Ok(()) => return Ok(()),
+            Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOSYS) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if std::fs::symlink_metadata(to).is_ok() {
+        return Err(io::Error::from_raw_os_error(libc::EEXIST));
+    }
+    std::fs::rename(from, to)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

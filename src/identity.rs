@@ -65,3 +65,12 @@ impl ProcessIdentity {
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_micros(SystemTime::now()).to_string()
 }
+
+/// Who is doing this, for audit records of operator actions: `uid 0 (alice), pid 42 on vps1`
+/// (`$SUDO_USER`, else `$USER`, names the person behind the uid when known).
+pub fn who() -> String {
+    let id = ProcessIdentity::current();
+    let user = std::env::var("SUDO_USER").or_else(|_| std::env::var("USER")).ok();
+    let user = user.map(|u| format!(" ({u})")).unwrap_or_default();
+    format!("uid {}{user}, pid {} on {}", id.uid, id.pid, id.host)
+}

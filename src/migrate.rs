@@ -536,24 +536,6 @@ fn file_name(p: &Path) -> String {
     p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "db".into())
 }
 
-/// `rename(2)` that never replaces what is at `to` (`RENAME_NOREPLACE`; where the filesystem
-/// lacks it, a check just before a plain rename).
-fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
-        match renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE) {
-            Ok(()) => return Ok(()),
-            Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOSYS) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    if exists(to) {
-        return Err(io::Error::from_raw_os_error(libc::EEXIST));
-    }
-    std::fs::rename(from, to)
-}
-
 fn sync_dir(dir: &Path) -> Result<(), MigrateError> {
     atomic::sync_dir(dir).map_err(io_err("syncing", dir))
 }
@@ -614,13 +596,6 @@ fn row_counts(path: &Path) -> rusqlite::Result<BTreeMap<String, u64>> {
         out.insert(n, u64::try_from(count).unwrap_or(0));
     }
     Ok(out)
-}
-
-fn who() -> String {
-    let id = ProcessIdentity::current();
-    let user = std::env::var("SUDO_USER").or_else(|_| std::env::var("USER")).ok();
-    let user = user.map(|u| format!(" ({u})")).unwrap_or_default();
-    format!("uid {}{user}, pid {} on {}", id.uid, id.pid, id.host)
 }
 
 /// Appends an audit record through `guard` (or to the default log); a lost record is
@@ -718,7 +693,7 @@ impl Builder {
             sync_dir(&d)?;
         }
         sync_dir(&self.tmp)?;
-        match rename_noreplace(&self.tmp, &self.dir) {
+        match atomic::rename_noreplace(&self.tmp, &self.dir) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists || e.raw_os_error() == Some(libc::ENOTEMPTY) => {
                 return Err(MigrateError::TargetExists { path: self.dir.clone() });
@@ -954,7 +929,7 @@ pub fn export(db: &Path, to: &Path, opts: &ExportOptions) -> Result<ExportReport
         bundle.display(),
         manifest.database.as_ref().map_or("-", |d| d.sha256.as_str()),
         manifest.sessions().count(),
-        who()
+        crate::identity::who()
     );
     messages.extend(audit(Some(&guard), AuditEvent::MigrationExported, &db, "allow", reason));
     Ok(ExportReport {
@@ -1656,7 +1631,7 @@ pub fn import(bundle: &Path, target: &Path, opts: &ImportOptions) -> Result<Impo
                     "import of `{}` refused: {}; nothing was written; by {}",
                     bundle.display(),
                     first_line(&e),
-                    who()
+                    crate::identity::who()
                 ),
             );
         }
@@ -1754,7 +1729,7 @@ pub fn import(bundle: &Path, target: &Path, opts: &ImportOptions) -> Result<Impo
     if let Some(o) = &opts.owner {
         o.apply(&lock_file)?;
     }
-    match rename_noreplace(&tmp, &target) {
+    match atomic::rename_noreplace(&tmp, &target) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
             return Err(MigrateError::TargetExists { path: target.clone() });
@@ -1767,7 +1742,7 @@ pub fn import(bundle: &Path, target: &Path, opts: &ImportOptions) -> Result<Impo
 
     // 6. WAL on the local disk, through the engine role; then the state directory.
     let (journal_mode, header_wal) = switch_to_wal(&target, &guard)?;
-    match rename_noreplace(&state_tmp, &state_dir) {
+    match atomic::rename_noreplace(&state_tmp, &state_dir) {
         Ok(()) => undo.dirs.push(state_dir.clone()),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists || e.raw_os_error() == Some(libc::ENOTEMPTY) => {
             return Err(MigrateError::TargetExists { path: state_dir.clone() });
@@ -1791,7 +1766,7 @@ pub fn import(bundle: &Path, target: &Path, opts: &ImportOptions) -> Result<Impo
         sessions.len(),
         opts.mode,
         opts.owner.as_ref().map(|o| format!(", owner {}", o.describe())).unwrap_or_default(),
-        who()
+        crate::identity::who()
     );
     messages.extend(audit(Some(&guard), AuditEvent::MigrationImported, &target, "allow", reason));
     if vb.manifest.files.iter().any(|e| e.path.starts_with(&format!("{BACKUPS_DIR}/"))) {

@@ -528,24 +528,6 @@ fn read_intent(path: &Path) -> Result<Option<RestoreIntent>, RestoreError> {
     }
 }
 
-/// `rename(2)` that never replaces an existing file (`RENAME_NOREPLACE`; on filesystems
-/// without it, a check under the writer lock).
-fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
-        match renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE) {
-            Ok(()) => return Ok(()),
-            Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOSYS) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    if exists(to) {
-        return Err(io::Error::from_raw_os_error(libc::EEXIST));
-    }
-    std::fs::rename(from, to)
-}
-
 fn sync_dir(dir: &Path) -> Result<(), RestoreError> {
     atomic::sync_dir(dir).map_err(io_err("syncing", dir))
 }
@@ -741,13 +723,6 @@ fn audit(guard: Option<&Guard>, rec: &mut AuditRecord) -> Result<(), AuditError>
     }
 }
 
-fn who() -> String {
-    let id = ProcessIdentity::current();
-    let user = std::env::var("SUDO_USER").or_else(|_| std::env::var("USER")).ok();
-    let user = user.map(|u| format!(" ({u})")).unwrap_or_default();
-    format!("uid {}{user}, pid {} on {}", id.uid, id.pid, id.host)
-}
-
 fn audit_record(event: AuditEvent, target: &Path, decision: &str, reason: String) -> AuditRecord {
     let mut r = AuditRecord::new(event);
     r.db = Some(target.to_owned());
@@ -868,7 +843,7 @@ fn refused_record(rec: &BackupRecord, target: &Path, v: &Verification) -> AuditR
             rec.manifest.id,
             rec.manifest.sha256,
             v.failure.as_deref().unwrap_or("?"),
-            who()
+            crate::identity::who()
         ),
     )
 }
@@ -1049,7 +1024,7 @@ fn restore_in_place(db: &Path, store: &BackupStore, opts: &RestoreOptions) -> Re
             rec.manifest.sha256,
             rec.manifest.size,
             describe_moves(&moves),
-            who()
+            crate::identity::who()
         ),
     );
     if let Err(source) = audit(opts.guard.as_ref(), &mut started_rec) {
@@ -1101,7 +1076,7 @@ fn restore_in_place(db: &Path, store: &BackupStore, opts: &RestoreOptions) -> Re
         rec.manifest.sha256,
         db.display(),
         describe_moves(&report.moved_aside),
-        who()
+        crate::identity::who()
     );
     audit_restored(opts.guard.as_ref(), db, reason, &mut report);
     release(lock, db);
@@ -1150,7 +1125,7 @@ fn move_aside_and_install(db: &Path, intent: &RestoreIntent) -> Result<Vec<Moved
     for suffix in std::iter::once("").chain(SIDECARS) {
         let from = sidecar(db, suffix);
         if let Some(m) = intent.moves.iter().find(|m| m.from == from) {
-            match rename_noreplace(&m.from, &m.to) {
+            match atomic::rename_noreplace(&m.from, &m.to) {
                 Ok(()) => {}
                 // A -shm can vanish by itself; the set is still moved as a whole.
                 Err(e) if e.kind() == io::ErrorKind::NotFound && !suffix.is_empty() => {}
@@ -1162,7 +1137,7 @@ fn move_aside_and_install(db: &Path, intent: &RestoreIntent) -> Result<Vec<Moved
     let swept = sweep_sidecars(db, &intent.replaced_dir)?;
     sync_dir(&intent.replaced_dir)?;
     sync_dir(atomic::parent_of(db))?;
-    rename_noreplace(&intent.temp, db).map_err(io_err("installing the restored copy as", db))?;
+    atomic::rename_noreplace(&intent.temp, db).map_err(io_err("installing the restored copy as", db))?;
     pause_point("restore-installed");
     sync_dir(atomic::parent_of(db))?;
     Ok(swept)
@@ -1187,7 +1162,7 @@ fn sweep_sidecars(db: &Path, dir: &Path) -> Result<Vec<MovedFile>, RestoreError>
             to = sidecar(&base, &format!(".{n}"));
         }
         let size = size_of(&from);
-        rename_noreplace(&from, &to).map_err(io_err("moving aside", &from))?;
+        atomic::rename_noreplace(&from, &to).map_err(io_err("moving aside", &from))?;
         out.push(MovedFile { from, to, size });
     }
     Ok(out)
@@ -1296,7 +1271,7 @@ fn recover_locked(
         RecoveryAction::RolledForward => {
             for (m, &(at_from, at_to)) in intent.moves.iter().zip(&seen.moves) {
                 if at_from && !at_to {
-                    rename_noreplace(&m.from, &m.to).map_err(|e| fail(e, "moving aside", &m.from))?;
+                    atomic::rename_noreplace(&m.from, &m.to).map_err(|e| fail(e, "moving aside", &m.from))?;
                     details.push(format!("moved `{}` aside", m.from.display()));
                 } else if !at_from && !at_to {
                     details.push(format!("`{}` had vanished before it could be moved aside", m.from.display()));
@@ -1306,14 +1281,14 @@ fn recover_locked(
                 details.push(format!("moved `{}` aside (it appeared after the interruption)", m.from.display()));
             }
             sync_dir(&intent.replaced_dir)?;
-            rename_noreplace(&intent.temp, db).map_err(|e| fail(e, "installing the verified copy as", db))?;
+            atomic::rename_noreplace(&intent.temp, db).map_err(|e| fail(e, "installing the verified copy as", db))?;
             sync_dir(atomic::parent_of(db))?;
             details.push(format!("installed the verified copy of {} (sha256 matches)", intent.backup.id));
         }
         RecoveryAction::RolledBack => {
             for m in intent.moves.iter().rev() {
                 if exists(&m.to) && !exists(&m.from) {
-                    rename_noreplace(&m.to, &m.from).map_err(|e| fail(e, "moving back", &m.to))?;
+                    atomic::rename_noreplace(&m.to, &m.from).map_err(|e| fail(e, "moving back", &m.to))?;
                     details.push(format!("moved `{}` back", m.from.display()));
                 } else if exists(&m.to) {
                     return Err(conflict(
@@ -1353,7 +1328,7 @@ fn recover_locked(
             intent.started,
             intent.process.pid,
             details.join("; "),
-            who()
+            crate::identity::who()
         ),
     );
     let _ = audit(guard, &mut rec);
@@ -1425,7 +1400,7 @@ fn restore_elsewhere(
         report.duration_ms = ms(started.clock.elapsed());
         return Ok(report);
     }
-    match rename_noreplace(&tmp, &target) {
+    match atomic::rename_noreplace(&tmp, &target) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(RestoreError::TargetExists { path: target }),
         Err(e) => return Err(io_err("installing the restored copy as", &target)(e)),
@@ -1440,7 +1415,7 @@ fn restore_elsewhere(
         rec.manifest.sha256,
         db.display(),
         target.display(),
-        who()
+        crate::identity::who()
     );
     audit_restored(opts.guard.as_ref(), &target, reason, &mut report);
     report.duration_ms = ms(started.clock.elapsed());
@@ -1633,7 +1608,7 @@ pub fn drill(db: &Path, store: &BackupStore, opts: &DrillOptions) -> Result<Dril
             serde_json::to_value(record.outcome).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
             record.backup.as_ref().map_or("-", |b| b.id.as_str()),
             record.messages.first().map_or("passed every check", String::as_str),
-            who()
+            crate::identity::who()
         ),
     );
     let _ = audit(opts.guard.as_ref(), &mut rec);
@@ -1716,10 +1691,10 @@ mod tests {
         let (a, b) = (dir.path().join("a"), dir.path().join("b"));
         std::fs::write(&a, b"a").unwrap();
         std::fs::write(&b, b"b").unwrap();
-        assert_eq!(rename_noreplace(&a, &b).unwrap_err().kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(atomic::rename_noreplace(&a, &b).unwrap_err().kind(), io::ErrorKind::AlreadyExists);
         assert_eq!(std::fs::read(&b).unwrap(), b"b");
         std::fs::remove_file(&b).unwrap();
-        rename_noreplace(&a, &b).unwrap();
+        atomic::rename_noreplace(&a, &b).unwrap();
         assert_eq!(std::fs::read(&b).unwrap(), b"a");
     }
 }
