@@ -34,14 +34,43 @@ const RUNBOOK: &str = include_str!("../docs/vps-migration.md");
 /// A scratch directory whose name has a space and a `%` in it, outside /tmp (the units
 /// refuse /tmp: PrivateTmp=yes hides it).
 fn scratch(prefix: &str) -> tempfile::TempDir {
-    let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    let base = if base.starts_with("/tmp") || base.starts_with("/var/tmp") {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("target/deploy-tests")
-    } else {
-        base.to_owned()
-    };
-    std::fs::create_dir_all(&base).unwrap();
-    tempfile::Builder::new().prefix(&format!("{prefix} 100% ")).tempdir_in(base).unwrap()
+    tempfile::Builder::new().prefix(&format!("{prefix} 100% ")).tempdir_in(scratch_base()).unwrap()
+}
+
+fn under_private_tmp(p: &Path) -> bool {
+    p.starts_with("/tmp") || p.starts_with("/var/tmp")
+}
+
+/// Where scratch directories go: the target dir, unless the checkout itself is under /tmp
+/// (a CI clone may be), then a directory under /var/lib (root) or the home directory.
+fn scratch_base() -> PathBuf {
+    let candidates = [
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("target/deploy-tests"),
+        PathBuf::from("/var/lib/sqlite-warden-tests"),
+        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/sqlite-warden-tests")).unwrap_or_default(),
+    ];
+    for base in candidates {
+        if base.is_absolute() && !under_private_tmp(&base) && std::fs::create_dir_all(&base).is_ok() {
+            return base;
+        }
+    }
+    panic!("no scratch directory outside /tmp could be created (the units refuse /tmp)");
+}
+
+/// The warden binary at a path the units accept: itself, or a link to it in `dir` when the
+/// build lives under /tmp.
+fn warden_exe(dir: &Path) -> PathBuf {
+    if !under_private_tmp(Path::new(WARDEN)) {
+        return PathBuf::from(WARDEN);
+    }
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let link = bin.join("warden");
+    if !link.exists() {
+        std::os::unix::fs::symlink(WARDEN, &link).unwrap();
+    }
+    link
 }
 
 /// Whether `tool` is installed; a loud skip without it, a failure under CI.
@@ -459,8 +488,9 @@ fn write_config(root: &Path, extra: &str) -> PathBuf {
 
 /// `warden deploy systemd` with the config's paths, as root, with the given extra flags.
 fn deploy_cmd(cfg: &Path, out: &Path, extra: &[&str]) -> Output {
+    let exe = warden_exe(out.parent().unwrap_or(out));
     let mut args = vec!["deploy", "systemd", "--config", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()];
-    args.extend_from_slice(&["--user", "root", "--warden", WARDEN]);
+    args.extend_from_slice(&["--user", "root", "--warden", exe.to_str().unwrap()]);
     args.extend_from_slice(extra);
     warden(&args)
 }
@@ -574,7 +604,7 @@ fn units_pass_systemd_analyze_verify() {
 
     // The default layout (LogsDirectory=, no optional flags) too, rendered by the library.
     let mut opts = options(d.path());
-    (opts.warden, opts.engine) = (PathBuf::from(WARDEN), vec![ENGINE.into()]);
+    (opts.warden, opts.engine) = (warden_exe(d.path()), vec![ENGINE.into()]);
     opts.log_dir = "/var/log/engine".into();
     opts.audit_dir = None;
     opts.read_write.clear();
@@ -845,7 +875,10 @@ fn runbook_units_run_here() {
         .expect("the runbook renders the units");
     let mut args: Vec<String> = line.split_whitespace().skip(1).map(|a| relocate(a, root)).collect();
     let log_dir = root.join("var/log/engine");
-    args.extend(["--user", "root", "--warden", WARDEN, "--log-dir", log_dir.to_str().unwrap()].map(String::from));
+    let exe = warden_exe(root);
+    args.extend(
+        ["--user", "root", "--warden", exe.to_str().unwrap(), "--log-dir", log_dir.to_str().unwrap()].map(String::from),
+    );
     let o = Command::new(WARDEN).args(&args).env_remove("WARDEN_CONFIG").output().unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let out = root.join("root/warden-units");
