@@ -61,14 +61,23 @@ fn scratch_base() -> PathBuf {
 /// The warden binary at a path the units accept: itself, or a link to it in `dir` when the
 /// build lives under /tmp.
 fn warden_exe(dir: &Path) -> PathBuf {
-    if !under_private_tmp(Path::new(WARDEN)) {
-        return PathBuf::from(WARDEN);
+    outside_tmp(dir, WARDEN)
+}
+
+/// The example engine at a path the units accept (see [`warden_exe`]).
+fn engine_exe(dir: &Path) -> PathBuf {
+    outside_tmp(dir, ENGINE)
+}
+
+fn outside_tmp(dir: &Path, exe: &str) -> PathBuf {
+    if !under_private_tmp(Path::new(exe)) {
+        return PathBuf::from(exe);
     }
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
-    let link = bin.join("warden");
+    let link = bin.join(Path::new(exe).file_name().unwrap());
     if !link.exists() {
-        std::os::unix::fs::symlink(WARDEN, &link).unwrap();
+        std::os::unix::fs::symlink(exe, &link).unwrap();
     }
     link
 }
@@ -477,9 +486,10 @@ fn write_config(root: &Path, extra: &str) -> PathBuf {
     std::fs::write(
         &cfg,
         format!(
-            "database = \"{}\"\naudit_dir = \"{}\"\n{extra}[engine]\ncommand = [\"{ENGINE}\", \"--trades\", \"5\"]\n",
+            "database = \"{}\"\naudit_dir = \"{}\"\n{extra}[engine]\ncommand = [\"{}\", \"--trades\", \"5\"]\n",
             root.join("var lib/engine/engine.db").display(),
-            root.join("var log/engine").display()
+            root.join("var log/engine").display(),
+            engine_exe(root).display()
         ),
     )
     .unwrap();
@@ -604,7 +614,7 @@ fn units_pass_systemd_analyze_verify() {
 
     // The default layout (LogsDirectory=, no optional flags) too, rendered by the library.
     let mut opts = options(d.path());
-    (opts.warden, opts.engine) = (warden_exe(d.path()), vec![ENGINE.into()]);
+    (opts.warden, opts.engine) = (warden_exe(d.path()), vec![engine_exe(d.path()).to_string_lossy().into_owned()]);
     opts.log_dir = "/var/log/engine".into();
     opts.audit_dir = None;
     opts.read_write.clear();
@@ -855,7 +865,7 @@ fn runbook_units_run_here() {
         .lines()
         .map(|l| {
             if l.starts_with("command = [") {
-                format!("command = [\"{ENGINE}\", \"--trades\", \"20\"]")
+                format!("command = [\"{}\", \"--trades\", \"20\"]", engine_exe(root).display())
             } else {
                 l.to_owned()
             }
