@@ -214,7 +214,8 @@ pub fn run(
     };
     notify.stopping("engine exited; post-session backup and retention");
     // The post-session backup is checked like the gate: it may need as long as its budget.
-    notify.extend_timeout(session.config().check_budget.unwrap_or(Duration::from_secs(3600)) + Duration::from_secs(300));
+    notify
+        .extend_timeout(session.config().check_budget.unwrap_or(Duration::from_secs(3600)) + Duration::from_secs(300));
     on_event(RunEvent::EngineExited(outcome));
     let artifact_path = session.artifact_path().to_owned();
     match session.finish(outcome) {
