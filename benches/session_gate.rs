@@ -19,9 +19,13 @@
 //! The database is a trading engine's "fills" table with two secondary indexes, built once
 //! into `WARDEN_BENCH_DIR` (default `target/bench-data/session_gate`) at `WARDEN_BENCH_DB_MB`
 //! MiB (default 1024) and reused by later runs (a `<db>.built-<MB>` marker says it is
-//! complete). Building 1 GiB takes about a minute. The page cache is warm when measuring: the file was just built
-//! or has just been read in full. Under `cargo test --benches` (criterion's test mode, each
-//! benchmark once) the default size is 8 MiB, in `target/bench-data/session_gate-test`.
+//! complete). Building 1 GiB takes about a minute. The page cache is warm when measuring: the
+//! file was just built or has just been read in full. Under `cargo test --benches`
+//! (criterion's test mode, each benchmark once) the default size is 8 MiB, in
+//! `target/bench-data/session_gate-test`.
+//!
+//! Each iteration also records the CPU that other processes used meanwhile: on a 2-vCPU
+//! machine a parallel build skews the later benchmarks, and `scripts/bench` says so.
 //!
 //! `scripts/bench gate` runs this and prints the medians, the ratios and the gate's phases
 //! (from the manifests of this run's backups, written to `<criterion>/<group>/gate-run.json`).
@@ -126,7 +130,8 @@ fn build(db: &Path, target_bytes: u64) -> rusqlite::Result<u64> {
         "PRAGMA page_size=4096;
          PRAGMA journal_mode=WAL;
          PRAGMA synchronous=OFF;
-         CREATE TABLE fills(id INTEGER PRIMARY KEY, ts INTEGER, symbol TEXT, side INTEGER, qty INTEGER, price REAL, venue TEXT);
+         CREATE TABLE fills(id INTEGER PRIMARY KEY, ts INTEGER, symbol TEXT, side INTEGER,
+                            qty INTEGER, price REAL, venue TEXT);
          CREATE INDEX fills_symbol_ts ON fills(symbol, ts);
          CREATE INDEX fills_venue ON fills(venue);",
     )?;
