@@ -40,9 +40,9 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
 use rusqlite::{Connection, params};
 use serde_json::json;
-use sqlite_warden::lock::{WriterLock, WriterScope};
+use sqlite_warden::copies::backup::{self, BackupOptions, BackupStore, CheckMode};
+use sqlite_warden::guard::lock::{WriterLock, WriterScope};
 use sqlite_warden::session::BackupKind;
-use sqlite_warden::session::backup::{self, BackupOptions, BackupStore, CheckMode};
 use sqlite_warden::session::gate::{self, GateOptions};
 
 const MIB: u64 = 1024 * 1024;

@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use rusqlite::{Connection, OpenFlags};
-use sqlite_warden::fs::RealProbe;
-use sqlite_warden::vfs::{self, Guard, GuardConfig};
+use sqlite_warden::guard::vfs::{self, Guard, GuardConfig};
+use sqlite_warden::storage::RealProbe;
 
 fn big_mountinfo(dir: &Path) -> std::path::PathBuf {
     let mut text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();

@@ -15,7 +15,7 @@
 //!   event, including databases changed behind the engine's back.
 //!
 //! ```no_run
-//! use sqlite_warden::connect::{EngineOptions, ToolOptions, open_engine, open_tool};
+//! use sqlite_warden::guard::connect::{EngineOptions, ToolOptions, open_engine, open_tool};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! // The engine: fails with a typed error (network filesystem, writer already running, ...).
@@ -28,33 +28,40 @@
 //! # let _ = n; Ok(()) }
 //! ```
 //!
-//! Module map: [`fs`] judges storage, [`policy`] decides, [`vfs`] enforces inside SQLite,
-//! [`lock`] is the single-writer lock, [`audit`] the log, [`connect`] the factory.
+//! # Layers
+//!
+//! Dependencies point one way, from the top of this list to the bottom; no module imports
+//! one above it:
+//!
+//! | layer | owns |
+//! |---|---|
+//! | `ops` | operator features the CLI renders (config, status, doctor, migrate, deploy) |
+//! | [`session`] | the lifecycle of an engine run: begin/finish, gate, health artifact, run |
+//! | [`copies`] | consistent copies and their stores: backups, retention, snapshots, restore, salvage |
+//! | [`guard`] | what an engine links: policy, writer lock, audit log, VFS safe half, factory |
+//! | [`storage`] | "is this path safe for a writer?": statfs, mountinfo, probe, verdicts |
+//! | [`format`] | SQLite file-format knowledge: header, side-file names, WAL scan, pages |
+//! | `sys` | every `unsafe` block: the VFS tables and callbacks, fd handoff, raw reads |
+//! | `util` | atomic writes, process identity, progress |
 
 #![deny(unsafe_code)]
 
-pub mod atomic;
-pub mod audit;
-pub mod config;
-pub mod connect;
-pub mod deploy;
-pub mod doctor;
-pub mod error;
-pub mod extension;
-pub mod fs;
-pub mod identity;
-pub mod lock;
-pub mod migrate;
-pub mod policy;
+pub mod copies;
+pub mod format;
+pub mod guard;
+#[doc(hidden)]
+pub mod ops;
 pub mod session;
-pub mod status;
-pub mod vfs;
+pub mod storage;
+pub(crate) mod sys;
+#[doc(hidden)]
+pub mod util;
 
-pub use connect::{EngineOptions, ToolOptions, open_engine, open_tool};
-pub use error::{AuditError, LockError, OpenError, ProbeError, RegisterError};
-pub use fs::{FsKind, FsVerdict};
-pub use policy::{NetworkPolicy, Policy, Role};
-pub use vfs::{Guard, GuardConfig};
+pub use guard::connect::{EngineOptions, ToolOptions, open_engine, open_tool};
+pub use guard::error::{AuditError, LockError, OpenError, ProbeError, RegisterError};
+pub use guard::policy::{NetworkPolicy, Policy, Role};
+pub use guard::vfs::{Guard, GuardConfig};
+pub use storage::{FsKind, FsVerdict};
 
 /// The README's Rust examples, compiled as doctests so they cannot rot.
 #[cfg(doctest)]

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use sqlite_warden::deploy::{self, DeployError, DeployOptions, RenderedFile, WriteAction};
+use sqlite_warden::ops::deploy::{self, DeployError, DeployOptions, RenderedFile, WriteAction};
 
 const WARDEN: &str = env!("CARGO_BIN_EXE_warden");
 const ENGINE: &str = env!("CARGO_BIN_EXE_warden-demo-engine");
@@ -693,10 +693,10 @@ fn forced_rotations_while_warden_appends_lose_no_audit_record() {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (dir, flag) = (audit.clone(), stop.clone());
     let writer = std::thread::spawn(move || {
-        let log = sqlite_warden::audit::AuditLog::in_dir(&dir);
+        let log = sqlite_warden::guard::audit::AuditLog::in_dir(&dir);
         let mut n = 0u64;
         while !flag.load(std::sync::atomic::Ordering::Relaxed) || n < 100 {
-            let mut rec = sqlite_warden::audit::AuditRecord::new(sqlite_warden::audit::AuditEvent::Open);
+            let mut rec = sqlite_warden::guard::audit::AuditRecord::new(sqlite_warden::guard::audit::AuditEvent::Open);
             log.append(&mut rec).unwrap();
             n += 1;
         }

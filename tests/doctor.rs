@@ -16,9 +16,9 @@ use std::time::{Duration, SystemTime};
 use common::proc::*;
 use common::{Scratch, make_db};
 use serde_json::Value;
-use sqlite_warden::doctor::{self, CHECK_IDS, Check, DoctorOptions, DoctorReport, Verdict};
-use sqlite_warden::fs::SimulatedProbe;
-use sqlite_warden::fs::magic;
+use sqlite_warden::ops::doctor::{self, CHECK_IDS, Check, DoctorOptions, DoctorReport, Verdict};
+use sqlite_warden::storage::SimulatedProbe;
+use sqlite_warden::storage::magic;
 
 const MINUTE: Duration = Duration::from_secs(60);
 

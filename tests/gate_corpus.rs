@@ -9,9 +9,9 @@ mod corpus;
 use std::path::{Path, PathBuf};
 
 use corpus::{build_corpus, hashes, sidecar};
-use sqlite_warden::lock::{WriterLock, WriterScope};
+use sqlite_warden::copies::backup::{BackupOptions, BackupStore, CheckMode};
+use sqlite_warden::guard::lock::{WriterLock, WriterScope};
 use sqlite_warden::session::BackupKind;
-use sqlite_warden::session::backup::{BackupOptions, BackupStore, CheckMode};
 use sqlite_warden::session::gate::{self, GateFailure, GateOptions, GateReport};
 
 fn gate_once(db: &Path, store_dir: &Path, check: CheckMode) -> (GateReport, Option<PathBuf>) {
@@ -22,7 +22,7 @@ fn gate_once(db: &Path, store_dir: &Path, check: CheckMode) -> (GateReport, Opti
         kind: Some(BackupKind::Pre),
         check,
         writer_lock_held: true,
-        guard: Some(sqlite_warden::vfs::default_guard().unwrap()),
+        guard: Some(sqlite_warden::guard::vfs::default_guard().unwrap()),
         ..Default::default()
     };
     let (report, published) = gate::run(db, &store, &GateOptions::default(), &opts).expect("the gate runs");
@@ -32,7 +32,7 @@ fn gate_once(db: &Path, store_dir: &Path, check: CheckMode) -> (GateReport, Opti
 
 fn remove_lock_file(db: &Path) {
     // Not part of the original set; the gate's caller created it.
-    let _ = std::fs::remove_file(sqlite_warden::lock::lock_path_for(db));
+    let _ = std::fs::remove_file(sqlite_warden::guard::lock::lock_path_for(db));
 }
 
 #[test]
@@ -40,9 +40,9 @@ fn damaged_sets_are_refused_and_controls_pass_with_originals_untouched() {
     let root = tempfile::tempdir().unwrap();
     // SAFETY of the test: audit records of the gate's reads go to this test's directory.
     let audit = root.path().join("audit");
-    let _ = sqlite_warden::vfs::register(
-        sqlite_warden::vfs::DEFAULT_NAME,
-        sqlite_warden::vfs::GuardConfig { audit_dir: audit, ..Default::default() },
+    let _ = sqlite_warden::guard::vfs::register(
+        sqlite_warden::guard::vfs::DEFAULT_NAME,
+        sqlite_warden::guard::vfs::GuardConfig { audit_dir: audit, ..Default::default() },
     );
     let cases = build_corpus(&root.path().join("corpus"));
     assert!(cases.iter().filter(|c| c.damaged).count() >= 15, "corpus too small");

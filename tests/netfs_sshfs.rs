@@ -8,10 +8,10 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use rusqlite::Connection;
-use sqlite_warden::connect::{EngineOptions, ToolOptions, open_engine, open_tool};
-use sqlite_warden::error::OpenError;
-use sqlite_warden::policy::{NetworkPolicy, Policy};
-use sqlite_warden::vfs::{self, GuardConfig};
+use sqlite_warden::guard::connect::{EngineOptions, ToolOptions, open_engine, open_tool};
+use sqlite_warden::guard::error::OpenError;
+use sqlite_warden::guard::policy::{NetworkPolicy, Policy};
+use sqlite_warden::guard::vfs::{self, GuardConfig};
 
 /// A fresh directory on the sshfs mount, or `None` (with a loud message) outside CI when
 /// the mount could not be made. In CI a missing mount fails the test.
@@ -60,7 +60,7 @@ fn plain_sqlite_silently_accepts_wal_but_warden_refuses_the_engine() {
     match &e {
         OpenError::NetworkFilesystem { verdict, .. } => {
             assert_eq!(verdict.fstype, "fuse.sshfs");
-            assert_eq!(verdict.magic, Some(sqlite_warden::fs::magic::FUSE_SUPER_MAGIC));
+            assert_eq!(verdict.magic, Some(sqlite_warden::storage::magic::FUSE_SUPER_MAGIC));
             assert!(verdict.source.as_deref().unwrap().contains("127.0.0.1"));
         }
         other => panic!("expected NetworkFilesystem, got {other}"),

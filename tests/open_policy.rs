@@ -8,9 +8,9 @@ mod common;
 
 use common::*;
 use rusqlite::{Connection, OpenFlags};
-use sqlite_warden::connect::{EngineOptions, JournalChoice, ToolOptions, open_engine, open_tool};
-use sqlite_warden::error::OpenError;
-use sqlite_warden::policy::NetworkPolicy;
+use sqlite_warden::guard::connect::{EngineOptions, JournalChoice, ToolOptions, open_engine, open_tool};
+use sqlite_warden::guard::error::OpenError;
+use sqlite_warden::guard::policy::NetworkPolicy;
 
 fn engine_opts(g: &sqlite_warden::Guard) -> EngineOptions {
     EngineOptions { guard: Some(g.clone()), create: true, ..Default::default() }
@@ -195,7 +195,7 @@ fn uri_bypasses_fail() {
             let uri = format!("file:{}?vfs={vfs}&{param}", db.display());
             let r = Connection::open_with_flags(&uri, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI);
             assert!(r.is_err(), "{uri} must be refused");
-            let refusal = sqlite_warden::vfs::take_last_refusal().expect("refusal recorded");
+            let refusal = sqlite_warden::guard::vfs::take_last_refusal().expect("refusal recorded");
             assert!(refusal.message.contains(param), "{}", refusal.message);
         }
     }
@@ -307,18 +307,18 @@ fn fail_closed_audit_refuses_the_engine() {
     let blocker = s.path("not-a-dir");
     std::fs::write(&blocker, b"x").unwrap();
     let config = sqlite_warden::GuardConfig {
-        probe: std::sync::Arc::new(sqlite_warden::fs::SimulatedProbe::local_root()),
+        probe: std::sync::Arc::new(sqlite_warden::storage::SimulatedProbe::local_root()),
         audit_dir: blocker.join("audit"),
         ..Default::default()
     };
-    let g = sqlite_warden::vfs::register(&format!("t-failclosed-{}", std::process::id()), config).unwrap();
+    let g = sqlite_warden::guard::vfs::register(&format!("t-failclosed-{}", std::process::id()), config).unwrap();
     let db = s.path("f.db");
     make_db(&db, "delete");
     let e = open_engine(&db, &engine_opts(&g)).unwrap_err();
     assert!(matches!(e, OpenError::AuditUnavailable { .. }), "{e}");
     // Tooling fails open by default: reading continues without an audit line.
     assert!(open_tool(&db, &ToolOptions { guard: Some(g), ..Default::default() }).is_ok());
-    assert_eq!(sqlite_warden::lock::inspect(&db).unwrap().state, sqlite_warden::lock::LockState::Free);
+    assert_eq!(sqlite_warden::guard::lock::inspect(&db).unwrap().state, sqlite_warden::guard::lock::LockState::Free);
 }
 
 #[test]

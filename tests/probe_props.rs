@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
-use sqlite_warden::fs::mountinfo::{MountTable, escape, parse, unescape};
-use sqlite_warden::fs::{FsKind, SimulatedProbe, classify, classify_mount, magic};
+use sqlite_warden::storage::mountinfo::{MountTable, escape, parse, unescape};
+use sqlite_warden::storage::{FsKind, SimulatedProbe, classify, classify_mount, magic};
 
 fn segment() -> impl Strategy<Value = String> {
     // Path segments with the characters the kernel escapes, and a few odd ones.
@@ -103,7 +103,7 @@ proptest! {
             prop_assert_eq!(v.kind, FsKind::NoLocking);
         }
         let policy = sqlite_warden::Policy::default();
-        let r = sqlite_warden::policy::decide(sqlite_warden::Role::Engine, Path::new("/mnt/x.db"), &v, Default::default(), &policy);
+        let r = sqlite_warden::guard::policy::decide(sqlite_warden::Role::Engine, Path::new("/mnt/x.db"), &v, Default::default(), &policy);
         prop_assert!(r.is_err());
     }
 
@@ -114,7 +114,7 @@ proptest! {
         let v = classify_mount(Some(&e), None, &mut |_| None);
         prop_assert_eq!(v.kind, FsKind::Local);
         let policy = sqlite_warden::Policy::default();
-        prop_assert!(sqlite_warden::policy::decide(sqlite_warden::Role::Engine, Path::new("/data/x.db"), &v, Default::default(), &policy).is_ok());
+        prop_assert!(sqlite_warden::guard::policy::decide(sqlite_warden::Role::Engine, Path::new("/data/x.db"), &v, Default::default(), &policy).is_ok());
     }
 
     #[test]

@@ -272,7 +272,7 @@ fn a_flipped_byte_the_pragmas_miss_is_refused_by_the_hash() {
     let probe = s.path("probe.sqlite");
     std::fs::copy(&newest_file, &probe).unwrap();
     let (report, _) =
-        sqlite_warden::session::backup::check_file(&probe, sqlite_warden::session::backup::CheckMode::Full, None, None)
+        sqlite_warden::copies::backup::check_file(&probe, sqlite_warden::copies::backup::CheckMode::Full, None, None)
             .unwrap();
     assert!(report.ok, "integrity_check and foreign_key_check pass on the flipped copy: {report:?}");
     assert_eq!(trades(&probe), data, "the data itself is intact");
@@ -297,8 +297,8 @@ fn a_flipped_byte_the_pragmas_miss_is_refused_by_the_hash() {
     assert_eq!(r.code(), Some(65));
     assert!(r.stderr.contains("sha256 mismatch") && r.stderr.contains(&good[1].0), "{}", r.diag());
     assert_eq!(tree(s.dir.path(), &["-warden.lock"]), before);
-    let lock = sqlite_warden::lock::inspect(&db).unwrap();
-    assert_eq!(lock.state, sqlite_warden::lock::LockState::Free, "the lock is released");
+    let lock = sqlite_warden::guard::lock::inspect(&db).unwrap();
+    assert_eq!(lock.state, sqlite_warden::guard::lock::LockState::Free, "the lock is released");
 
     // The operator picks the previous one.
     let r = restore(&s, &db, &["--from", &good[1].0]);

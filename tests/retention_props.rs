@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 
 use jiff::{SignedDuration, Timestamp};
 use proptest::prelude::*;
+use sqlite_warden::copies::retention::{CLOCK_SKEW, Candidate, Plan, Reason, RetentionPolicy, plan};
 use sqlite_warden::session::BackupKind;
-use sqlite_warden::session::retention::{CLOCK_SKEW, Candidate, Plan, Reason, RetentionPolicy, plan};
 
 const DAY: i64 = 86_400;
 /// Candidates are spread over this many days after `base()`.

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 use corpus::{build_corpus, sidecar};
-use sqlite_warden::session::salvage::{self, Method, SalvageError};
+use sqlite_warden::copies::salvage::{self, Method, SalvageError};
 
 const WARDEN: &str = env!("CARGO_BIN_EXE_warden");
 

@@ -17,7 +17,7 @@ use std::path::Path;
 use corpus::{Case, build_corpus, hashes, sidecar};
 use rusqlite::Connection;
 use rusqlite::types::Value;
-use sqlite_warden::session::scan::{ScanReport, scan_set};
+use sqlite_warden::format::scan::{ScanReport, scan_set};
 
 /// What the pragmas say about a private, read-write copy of the set (db, -wal, -journal; never
 /// -shm, which SQLite rebuilds).

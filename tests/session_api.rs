@@ -8,14 +8,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 use common::{Scratch, guard_on, local_guard};
-use sqlite_warden::connect::EngineOptions;
-use sqlite_warden::fs::SimulatedProbe;
-use sqlite_warden::lock::{LockState, inspect, lock_path_for};
-use sqlite_warden::policy::NetworkPolicy;
+use sqlite_warden::copies::retention::RetentionPolicy;
+use sqlite_warden::guard::connect::EngineOptions;
+use sqlite_warden::guard::lock::{LockState, inspect, lock_path_for};
+use sqlite_warden::guard::policy::NetworkPolicy;
+use sqlite_warden::guard::vfs::{self, GuardConfig};
 use sqlite_warden::session::health::{HealthArtifact, SessionStatus, Step};
-use sqlite_warden::session::retention::RetentionPolicy;
 use sqlite_warden::session::{BackupKind, EngineOutcome, Session, SessionConfig, SessionError};
-use sqlite_warden::vfs::{self, GuardConfig};
+use sqlite_warden::storage::SimulatedProbe;
 
 fn make_db(path: &Path, rows: i64) {
     let c = rusqlite::Connection::open(path).unwrap();
@@ -156,7 +156,7 @@ fn an_unclean_end_leaves_a_crash_copy_that_is_never_good() {
     let post = a.post_backup.unwrap();
     assert!(!post.ok);
     assert_eq!(post.kind, Some(BackupKind::PostCrash));
-    let store = sqlite_warden::session::backup::BackupStore::new(s.path("backups"), &db);
+    let store = sqlite_warden::copies::backup::BackupStore::new(s.path("backups"), &db);
     let newest_good = store.newest_good().unwrap().unwrap();
     assert_eq!(newest_good.manifest.kind, BackupKind::Pre, "a post-crash copy is never the last good backup");
 }
@@ -189,7 +189,7 @@ fn retention_never_drops_what_the_latest_successful_session_refers_to() {
         last = Some(session.finish(EngineOutcome::clean()).unwrap());
     }
     let last = last.unwrap();
-    let store = sqlite_warden::session::backup::BackupStore::new(s.path("backups"), &db);
+    let store = sqlite_warden::copies::backup::BackupStore::new(s.path("backups"), &db);
     let ids: Vec<String> = store.list().unwrap().into_iter().map(|r| r.manifest.id).collect();
     let pre = last.pre_backup.unwrap().id;
     let post = last.post_backup.unwrap().backup.unwrap().id;

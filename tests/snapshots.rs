@@ -25,9 +25,9 @@ use common::{Scratch, local_guard};
 use nix::sys::signal::Signal;
 use rusqlite::OpenFlags;
 use serde_json::Value;
-use sqlite_warden::connect::{ToolOptions, open_snapshot};
-use sqlite_warden::error::OpenError;
-use sqlite_warden::session::snapshot::{self, SnapshotError, SnapshotOptions};
+use sqlite_warden::copies::snapshot::{self, SnapshotError, SnapshotOptions};
+use sqlite_warden::guard::connect::{ToolOptions, open_snapshot};
+use sqlite_warden::guard::error::OpenError;
 
 // ---------------------------------------------------------------------------------------------
 // Commands and processes

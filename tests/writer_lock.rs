@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::Scratch;
-use sqlite_warden::lock::{LockState, inspect};
+use sqlite_warden::guard::lock::{LockState, inspect};
 
 const ENGINE: &str = env!("CARGO_BIN_EXE_warden-demo-engine");
 

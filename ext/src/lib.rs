@@ -1,6 +1,6 @@
 //! `libwarden.so`: sqlite-warden's guard for any SQLite host (Python, the sqlite3 shell,
 //! Node, Go, …). This file is the extension's only FFI: the entry point SQLite calls. All the
-//! behaviour lives in the main crate ([`sqlite_warden::extension`]).
+//! behaviour lives in the main crate ([`sqlite_warden::guard::extension`]).
 //!
 //! ```text
 //! sqlite> .load ./libwarden
@@ -91,5 +91,5 @@ unsafe fn set_error(p_api: *mut ffi::sqlite3_api_routines, pz_err_msg: *mut *mut
 }
 
 fn init(conn: Connection) -> rusqlite::Result<bool> {
-    sqlite_warden::extension::init(&conn)
+    sqlite_warden::guard::extension::init(&conn)
 }

@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sqlite_warden::fs::mountinfo;
+use sqlite_warden::storage::mountinfo;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

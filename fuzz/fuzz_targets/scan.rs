@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sqlite_warden::session::scan;
+use sqlite_warden::format::scan;
 
 fuzz_target!(|data: &[u8]| {
     // First byte picks where the database ends and the WAL begins.

@@ -20,8 +20,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use sqlite_warden::connect::{EngineOptions, open_engine};
-use sqlite_warden::error::{LockError, OpenError};
+use sqlite_warden::guard::connect::{EngineOptions, open_engine};
+use sqlite_warden::guard::error::{LockError, OpenError};
 
 struct Args {
     db: PathBuf,

@@ -7,13 +7,14 @@ use std::process::{Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sqlite_warden::connect::{EngineOptions, ToolOptions, open_engine, open_tool};
-use sqlite_warden::fs::{RealProbe, SimulatedProbe, classify};
-use sqlite_warden::policy::{NetworkPolicy, Policy};
+use sqlite_warden::copies::backup::BackupStore;
+use sqlite_warden::guard::connect::{EngineOptions, ToolOptions, open_engine, open_tool};
+use sqlite_warden::guard::policy::{NetworkPolicy, Policy};
+use sqlite_warden::guard::vfs::{self, Guard, GuardConfig};
+use sqlite_warden::session::SessionConfig;
 use sqlite_warden::session::health::SessionStatus;
 use sqlite_warden::session::run::{RunEvent, RunOptions, SignalForwarder};
-use sqlite_warden::session::{SessionConfig, backup::BackupStore};
-use sqlite_warden::vfs::{self, Guard, GuardConfig};
+use sqlite_warden::storage::{RealProbe, SimulatedProbe, classify};
 
 use super::CliError;
 
@@ -219,7 +220,7 @@ pub fn run(dir: &Path, trades: u32) -> Result<ExitCode, CliError> {
     drop(conn);
 
     step(7, "where everything landed");
-    let records = sqlite_warden::audit::read_log(local.audit_path()).unwrap_or_default();
+    let records = sqlite_warden::guard::audit::read_log(local.audit_path()).unwrap_or_default();
     let mut counts = std::collections::BTreeMap::<String, usize>::new();
     for r in &records {
         let name = serde_json::to_value(r.event).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
@@ -228,7 +229,7 @@ pub fn run(dir: &Path, trades: u32) -> Result<ExitCode, CliError> {
     let store = BackupStore::new(SessionConfig::state_dir(&db).join("backups"), &db);
     let backups = store.list().unwrap_or_default();
     println!("    database:  {}", db.display());
-    println!("    lock file: {}", sqlite_warden::lock::lock_path_for(&db).display());
+    println!("    lock file: {}", sqlite_warden::guard::lock::lock_path_for(&db).display());
     println!(
         "    backups:   {} ({} verified backups)",
         store.dir().display(),

@@ -1,4 +1,4 @@
-//! `warden deploy systemd`: rendering of [`sqlite_warden::deploy`].
+//! `warden deploy systemd`: rendering of [`sqlite_warden::ops::deploy`].
 //!
 //! Exit codes: `0` written (or already identical); `64` an option cannot be rendered safely
 //! (relative or unquotable path, a path under /tmp, bad unit or user name), or a settings
@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use sqlite_warden::config::{Overrides, Settings};
-use sqlite_warden::deploy::{self, DeployError, DeployOptions, WriteAction};
+use sqlite_warden::ops::config::{Overrides, Settings};
+use sqlite_warden::ops::deploy::{self, DeployError, DeployOptions, WriteAction};
 
 use super::CliError;
 

@@ -1,14 +1,14 @@
-//! `warden doctor`: one call to [`sqlite_warden::doctor::run`], rendered as text or as one
+//! `warden doctor`: one call to [`sqlite_warden::ops::doctor::run`], rendered as text or as one
 //! JSON document, and its exit code (0 pass, 10 warn, 11 fail).
 //!
 //! Owns: the flags and the rendering. Does not own: any check or verdict (see
-//! [`sqlite_warden::doctor`]).
+//! [`sqlite_warden::ops::doctor`]).
 
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::process::ExitCode;
 
-use sqlite_warden::doctor::{self, DoctorOptions, DoctorReport, Verdict};
+use sqlite_warden::ops::doctor::{self, DoctorOptions, DoctorReport, Verdict};
 
 use super::CliError;
 use super::render::human_bytes;

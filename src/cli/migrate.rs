@@ -1,5 +1,5 @@
 //! `warden migrate export|import` and `warden sessions export`: rendering of
-//! [`sqlite_warden::migrate`].
+//! [`sqlite_warden::ops::migrate`].
 //!
 //! Exit codes: `0` done; `64` usage (a bad `--mode`, an unknown `--owner`); `65` the bundle
 //! does not match its manifest (tampered, truncated, path traversal, symbolic link, unlisted
@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use clap::Subcommand;
-use sqlite_warden::migrate::{
+use sqlite_warden::ops::migrate::{
     self, BackupsInBundle, ExportOptions, ExportReport, ImportOptions, ImportReport, MigrateError, Owner,
     SessionsExportOptions, SessionsExportReport,
 };

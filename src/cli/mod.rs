@@ -24,9 +24,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use sqlite_warden::error::{LockError, OpenError, ProbeError, RegisterError};
-use sqlite_warden::fs::{FsKind, FsVerdict};
-use sqlite_warden::lock::{LockState, LockStatus};
+use sqlite_warden::guard::error::{LockError, OpenError, ProbeError, RegisterError};
+use sqlite_warden::guard::lock::{LockState, LockStatus};
+use sqlite_warden::storage::{FsKind, FsVerdict};
 
 /// Guards a single-writer SQLite engine: refuses network filesystems and unsafe WAL,
 /// enforces one writer, audits every open.
@@ -155,7 +155,7 @@ pub fn init_logging(verbose: u8) {
     // Audit records are mirrored to tracing; the CLI prints refusals itself, so their
     // mirror is shown only with -v.
     let level = match verbose {
-        0 => "warn,sqlite_warden::audit=error",
+        0 => "warn,sqlite_warden::guard::audit=error",
         1 => "info",
         _ => "debug",
     };
@@ -184,11 +184,11 @@ pub enum CliError {
     #[error("{0}")]
     Demo(String),
     #[error(transparent)]
-    Config(#[from] sqlite_warden::config::ConfigError),
+    Config(#[from] sqlite_warden::ops::config::ConfigError),
     #[error(transparent)]
-    Backup(#[from] sqlite_warden::session::backup::BackupError),
+    Backup(#[from] sqlite_warden::copies::backup::BackupError),
     #[error(transparent)]
-    Prune(#[from] sqlite_warden::session::prune::PruneError),
+    Prune(#[from] sqlite_warden::copies::prune::PruneError),
     #[error("{0}")]
     Usage(String),
     /// Any command's own failure, already rendered with its hint, and its exit code.
@@ -205,18 +205,18 @@ impl CliError {
             CliError::Lock(_) | CliError::Io { .. } => 74,
             CliError::Open(e) => open_exit_code(e),
             CliError::Register(_) | CliError::Demo(_) => 70,
-            CliError::Config(_) | CliError::Prune(sqlite_warden::session::prune::PruneError::Policy(_)) => 78,
+            CliError::Config(_) | CliError::Prune(sqlite_warden::copies::prune::PruneError::Policy(_)) => 78,
             CliError::Usage(_) => 64,
             CliError::Failed { code, .. } => *code,
-            CliError::Backup(e) | CliError::Prune(sqlite_warden::session::prune::PruneError::Store(e)) => {
+            CliError::Backup(e) | CliError::Prune(sqlite_warden::copies::prune::PruneError::Store(e)) => {
                 backup_exit_code(e)
             }
         }
     }
 }
 
-fn backup_exit_code(e: &sqlite_warden::session::backup::BackupError) -> u8 {
-    use sqlite_warden::session::backup::BackupError as B;
+fn backup_exit_code(e: &sqlite_warden::copies::backup::BackupError) -> u8 {
+    use sqlite_warden::copies::backup::BackupError as B;
     match e {
         B::Missing { .. } => 66,
         B::HotJournal { .. } => 75,
@@ -277,10 +277,10 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
 }
 
 fn fs_cmd(paths: &[PathBuf], json: bool) -> Result<ExitCode, CliError> {
-    let probe = sqlite_warden::fs::RealProbe::new();
+    let probe = sqlite_warden::storage::RealProbe::new();
     let mut verdicts = Vec::new();
     for p in paths {
-        let v = sqlite_warden::fs::classify(&probe, p)?;
+        let v = sqlite_warden::storage::classify(&probe, p)?;
         verdicts.push((p.clone(), v));
     }
     if json {
@@ -327,7 +327,7 @@ fn print_verdict(p: &std::path::Path, v: &FsVerdict) {
 }
 
 fn lock_cmd(db: &std::path::Path, json: bool) -> Result<ExitCode, CliError> {
-    let st: LockStatus = sqlite_warden::lock::inspect(db)?;
+    let st: LockStatus = sqlite_warden::guard::lock::inspect(db)?;
     if json {
         println!("{}", serde_json::to_string(&st).unwrap_or_default());
         return Ok(ExitCode::SUCCESS);

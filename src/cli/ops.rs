@@ -1,5 +1,5 @@
 //! `warden check`, `warden status`, `warden sessions`, `warden backups`, `warden audit`:
-//! rendering of the operator views ([`sqlite_warden::status`]) and of the integrity gate on
+//! rendering of the operator views ([`sqlite_warden::ops::status`]) and of the integrity gate on
 //! its own ([`sqlite_warden::session::gate::check_only`]).
 //!
 //! Every command prints text for humans, or with `--json` one JSON document on stdout (the
@@ -15,15 +15,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::{Args as ClapArgs, Subcommand};
-use sqlite_warden::audit::{AuditEvent, AuditLog};
-use sqlite_warden::lock::LockState;
-use sqlite_warden::session::backup::{BackupError, BackupStore, CheckMode};
-use sqlite_warden::session::gate::{self, CheckOptions, GateFailure, GateReport};
-use sqlite_warden::session::health::{HealthArtifact, SessionStatus};
-use sqlite_warden::status::{
+use sqlite_warden::copies::backup::{BackupError, BackupStore, CheckMode};
+use sqlite_warden::guard::audit::{AuditEvent, AuditLog};
+use sqlite_warden::guard::lock::LockState;
+use sqlite_warden::ops::status::{
     self, AuditFilter, AuditLine, BackupInfo, BackupSelection, LookupError, StatusOptions, StatusReport, VerifyError,
     VerifyOptions, VerifyOutcome,
 };
+use sqlite_warden::session::gate::{self, CheckOptions, GateFailure, GateReport};
+use sqlite_warden::session::health::{HealthArtifact, SessionStatus};
 
 use super::CliError;
 use super::render::{human_bytes, short_hash};
@@ -837,8 +837,8 @@ fn audit_dir(args: &AuditArgs) -> Result<PathBuf, CliError> {
     if let Some(d) = &args.audit_dir {
         return Ok(d.clone());
     }
-    if let Some(file) = sqlite_warden::config::discover(args.config.as_deref()) {
-        let fc = sqlite_warden::config::load(&file)?;
+    if let Some(file) = sqlite_warden::ops::config::discover(args.config.as_deref()) {
+        let fc = sqlite_warden::ops::config::load(&file)?;
         if let Some(d) = fc.audit_dir {
             let base = file.parent().map(std::path::Path::to_owned).unwrap_or_default();
             return Ok(if d.is_absolute() || base.as_os_str().is_empty() { d } else { base.join(d) });
@@ -896,7 +896,7 @@ fn audit_line(l: &AuditLine, json: bool) -> String {
 pub fn audit(args: AuditArgs) -> Result<ExitCode, CliError> {
     let dir = audit_dir(&args)?;
     let filter = audit_filter(&args)?;
-    let path = dir.join(sqlite_warden::audit::AUDIT_FILE);
+    let path = dir.join(sqlite_warden::guard::audit::AUDIT_FILE);
     let read_err = |source| CliError::Io { context: format!("reading the audit log `{}`", path.display()), source };
     let (last, mut reader) = status::tail_audit(&path, &filter, args.lines).map_err(read_err)?;
     let mut text = String::new();

@@ -1,4 +1,4 @@
-//! `warden restore` and `warden drill`: rendering of [`sqlite_warden::session::restore`].
+//! `warden restore` and `warden drill`: rendering of [`sqlite_warden::copies::restore`].
 //!
 //! Exit codes: `0` restored / planned / drill passed; `64` usage; `65` the backup failed
 //! re-verification (hash or integrity), or a named backup is not a known-good state;
@@ -13,8 +13,8 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use sqlite_warden::session::backup::BackupStore;
-use sqlite_warden::session::restore::{
+use sqlite_warden::copies::backup::BackupStore;
+use sqlite_warden::copies::restore::{
     self, DrillOptions, DrillOutcome, DrillReport, RecoveryAction, RestoreError, RestoreOptions, RestoreOutcome,
     RestoreReport,
 };
@@ -137,7 +137,7 @@ fn render(r: &RestoreReport, quiet: bool) {
     println!("  backup:    {} ({}, created {}, {})", b.path.display(), b.kind, b.created, human_bytes(b.size));
     let integrity = v.integrity.as_ref().map_or_else(
         || "checked before the interruption".to_owned(),
-        sqlite_warden::session::backup::IntegrityReport::summary,
+        sqlite_warden::copies::backup::IntegrityReport::summary,
     );
     println!("  verified:  size ok, sha256 ok ({}…), {integrity}", short_hash(&b.sha256));
     if r.in_place {
@@ -240,7 +240,7 @@ fn render_drill(r: &DrillReport, quiet: bool) {
     let integrity = d
         .integrity
         .as_ref()
-        .map_or_else(|| "integrity not checked".to_owned(), sqlite_warden::session::backup::IntegrityReport::summary);
+        .map_or_else(|| "integrity not checked".to_owned(), sqlite_warden::copies::backup::IntegrityReport::summary);
     println!("  checks:    {hash}, {integrity}");
     println!(
         "  restored:  {} in {} ms (copy {} ms, check {} ms; {:.1} MB/s)",

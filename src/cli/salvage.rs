@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use sqlite_warden::session::salvage::{self, Method};
+use sqlite_warden::copies::salvage::{self, Method};
 
 use super::CliError;
 

@@ -8,13 +8,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use clap::Args as ClapArgs;
-use sqlite_warden::config::{self, Overrides, Settings};
-use sqlite_warden::session::backup::{BackupOptions, BackupStore, CheckMode};
+use sqlite_warden::copies::backup::{BackupOptions, BackupStore, CheckMode};
+use sqlite_warden::copies::prune;
+use sqlite_warden::copies::retention::Plan;
+use sqlite_warden::ops::config::{self, Overrides, Settings};
+use sqlite_warden::session::BackupKind;
 use sqlite_warden::session::health::HealthArtifact;
-use sqlite_warden::session::progress::{Phase, Progress};
-use sqlite_warden::session::retention::Plan;
 use sqlite_warden::session::run::{RunEvent, RunOptions, SignalForwarder};
-use sqlite_warden::session::{BackupKind, prune};
+use sqlite_warden::util::progress::{Phase, Progress};
 
 use super::CliError;
 use super::render::{human_bytes, short_hash};
@@ -85,7 +86,7 @@ pub enum CheckArg {
 }
 
 impl SettingsArgs {
-    /// Merges these flags over `warden.toml` (see [`sqlite_warden::config`]).
+    /// Merges these flags over `warden.toml` (see [`sqlite_warden::ops::config`]).
     pub(crate) fn resolve(self, command: Vec<OsString>) -> Result<Settings, CliError> {
         let file = config::discover(self.config.as_deref());
         let o = Overrides {

@@ -10,8 +10,8 @@
 
 use std::process::ExitCode;
 
-use sqlite_warden::config;
-use sqlite_warden::session::snapshot::{self, SnapshotReport};
+use sqlite_warden::copies::snapshot::{self, SnapshotReport};
+use sqlite_warden::ops::config;
 
 use super::CliError;
 

@@ -1,13 +1,13 @@
 //! The integrity gate: may a session start on this database?
 //!
 //! Owns: the verdict on a database set before an engine touches it, combining
-//! - the raw scan of the original files ([`super::scan`]): header and size sanity, and the
+//! - the raw scan of the original files ([`crate::format::scan`]): header and size sanity, and the
 //!   WAL damage SQLite's recovery would silently swallow;
 //! - `PRAGMA integrity_check` (or `quick_check`) and `foreign_key_check` on a **private,
 //!   read-write, recovered copy** of the set, which is also the pre-session backup: the
 //!   gate costs about one integrity check, not a check plus a backup.
 //!
-//! Does not own: taking the copy or checking it ([`super::backup`]), or what to do with a
+//! Does not own: taking the copy or checking it ([`crate::copies::backup`]), or what to do with a
 //! failure ([`super::Session`] refuses to start the engine).
 //!
 //! Fail closed: the gate passes only when the scan has no fatal finding, the pragma returned
@@ -20,8 +20,8 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::backup::{BackupError, BackupOptions, BackupRecord, BackupStore, CheckMode, IntegrityReport};
-use super::scan::{self, ScanReport, Severity};
+use crate::copies::backup::{BackupError, BackupOptions, BackupRecord, BackupStore, CheckMode, IntegrityReport};
+use crate::format::scan::{self, ScanReport, Severity};
 
 /// Why the gate refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,7 +109,7 @@ pub struct GateOptions {
 }
 
 /// Runs the gate on `db` and, when it passes, publishes the checked copy in `store` as the
-/// pre-session backup (`backup.kind` should be [`super::BackupKind::Pre`]).
+/// pre-session backup (`backup.kind` should be [`crate::copies::kind::BackupKind::Pre`]).
 ///
 /// The caller must hold the writer lock of `db` with no engine running
 /// (`backup.writer_lock_held`): the set is then stable, and a hot journal or WAL is
@@ -131,7 +131,7 @@ pub fn run(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(BackupError::Io { action: "reading", path: db.to_owned(), source: e }),
     };
-    let wal = super::backup::sidecar(db, "-wal");
+    let wal = crate::copies::backup::sidecar(db, "-wal");
     let wal_nonempty = std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0);
     // A missing or empty database: a fresh start when creation is allowed, a failure otherwise.
     let absent = match size {
@@ -210,11 +210,11 @@ pub struct CheckOptions {
     pub scratch_dir: Option<PathBuf>,
     /// The guard whose tooling VFS reads the database (its audit log records the read);
     /// `None` uses the default guard.
-    pub guard: Option<crate::vfs::Guard>,
+    pub guard: Option<crate::guard::vfs::Guard>,
     /// Set to stop early ([`BackupError::Cancelled`]); the scratch directory is still removed.
     pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
     /// Where progress of the copy and the check goes.
-    pub progress: Option<std::sync::Arc<dyn super::progress::Progress>>,
+    pub progress: Option<std::sync::Arc<dyn crate::util::progress::Progress>>,
 }
 
 impl std::fmt::Debug for CheckOptions {
@@ -228,7 +228,7 @@ impl std::fmt::Debug for CheckOptions {
 }
 
 /// A private scratch directory (`0700`) that is removed, with everything in it, on drop.
-/// Its name carries [`crate::atomic::TMP_MARK`] and the owner's pid, so the leftovers of a
+/// Its name carries [`crate::util::atomic::TMP_MARK`] and the owner's pid, so the leftovers of a
 /// killed process are swept by the next one ([`ScratchDir::create`]).
 #[derive(Debug)]
 pub(crate) struct ScratchDir {
@@ -244,11 +244,11 @@ impl ScratchDir {
         use std::os::unix::fs::DirBuilderExt;
         use std::sync::atomic::{AtomicU64, Ordering};
         static N: AtomicU64 = AtomicU64::new(0);
-        let prefix = format!(".{label}{}", crate::atomic::TMP_MARK);
+        let prefix = format!(".{label}{}", crate::util::atomic::TMP_MARK);
         if let Ok(rd) = std::fs::read_dir(base) {
             for entry in rd.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
-                let Some(pid) = name.strip_prefix(&prefix).and_then(|_| crate::atomic::temp_owner(&name)) else {
+                let Some(pid) = name.strip_prefix(&prefix).and_then(|_| crate::util::atomic::temp_owner(&name)) else {
                     continue;
                 };
                 let gone = i32::try_from(pid).is_ok_and(|p| {
@@ -283,7 +283,7 @@ impl Drop for ScratchDir {
 /// How [`check_only`] could read the database set.
 enum Access {
     /// A writer holds the lock: an engine may be committing.
-    Live(Option<Box<crate::lock::Holder>>),
+    Live(Option<Box<crate::guard::lock::Holder>>),
     /// `check_only` took the writer lock itself (held until the check is done).
     LockTaken,
     /// Nobody holds the lock, but taking it would lose something (the reason says what).
@@ -296,7 +296,7 @@ enum Access {
 ///
 /// The same gate as at session start ([`run`]): the raw scan of the original files, then
 /// `PRAGMA integrity_check` (or `quick_check`) and `foreign_key_check` on a private,
-/// read-write copy. How the copy is taken depends on the writer lock ([`crate::lock::inspect`]):
+/// read-write copy. How the copy is taken depends on the writer lock ([`crate::guard::lock::inspect`]):
 ///
 /// - **held** (an engine may be committing): the online backup API, in one step, from a
 ///   read-only tooling connection, which yields a consistent committed state without
@@ -321,15 +321,15 @@ enum Access {
 /// made or has no room ([`BackupError::NoSpace`]), an I/O or SQLite error, a hot journal
 /// that needs the writer lock, a cancel, or a set that changed under the lock.
 pub fn check_only(db: &Path, opts: &CheckOptions) -> Result<GateReport, BackupError> {
-    use crate::lock::{LockState, WriterLock, WriterScope};
+    use crate::guard::lock::{LockState, WriterLock, WriterScope};
     let lock_io = |lock_path: PathBuf, source: std::io::Error| BackupError::Io {
         action: "reading the writer lock",
         path: lock_path,
         source,
     };
-    let status = crate::lock::inspect(db).map_err(|e| match e {
-        crate::error::LockError::Io { lock_path, source } => lock_io(lock_path, source),
-        other => lock_io(crate::lock::lock_path_for(db), std::io::Error::other(other.to_string())),
+    let status = crate::guard::lock::inspect(db).map_err(|e| match e {
+        crate::guard::error::LockError::Io { lock_path, source } => lock_io(lock_path, source),
+        other => lock_io(crate::guard::lock::lock_path_for(db), std::io::Error::other(other.to_string())),
     })?;
     let mut taken = None;
     let access = match status.state {
@@ -341,8 +341,8 @@ pub fn check_only(db: &Path, opts: &CheckOptions) -> Result<GateReport, BackupEr
                 taken = Some(a.lock);
                 Access::LockTaken
             }
-            Err(crate::error::LockError::Held { holder, .. }) => Access::Live(holder),
-            Err(crate::error::LockError::Io { lock_path, source }) => return Err(lock_io(lock_path, source)),
+            Err(crate::guard::error::LockError::Held { holder, .. }) => Access::Live(holder),
+            Err(crate::guard::error::LockError::Io { lock_path, source }) => return Err(lock_io(lock_path, source)),
         },
         LockState::FreeAfterCrash => Access::Unlocked(
             "the last writer died without releasing the writer lock; the lock was left untouched as evidence (`warden status`)",
@@ -357,7 +357,7 @@ pub fn check_only(db: &Path, opts: &CheckOptions) -> Result<GateReport, BackupEr
     })?;
     let store = BackupStore::new(scratch.path(), db);
     let backup = BackupOptions {
-        kind: Some(super::BackupKind::Manual),
+        kind: Some(crate::copies::kind::BackupKind::Manual),
         session_id: None,
         check: opts.check,
         check_budget: opts.budget,
@@ -388,7 +388,7 @@ pub fn check_only(db: &Path, opts: &CheckOptions) -> Result<GateReport, BackupEr
     report.reasons.push(match &access {
         Access::Live(holder) => format!(
             "read while a writer holds the lock ({}): checked a consistent snapshot taken with the online backup API",
-            crate::error::holder_text(holder.as_deref())
+            crate::guard::error::holder_text(holder.as_deref())
         ),
         Access::LockTaken => "no writer was running: warden held the writer lock during the check, so the set was stable and any journal or WAL was recovered on the private copy".into(),
         Access::Unlocked(why) => format!("read without the writer lock ({why}): SQLite's own locking kept the copy consistent"),

@@ -12,12 +12,12 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::BackupKind;
-use super::backup::BackupRecord;
 use super::gate::GateReport;
-use super::snapshot::SnapshotSummary;
-use crate::atomic;
-use crate::fs::FsVerdict;
+use crate::copies::backup::BackupRecord;
+use crate::copies::kind::BackupKind;
+use crate::copies::snapshot::SnapshotSummary;
+use crate::storage::FsVerdict;
+use crate::util::atomic;
 
 /// Current artifact schema version.
 pub const SCHEMA: u32 = 1;
@@ -222,7 +222,7 @@ pub struct HealthArtifact {
     /// Versions.
     pub versions: Versions,
     /// Who ran it.
-    pub runner: crate::identity::ProcessIdentity,
+    pub runner: crate::util::identity::ProcessIdentity,
 }
 
 /// Free space at start.
@@ -252,7 +252,7 @@ impl HealthArtifact {
             status: SessionStatus::Running,
             failed_step: None,
             error: None,
-            started_at: crate::identity::now_rfc3339(),
+            started_at: crate::util::identity::now_rfc3339(),
             finished_at: None,
             database: db.to_owned(),
             storage: None,
@@ -267,7 +267,7 @@ impl HealthArtifact {
             durations: Durations::default(),
             exit_code: None,
             versions: Versions { warden: env!("CARGO_PKG_VERSION").to_owned(), sqlite: rusqlite::version().to_owned() },
-            runner: crate::identity::ProcessIdentity::current(),
+            runner: crate::util::identity::ProcessIdentity::current(),
         }
     }
 

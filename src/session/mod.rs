@@ -33,21 +33,10 @@
 //! # Ok(()) }
 //! ```
 
-pub mod backup;
-pub(crate) mod copy;
 pub mod gate;
 pub mod health;
-pub mod kind;
 pub mod notify;
-pub mod pages;
-pub mod progress;
-pub mod prune;
-pub mod restore;
-pub mod retention;
 pub mod run;
-pub mod salvage;
-pub mod scan;
-pub mod snapshot;
 
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
@@ -55,17 +44,18 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-pub use kind::BackupKind;
+pub use crate::copies::kind::BackupKind;
 
-use self::backup::{BackupError, BackupOptions, BackupStore, CheckMode};
 use self::gate::{GateFailure, GateOptions, GateReport};
 use self::health::{BackupRef, FreeSpace, HealthArtifact, PostBackup, RetentionSummary, SessionStatus, Step};
-use self::progress::Progress;
-use self::retention::RetentionPolicy;
-use crate::error::{LockError, OpenError, ProbeError, RegisterError};
-use crate::fs::FsVerdict;
-use crate::lock::{CloseState, WriterLock, WriterScope};
-use crate::vfs::{self, Guard};
+use crate::copies::backup::{BackupError, BackupOptions, BackupStore, CheckMode};
+use crate::copies::retention::RetentionPolicy;
+use crate::copies::{backup, prune, restore, snapshot};
+use crate::guard::error::{LockError, OpenError, ProbeError, RegisterError};
+use crate::guard::lock::{CloseState, WriterLock, WriterScope};
+use crate::guard::vfs::{self, Guard};
+use crate::storage::FsVerdict;
+use crate::util::progress::Progress;
 
 /// Everything a session needs. [`SessionConfig::new`] gives the documented defaults.
 #[derive(Clone)]
@@ -378,7 +368,7 @@ impl Session {
             artifact.failed_step = Some(step);
             artifact.error = Some(error.to_string());
             artifact.exit_code = Some(i32::from(error.exit_code()));
-            artifact.finished_at = Some(crate::identity::now_rfc3339());
+            artifact.finished_at = Some(crate::util::identity::now_rfc3339());
             artifact.durations.total_ms = ms(started.elapsed());
             let artifact_path = match artifact.write(&artifact_path) {
                 Ok(()) => Some(artifact_path.clone()),
@@ -460,7 +450,7 @@ impl Session {
             return Err(fail(artifact, Step::WriterLock, e));
         }
         let _ = lock.set_session(&id);
-        if let Some(prev) = acquired.previous.filter(|p| p.state == crate::lock::RecordState::Held) {
+        if let Some(prev) = acquired.previous.filter(|p| p.state == crate::guard::lock::RecordState::Held) {
             tracing::warn!(db = %config.db.display(), holder = %prev.holder.describe(), "the previous writer never released the lock: it crashed or was killed");
         }
         mark_abandoned(&session_dir, &id);
@@ -568,12 +558,12 @@ impl Session {
     /// writer lock). Close it before [`Session::finish`].
     ///
     /// # Errors
-    /// As [`crate::connect::open_engine`].
-    pub fn open_engine(&self, opts: &crate::connect::EngineOptions) -> Result<rusqlite::Connection, OpenError> {
+    /// As [`crate::guard::connect::open_engine`].
+    pub fn open_engine(&self, opts: &crate::guard::connect::EngineOptions) -> Result<rusqlite::Connection, OpenError> {
         let mut opts = opts.clone();
         opts.guard = Some(self.guard.clone());
         opts.create = opts.create || self.config.create;
-        crate::connect::open_engine(&self.config.db, &opts)
+        crate::guard::connect::open_engine(&self.config.db, &opts)
     }
 
     /// Records that the engine started (for the artifact).
@@ -582,7 +572,7 @@ impl Session {
         self.artifact.engine = Some(health::EngineRun {
             command,
             pid,
-            started_at: Some(crate::identity::now_rfc3339()),
+            started_at: Some(crate::util::identity::now_rfc3339()),
             ..Default::default()
         });
         let _ = self.artifact.write(&self.artifact_path);
@@ -619,7 +609,7 @@ impl Session {
         engine.exit_code = outcome.exit_code;
         engine.signal = outcome.signal;
         engine.clean = outcome.is_clean();
-        engine.exited_at = Some(crate::identity::now_rfc3339());
+        engine.exited_at = Some(crate::util::identity::now_rfc3339());
         engine.duration_ms = engine_ms;
         self.artifact.durations.engine_ms = engine_ms.unwrap_or(0);
 
@@ -706,7 +696,7 @@ impl Session {
             outcome.process_exit_code()
         };
         self.artifact.exit_code = Some(code);
-        self.artifact.finished_at = Some(crate::identity::now_rfc3339());
+        self.artifact.finished_at = Some(crate::util::identity::now_rfc3339());
         self.artifact.durations.total_ms = ms(self.started.elapsed());
         self.artifact
             .write(&self.artifact_path)
@@ -759,7 +749,7 @@ fn mark_abandoned(session_dir: &Path, current: &str) {
         if a.session_id != current && a.status == SessionStatus::Running {
             a.status = SessionStatus::Abandoned;
             a.error = Some("warden was killed before the session ended (found by a later session)".into());
-            a.finished_at = Some(crate::identity::now_rfc3339());
+            a.finished_at = Some(crate::util::identity::now_rfc3339());
             let _ = a.write(&path);
         }
     }

@@ -11,7 +11,7 @@
 //! - `WARDEN_BACKUP_DIR`: where the session's backups are;
 //! - `WARDEN_AUDIT_DIR`: the audit log directory, so a guarded engine logs where warden does;
 //! - `WARDEN_CREATE=1`: only when the session allowed a missing database (`--create`);
-//! - `WARDEN_LOCK_FD` ([`crate::lock::INHERIT_FD_ENV`]): the inherited writer lock. A guarded
+//! - `WARDEN_LOCK_FD` ([`crate::guard::lock::INHERIT_FD_ENV`]): the inherited writer lock. A guarded
 //!   engine adopts it; any engine keeps the lock held simply by being alive.
 //!
 //! The engine runs in its own process group, so a Ctrl-C on the terminal reaches warden
@@ -20,7 +20,7 @@
 //! Periodic analysis snapshots ([`SessionConfig::snapshot_every`], off by default): while
 //! the engine runs, warden polls it every 100 ms instead of blocking in `wait`, and every
 //! interval (first one interval after the engine starts) takes a snapshot
-//! ([`super::snapshot::take`]) on a background thread, one at a time. Each result goes into
+//! ([`crate::copies::snapshot::take`]) on a background thread, one at a time. Each result goes into
 //! the artifact's `snapshots` summary at once. A failed snapshot is logged and counted there;
 //! it never stops or signals the engine. When the engine exits, a snapshot in progress is
 //! cancelled and joined before the post-session backup starts.
@@ -36,8 +36,8 @@ use std::time::{Duration, Instant};
 
 use super::health::{HealthArtifact, SessionStatus, Step};
 use super::notify::Notifier;
-use super::snapshot::{SnapshotError, SnapshotOptions, SnapshotReport, SnapshotSummary};
 use super::{EngineOutcome, Session, SessionConfig};
+use crate::copies::snapshot::{SnapshotError, SnapshotOptions, SnapshotReport, SnapshotSummary};
 
 /// What to run.
 #[derive(Debug, Clone, Default)]
@@ -259,7 +259,7 @@ fn spawn_and_wait(
     let Some((program, args)) = opts.command.split_first() else {
         return Err((not_started(64), std::io::Error::other("no engine command given")));
     };
-    let fd = match session.writer_lock().map(crate::lock::WriterLock::inheritable_fd) {
+    let fd = match session.writer_lock().map(crate::guard::lock::WriterLock::inheritable_fd) {
         Some(Ok(fd)) => fd,
         Some(Err(e)) => return Err((not_started(74), std::io::Error::other(e.to_string()))),
         None => return Err((not_started(70), std::io::Error::other("the session holds no writer lock"))),
@@ -271,7 +271,7 @@ fn spawn_and_wait(
         .env("WARDEN_SESSION_ARTIFACT", session.artifact_path())
         .env("WARDEN_BACKUP_DIR", session.store().dir())
         .env("WARDEN_AUDIT_DIR", &session.guard().config().audit_dir)
-        .env(crate::lock::INHERIT_FD_ENV, fd.as_raw_fd().to_string())
+        .env(crate::guard::lock::INHERIT_FD_ENV, fd.as_raw_fd().to_string())
         .env_remove("WARDEN_CREATE")
         .process_group(0);
     // The engine is not the unit's main process: it must not notify systemd itself.
@@ -445,8 +445,9 @@ impl PeriodicSnapshots {
             self.next = now + self.every;
         }
         let (db, opts) = (self.db.clone(), self.opts.clone());
-        let spawned =
-            std::thread::Builder::new().name("warden-snapshot".into()).spawn(move || super::snapshot::take(&db, &opts));
+        let spawned = std::thread::Builder::new()
+            .name("warden-snapshot".into())
+            .spawn(move || crate::copies::snapshot::take(&db, &opts));
         match spawned {
             Ok(h) => self.running = Some(h),
             Err(e) => self.failed(session, format!("cannot start the snapshot thread: {e}")),
@@ -477,7 +478,7 @@ impl PeriodicSnapshots {
         tracing::warn!(db = %self.db.display(), error = %error, "periodic snapshot failed; the engine keeps running");
         self.summary.failed += 1;
         self.summary.last_error = Some(error);
-        self.summary.last_error_at = Some(crate::identity::now_rfc3339());
+        self.summary.last_error_at = Some(crate::util::identity::now_rfc3339());
         session.record_snapshots(self.summary.clone());
     }
 

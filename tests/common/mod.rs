@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use sqlite_warden::fs::SimulatedProbe;
-use sqlite_warden::policy::{NetworkPolicy, Policy};
-use sqlite_warden::vfs::{self, Guard, GuardConfig};
+use sqlite_warden::guard::policy::{NetworkPolicy, Policy};
+use sqlite_warden::guard::vfs::{self, Guard, GuardConfig};
+use sqlite_warden::storage::SimulatedProbe;
 
 /// A scratch directory with its own audit directory.
 pub struct Scratch {

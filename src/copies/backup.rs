@@ -1,0 +1,1002 @@
+//! Verified backups and the directory that holds them.
+//!
+//! Owns: taking a consistent copy of a database set, checking it, hashing it, describing it
+//! in a manifest and publishing both atomically; the integrity check itself ([`check_file`]);
+//! listing, hash-verifying and removing backups; recovering the leftovers of a killed run.
+//! The copy, check and hash steps it shares with snapshots, restores and salvage live in the
+//! crate-internal `session::copy`. Does not own: which backups to keep
+//! ([`crate::copies::retention`]), when to take them ([`crate::session::Session`]), or the raw header and WAL
+//! scans ([`crate::format::scan`]).
+//!
+//! # How a backup is taken
+//! 1. The store's lock (`.warden-store.lock`, `flock`) is taken, so a backup, a prune and a
+//!    recovery never interleave, then leftovers of killed runs are removed (temporary files,
+//!    a data file whose manifest was never published, a manifest whose data file is gone).
+//! 2. Free space is checked: the copy needs the database plus its `-wal`, plus 10 %.
+//! 3. The copy:
+//!    - a database that is a single file (no `-wal`, no `-journal`) is copied with SQLite's
+//!      online backup API from a read-only tooling connection, in **one step** when a writer
+//!      may be live (a stepped backup restarts on every foreign commit and may never end),
+//!      in steps with progress when the caller holds the writer lock and no engine runs;
+//!    - a set with a `-wal` or `-journal` (a crashed or running engine) is, when the caller
+//!      holds the writer lock with no engine running, copied byte for byte into a private
+//!      scratch directory (never its `-shm`), and SQLite recovers the *copy*: the original is
+//!      never opened read-write and its `-shm` is never rewritten. Sizes, times and inodes
+//!      are compared before and after: a set that changed under the copy is refused.
+//!      Without the writer lock, the backup API is used (SQLite's own locking).
+//! 4. The copy is switched to `journal_mode=DELETE`, so it is one self-contained file.
+//! 5. Verification, on two cores at once: `PRAGMA integrity_check` (or `quick_check`) and
+//!    `PRAGMA foreign_key_check` on a **read-write** connection to the private copy (a
+//!    read-only connection skips CHECK constraints), and SHA-256 of the file plus `fsync`.
+//!    Any error, interruption or timeout is a failed check, never a pass.
+//! 6. Publication: the data file is renamed into place, then its manifest is written
+//!    atomically, then the directory is synced. A backup is listed only when its manifest
+//!    exists; it counts as good only when the manifest says `verified` (see
+//!    [`Manifest::is_good`]).
+//!
+//! Files are `0600` in a `0700` directory: a backup holds everything the database holds.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OpenFlags};
+use serde::{Deserialize, Serialize};
+
+use crate::copies::copy::{
+    self, CheckSpec, Failure, OnlineCopy, TempGuard, io_is_full, is_damage, is_disk_full, is_hot_journal,
+};
+use crate::guard::error::OpenError;
+use crate::guard::vfs::Guard;
+use crate::session::BackupKind;
+use crate::session::ms;
+use crate::util::atomic::{self, TMP_MARK};
+use crate::util::progress::{Phase, Progress};
+
+/// Suffix of backup data files.
+pub const DATA_EXT: &str = "sqlite";
+/// Suffix of manifests.
+pub const MANIFEST_EXT: &str = "json";
+const STORE_LOCK: &str = ".warden-store.lock";
+const SCRATCH_PREFIX: &str = ".scratch";
+
+/// How thoroughly a copy is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckMode {
+    /// `PRAGMA integrity_check`: every b-tree, every index entry against its table, UNIQUE,
+    /// CHECK and NOT NULL constraints. O(N log N). The default.
+    #[default]
+    Full,
+    /// `PRAGMA quick_check`: the same minus index-versus-table and UNIQUE checks. O(N),
+    /// roughly five times faster; for very large databases with a nightly full check.
+    Quick,
+}
+
+impl CheckMode {
+    fn pragma(self) -> &'static str {
+        match self {
+            CheckMode::Full => "integrity_check",
+            CheckMode::Quick => "quick_check",
+        }
+    }
+}
+
+/// The result of checking a copy. A failed check is a report, not an error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntegrityReport {
+    /// Which pragma ran.
+    pub mode: CheckMode,
+    /// True only when the pragma returned exactly one row, `ok`, and no foreign key is
+    /// violated, and nothing failed or timed out.
+    pub ok: bool,
+    /// The pragma's rows (at most 100, SQLite's own cap), or the error it raised.
+    pub messages: Vec<String>,
+    /// Rows of `PRAGMA foreign_key_check`.
+    pub foreign_key_violations: u64,
+    /// The first few violations, as `table rowid -> parent`.
+    pub foreign_key_messages: Vec<String>,
+    /// Set when the check could not run to the end (an error, the time budget, a cancel).
+    pub error: Option<String>,
+    /// The time budget ran out (the check fails closed).
+    pub timed_out: bool,
+    /// Wall time of the check.
+    pub duration_ms: u64,
+}
+
+impl IntegrityReport {
+    /// A failed check: `error` is its one message; `elapsed` is how long it ran.
+    pub(crate) fn failed(mode: CheckMode, error: String, elapsed: Duration) -> Self {
+        IntegrityReport {
+            mode,
+            ok: false,
+            messages: vec![error.clone()],
+            foreign_key_violations: 0,
+            foreign_key_messages: Vec::new(),
+            error: Some(error),
+            timed_out: false,
+            duration_ms: ms(elapsed),
+        }
+    }
+
+    /// One line: `ok`, or the first problem.
+    pub fn summary(&self) -> String {
+        if self.ok {
+            return format!("{}: ok", self.mode.pragma());
+        }
+        if self.timed_out {
+            return format!("{}: timed out after {} ms (fails closed)", self.mode.pragma(), self.duration_ms);
+        }
+        if let Some(e) = &self.error {
+            return e.clone();
+        }
+        if let Some(first) = self.messages.iter().find(|m| m.as_str() != "ok") {
+            let more = self.messages.len().saturating_sub(1);
+            let more = if more > 0 { format!(" (+{more} more)") } else { String::new() };
+            return format!("{}: {first}{more}", self.mode.pragma());
+        }
+        format!(
+            "foreign_key_check: {} violation(s), first: {}",
+            self.foreign_key_violations,
+            self.foreign_key_messages.first().map(String::as_str).unwrap_or("?")
+        )
+    }
+}
+
+/// What a backup's manifest records. Schema 1; readers ignore unknown fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Manifest schema version.
+    pub schema: u32,
+    /// The backup's id (the file stem).
+    pub id: String,
+    /// The data file's name, in the same directory.
+    pub file: String,
+    /// Why it was taken.
+    pub kind: BackupKind,
+    /// When the copy was taken (RFC 3339 UTC).
+    pub created: String,
+    /// The database it copies.
+    pub source: PathBuf,
+    /// The session it belongs to.
+    pub session_id: Option<String>,
+    /// Size of the data file in bytes.
+    pub size: u64,
+    /// Page size of the copy.
+    pub page_size: u32,
+    /// Page count of the copy.
+    pub page_count: u64,
+    /// SHA-256 of the data file, lowercase hex.
+    pub sha256: String,
+    /// The check of the copy.
+    pub integrity: IntegrityReport,
+    /// The copy passed its check and its hash is recorded: it may be restored.
+    pub verified: bool,
+    /// How the copy was made: `backup_api` or `private_copy_recovered`.
+    pub method: String,
+    /// Bytes of `-wal` and `-journal` beside the source when it was copied.
+    pub source_sidecar_bytes: u64,
+    /// Durations of the phases.
+    pub timings: Timings,
+    /// SQLite that made and checked the copy.
+    pub sqlite_version: String,
+    /// warden that made it.
+    pub warden_version: String,
+    /// Host that made it.
+    pub host: String,
+}
+
+impl Manifest {
+    /// The manifest of a copy that could not be made or checked: never published.
+    fn unpublished(id: &str, kind: BackupKind, db: &Path, opts: &BackupOptions, integrity: IntegrityReport) -> Self {
+        Manifest {
+            schema: 1,
+            id: id.to_owned(),
+            file: String::new(),
+            kind,
+            created: crate::util::identity::now_rfc3339(),
+            source: db.to_owned(),
+            session_id: opts.session_id.clone(),
+            size: 0,
+            page_size: 0,
+            page_count: 0,
+            sha256: String::new(),
+            integrity,
+            verified: false,
+            method: "none".into(),
+            source_sidecar_bytes: 0,
+            timings: Timings::default(),
+            sqlite_version: sqlite_version(),
+            warden_version: env!("CARGO_PKG_VERSION").to_owned(),
+            host: crate::util::identity::ProcessIdentity::current().host,
+        }
+    }
+
+    /// A backup that may be restored as a known-good state: verified, and not a post-crash
+    /// copy.
+    pub fn is_good(&self) -> bool {
+        self.verified && self.kind.can_be_good()
+    }
+
+    /// When it was taken.
+    pub fn created_at(&self) -> Option<jiff::Timestamp> {
+        self.created.parse().ok()
+    }
+}
+
+/// Phase durations of one backup, in milliseconds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timings {
+    /// Copying.
+    pub copy_ms: u64,
+    /// Integrity check (runs beside hashing).
+    pub check_ms: u64,
+    /// Hash and fsync (runs beside the check).
+    pub hash_ms: u64,
+    /// Everything, lock to publication.
+    pub total_ms: u64,
+}
+
+/// A published backup: its manifest and where its files are.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackupRecord {
+    /// The manifest as published.
+    pub manifest: Manifest,
+    /// The data file.
+    pub path: PathBuf,
+    /// The manifest file.
+    pub manifest_path: PathBuf,
+}
+
+/// How to take one backup.
+#[derive(Clone, Default)]
+pub struct BackupOptions {
+    /// Why.
+    pub kind: Option<BackupKind>,
+    /// The session it belongs to.
+    pub session_id: Option<String>,
+    /// The check to run on the copy.
+    pub check: CheckMode,
+    /// Give up the check after this long (fails closed); `None` for no limit.
+    pub check_budget: Option<Duration>,
+    /// The caller holds the database's writer lock and no engine is running: the copy may
+    /// be made in steps (with progress) and a set with a `-wal`/`-journal` may be copied
+    /// privately and recovered. Never set it while an engine may be writing.
+    pub writer_lock_held: bool,
+    /// The guard whose tooling VFS reads the source (its audit log records the read);
+    /// `None` uses the default guard.
+    pub guard: Option<Guard>,
+    /// Set to stop early (the backup then fails with [`BackupError::Cancelled`]).
+    pub cancel: Option<Arc<AtomicBool>>,
+    /// Keep the copy even when its check fails, published as unverified (for post-crash
+    /// evidence); otherwise a failed copy is discarded and only its report is returned.
+    pub keep_unverified: bool,
+    /// Where progress goes.
+    pub progress: Option<Arc<dyn Progress>>,
+}
+
+impl std::fmt::Debug for BackupOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackupOptions")
+            .field("kind", &self.kind)
+            .field("session_id", &self.session_id)
+            .field("check", &self.check)
+            .field("check_budget", &self.check_budget)
+            .field("writer_lock_held", &self.writer_lock_held)
+            .field("keep_unverified", &self.keep_unverified)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What [`BackupStore::take`] produced.
+#[derive(Debug, Clone)]
+pub struct BackupOutcome {
+    /// The check of the copy (also in the manifest when published).
+    pub integrity: IntegrityReport,
+    /// The published backup: `Some` when verified, or when kept unverified on request.
+    pub published: Option<BackupRecord>,
+    /// The manifest that was (or would have been) written.
+    pub manifest: Manifest,
+}
+
+/// Why a backup could not be taken. A copy that fails its check is not an error: see
+/// [`BackupOutcome::integrity`].
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    /// Not enough free space for the copy.
+    #[error(
+        "not enough space for a backup in `{dir}`: need {needed} bytes, {available} free\n(hint: free space there, lower retention, or point backups at another local disk)"
+    )]
+    NoSpace {
+        /// The backup directory.
+        dir: PathBuf,
+        /// Bytes needed.
+        needed: u64,
+        /// Bytes available.
+        available: u64,
+    },
+    /// The disk filled up during the copy; nothing was published and the previous backups
+    /// are untouched.
+    #[error(
+        "the disk holding `{dir}` filled up during the backup; nothing was published and earlier backups are untouched\n(hint: free space or lower retention, then retry)"
+    )]
+    DiskFull {
+        /// The backup directory.
+        dir: PathBuf,
+    },
+    /// The source could not be opened through the guard.
+    #[error("cannot read `{db}` for a backup: {source}")]
+    Source {
+        /// The database.
+        db: PathBuf,
+        /// Why.
+        #[source]
+        source: OpenError,
+    },
+    /// The database is missing.
+    #[error("`{db}` does not exist; there is nothing to back up")]
+    Missing {
+        /// The database.
+        db: PathBuf,
+    },
+    /// The set has a hot journal or WAL and the caller does not hold the writer lock.
+    #[error(
+        "`{db}` has a hot rollback journal: an engine is mid-transaction or died\n(hint: run the backup inside a session (`warden run`), which holds the writer lock and recovers a private copy)"
+    )]
+    HotJournal {
+        /// The database.
+        db: PathBuf,
+    },
+    /// The set changed while it was being copied privately, though the writer lock was held:
+    /// something writes it outside warden.
+    #[error(
+        "`{db}` changed while warden copied it, although warden holds its writer lock: something writes it outside warden\n(hint: find it with `fuser -v {db}*`; the engine must be the only writer)"
+    )]
+    Changing {
+        /// The database.
+        db: PathBuf,
+    },
+    /// A SQLite call failed.
+    #[error("{action} `{path}`: {source}")]
+    Sqlite {
+        /// What was being done.
+        action: &'static str,
+        /// On which file.
+        path: PathBuf,
+        /// SQLite's error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// A file operation failed.
+    #[error("{action} `{path}`: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// On which file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+    /// Stopped on request.
+    #[error("backup of `{db}` cancelled")]
+    Cancelled {
+        /// The database.
+        db: PathBuf,
+    },
+}
+
+impl BackupError {
+    /// True for the disk-space errors (exit code 74 at the CLI).
+    pub fn is_space(&self) -> bool {
+        matches!(self, BackupError::NoSpace { .. } | BackupError::DiskFull { .. })
+    }
+}
+
+impl From<Failure> for BackupError {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::Source { db, source } => BackupError::Source { db, source },
+            Failure::Sqlite { action, path, source } => BackupError::Sqlite { action, path, source },
+            Failure::Io { action, path, source } => BackupError::Io { action, path, source },
+            Failure::Cancelled { db } => BackupError::Cancelled { db },
+        }
+    }
+}
+
+fn io_err<'a>(action: &'static str, path: &'a Path) -> impl Fn(io::Error) -> BackupError + 'a {
+    move |source| BackupError::Io { action, path: path.to_owned(), source }
+}
+
+/// The directory of one database's backups.
+#[derive(Debug, Clone)]
+pub struct BackupStore {
+    dir: PathBuf,
+    stem: String,
+}
+
+/// Holds the store's lock while alive.
+#[derive(Debug)]
+pub struct StoreLock {
+    _lock: nix::fcntl::Flock<File>,
+}
+
+/// What [`BackupStore::recover`] cleaned up.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Recovered {
+    /// Leftover temporary files and scratch directories removed.
+    pub temp_removed: Vec<PathBuf>,
+    /// Data files whose manifest was never published, removed (they were never listed).
+    pub orphan_data_removed: Vec<PathBuf>,
+    /// Manifests whose data file is gone, removed.
+    pub orphan_manifests_removed: Vec<PathBuf>,
+}
+
+impl Recovered {
+    /// Nothing was found.
+    pub fn is_empty(&self) -> bool {
+        self.temp_removed.is_empty() && self.orphan_data_removed.is_empty() && self.orphan_manifests_removed.is_empty()
+    }
+}
+
+/// A set's sidecars and identity, to notice changes during a private copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SetState(Vec<Option<(u64, i64, i64, u64)>>);
+
+/// `db` with `suffix` appended (`-wal`, `-journal`, `-shm`).
+pub fn sidecar(db: &Path, suffix: &str) -> PathBuf {
+    let mut s = db.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+fn set_state(db: &Path) -> SetState {
+    let files = [db.to_owned(), sidecar(db, "-wal"), sidecar(db, "-journal")];
+    SetState(
+        files
+            .iter()
+            .map(|p| std::fs::metadata(p).ok().map(|m| (m.len(), m.mtime(), m.mtime_nsec(), m.ino())))
+            .collect(),
+    )
+}
+
+fn header_says_wal(db: &Path) -> bool {
+    let mut h = [0u8; 20];
+    File::open(db).and_then(|mut f| f.read_exact(&mut h)).is_ok() && &h[..16] == b"SQLite format 3\0" && h[18] == 2
+}
+
+fn nonempty(p: &Path) -> bool {
+    std::fs::metadata(p).is_ok_and(|m| m.len() > 0)
+}
+
+fn sqlite_version() -> String {
+    rusqlite::version().to_owned()
+}
+
+/// A pause point for crash tests: when `WARDEN_PAUSE_AT` is `point` (or `point#N`, the N-th
+/// time this process reaches it), the process says so on stderr and stops itself
+/// (`SIGSTOP`) so a test can `kill -9` it exactly there. Unset, it costs one cached lookup.
+pub fn pause_point(point: &str) {
+    use std::sync::atomic::AtomicU32;
+    static AT: std::sync::OnceLock<Option<(String, u32)>> = std::sync::OnceLock::new();
+    static HITS: AtomicU32 = AtomicU32::new(0);
+    let at = AT.get_or_init(|| {
+        let v = std::env::var("WARDEN_PAUSE_AT").ok()?;
+        Some(match v.split_once('#') {
+            Some((name, n)) => (name.to_owned(), n.parse().unwrap_or(1)),
+            None => (v, 1),
+        })
+    });
+    if let Some((name, nth)) = at
+        && name == point
+        && HITS.fetch_add(1, Ordering::SeqCst) + 1 == *nth
+    {
+        eprintln!("warden: paused at {point} (pid {})", std::process::id());
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP);
+    }
+}
+
+impl BackupStore {
+    /// The store in `dir` for the database `db` (files are named after `db`'s file name).
+    pub fn new(dir: impl Into<PathBuf>, db: &Path) -> Self {
+        let stem = db.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "db".into());
+        BackupStore { dir: dir.into(), stem }
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Creates the directory (`0700`) if needed.
+    ///
+    /// # Errors
+    /// [`BackupError::Io`] when it cannot be created.
+    pub fn ensure_dir(&self) -> Result<(), BackupError> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
+            .map_err(io_err("creating the backup directory", &self.dir))
+    }
+
+    /// Takes the store's lock, waiting for another warden using the store to finish.
+    ///
+    /// # Errors
+    /// [`BackupError::Io`] when the lock file cannot be opened or locked.
+    pub fn lock(&self) -> Result<StoreLock, BackupError> {
+        self.ensure_dir()?;
+        let lock = copy::lock_exclusive(&self.dir.join(STORE_LOCK), "opening the store lock")?;
+        Ok(StoreLock { _lock: lock })
+    }
+
+    fn is_ours(&self, name: &str) -> bool {
+        name.starts_with(&format!("{}-", self.stem))
+    }
+
+    /// Removes what killed runs left behind. Call with the store's lock held.
+    ///
+    /// # Errors
+    /// [`BackupError::Io`] when the directory cannot be read or a leftover removed.
+    pub fn recover(&self, _lock: &StoreLock) -> Result<Recovered, BackupError> {
+        let mut out = Recovered::default();
+        let names = copy::dir_names(&self.dir)?;
+        for name in &names {
+            let path = self.dir.join(name);
+            if name.contains(TMP_MARK)
+                && (self.is_ours(name.trim_start_matches('.')) || name.starts_with(SCRATCH_PREFIX))
+            {
+                // The store lock is held, so no live warden owns a temporary file here.
+                let r = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+                r.map_err(io_err("removing leftover", &path))?;
+                out.temp_removed.push(path);
+            }
+        }
+        for name in &names {
+            if !self.is_ours(name) || name.contains(TMP_MARK) {
+                continue;
+            }
+            let path = self.dir.join(name);
+            if let Some(stem) = name.strip_suffix(&format!(".{DATA_EXT}")) {
+                let m = self.dir.join(format!("{stem}.{MANIFEST_EXT}"));
+                if !m.exists() {
+                    std::fs::remove_file(&path).map_err(io_err("removing unpublished copy", &path))?;
+                    out.orphan_data_removed.push(path);
+                }
+            } else if let Some(stem) = name.strip_suffix(&format!(".{MANIFEST_EXT}")) {
+                let d = self.dir.join(format!("{stem}.{DATA_EXT}"));
+                if !d.exists() {
+                    std::fs::remove_file(&path).map_err(io_err("removing orphan manifest", &path))?;
+                    out.orphan_manifests_removed.push(path);
+                }
+            }
+        }
+        if !out.is_empty() {
+            atomic::sync_dir(&self.dir).map_err(io_err("syncing", &self.dir))?;
+            tracing::warn!(dir = %self.dir.display(), ?out, "recovered leftovers of an interrupted backup or prune");
+        }
+        Ok(out)
+    }
+
+    /// Every published backup of this database, newest first. Manifests that cannot be
+    /// parsed are skipped with a warning (they never count as good).
+    ///
+    /// # Errors
+    /// [`BackupError::Io`] when the directory cannot be read.
+    pub fn list(&self) -> Result<Vec<BackupRecord>, BackupError> {
+        let mut out = Vec::new();
+        for name in copy::dir_names(&self.dir)? {
+            if !self.is_ours(&name) || name.contains(TMP_MARK) || !name.ends_with(&format!(".{MANIFEST_EXT}")) {
+                continue;
+            }
+            let manifest_path = self.dir.join(&name);
+            let parsed = std::fs::read(&manifest_path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice::<Manifest>(&b).map_err(|e| e.to_string()));
+            match parsed {
+                Ok(manifest) => {
+                    let path = self.dir.join(&manifest.file);
+                    if path.exists() && !manifest.file.contains('/') {
+                        out.push(BackupRecord { manifest, path, manifest_path });
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(manifest = %manifest_path.display(), error = %e, "unreadable manifest skipped")
+                }
+            }
+        }
+        out.sort_by(|a, b| b.manifest.created.cmp(&a.manifest.created).then(b.manifest.id.cmp(&a.manifest.id)));
+        Ok(out)
+    }
+
+    /// The newest backup that is good ([`Manifest::is_good`]).
+    ///
+    /// # Errors
+    /// As [`BackupStore::list`].
+    pub fn newest_good(&self) -> Result<Option<BackupRecord>, BackupError> {
+        Ok(self.list()?.into_iter().find(|r| r.manifest.is_good()))
+    }
+
+    /// Re-hashes a backup's data file and compares size and SHA-256 with its manifest.
+    ///
+    /// # Errors
+    /// [`BackupError::Io`] when the file cannot be read.
+    pub fn verify_hash(&self, rec: &BackupRecord) -> Result<bool, BackupError> {
+        let md = std::fs::metadata(&rec.path).map_err(io_err("reading", &rec.path))?;
+        if md.len() != rec.manifest.size {
+            return Ok(false);
+        }
+        let (hash, _) = copy::sha256_file(&rec.path, None).map_err(io_err("hashing", &rec.path))?;
+        Ok(hash == rec.manifest.sha256)
+    }
+
+    /// Removes a backup: the manifest first (so it is no longer listed), then the data file,
+    /// then the directory is synced. Call with the store's lock held.
+    ///
+    /// # Errors
+    /// [`BackupError::Io`] when a file cannot be removed; a crash in between leaves an
+    /// unlisted data file that [`BackupStore::recover`] removes.
+    pub fn remove(&self, _lock: &StoreLock, rec: &BackupRecord) -> Result<(), BackupError> {
+        std::fs::remove_file(&rec.manifest_path).map_err(io_err("removing", &rec.manifest_path))?;
+        pause_point("remove-between");
+        match std::fs::remove_file(&rec.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err("removing", &rec.path)(e)),
+        }
+        atomic::sync_dir(&self.dir).map_err(io_err("syncing", &self.dir))
+    }
+
+    fn new_id(&self, kind: BackupKind) -> String {
+        let base = format!("{}-{}-{}", self.stem, copy::stamp(), kind.as_str());
+        let mut id = base.clone();
+        let mut n = 1;
+        while self.dir.join(format!("{id}.{MANIFEST_EXT}")).exists()
+            || self.dir.join(format!("{id}.{DATA_EXT}")).exists()
+        {
+            n += 1;
+            id = format!("{base}.{n}");
+        }
+        id
+    }
+
+    /// Free bytes for unprivileged users in the store's directory.
+    ///
+    /// # Errors
+    /// [`BackupError::Io`] when `statvfs` fails.
+    pub fn free_bytes(&self) -> Result<u64, BackupError> {
+        copy::free_bytes(&self.dir).map_err(|e| BackupError::Io {
+            action: "statvfs",
+            path: self.dir.clone(),
+            source: e.into(),
+        })
+    }
+
+    /// Bytes a backup of `db` needs: database + `-wal` + `-journal`, plus 10 % and 1 MiB.
+    pub fn space_needed(db: &Path) -> u64 {
+        copy::with_headroom(copy::size_of(db) + Self::sidecar_bytes(db))
+    }
+
+    /// Bytes of `-wal` and `-journal` beside `db`.
+    fn sidecar_bytes(db: &Path) -> u64 {
+        copy::size_of(&sidecar(db, "-wal")) + copy::size_of(&sidecar(db, "-journal"))
+    }
+
+    /// Takes, checks, hashes and (when verified, or on request) publishes a backup of `db`.
+    ///
+    /// # Errors
+    /// [`BackupError`] when no copy could be made; a copy that fails its check is reported
+    /// in [`BackupOutcome::integrity`] instead.
+    pub fn take(&self, db: &Path, opts: &BackupOptions) -> Result<BackupOutcome, BackupError> {
+        let started = Instant::now();
+        let kind = opts.kind.unwrap_or(BackupKind::Manual);
+        if !db.exists() {
+            return Err(BackupError::Missing { db: db.to_owned() });
+        }
+        let lock = self.lock()?;
+        self.recover(&lock)?;
+        let needed = Self::space_needed(db);
+        let available = self.free_bytes()?;
+        if available < needed {
+            return Err(BackupError::NoSpace { dir: self.dir.clone(), needed, available });
+        }
+        pause_point("backup-preflight-passed");
+        let id = self.new_id(kind);
+        let final_path = self.dir.join(format!("{id}.{DATA_EXT}"));
+        let tmp = atomic::temp_path_for(&final_path);
+        let guard_tmp = TempGuard::with_sidecars(&tmp);
+        let full = |e: BackupError| match &e {
+            BackupError::Sqlite { source, .. } if is_disk_full(source) => {
+                BackupError::DiskFull { dir: self.dir.clone() }
+            }
+            BackupError::Io { source, .. } if io_is_full(source) => BackupError::DiskFull { dir: self.dir.clone() },
+            _ => e,
+        };
+
+        let sidecar_bytes = Self::sidecar_bytes(db);
+        let copy_started = Instant::now();
+        let copied = self.copy(db, &tmp, opts).and_then(|method| {
+            pause_point("backup-copied");
+            copy::finalize(&tmp)?;
+            Ok(method)
+        });
+        let method = match copied.map_err(full) {
+            Ok(m) => m,
+            // SQLite could not even read the set: the database is damaged. That is a failed
+            // check (a report), not a failure to take the backup.
+            Err(BackupError::Sqlite { action, path, source }) if is_damage(&source) => {
+                let integrity = IntegrityReport::failed(
+                    opts.check,
+                    format!("{action} `{}`: {source}", path.display()),
+                    started.elapsed(),
+                );
+                let manifest = Manifest::unpublished(&id, kind, db, opts, integrity.clone());
+                return Ok(BackupOutcome { integrity, published: None, manifest });
+            }
+            Err(e) => return Err(e),
+        };
+        let copy_ms = ms(copy_started.elapsed());
+        copy::check_cancel(opts.cancel.as_ref(), db)?;
+
+        let (integrity, sha256, hash_ms, (page_size, page_count)) =
+            verify_copy(&tmp, opts).map_err(|f| full(f.into()))?;
+        copy::check_cancel(opts.cancel.as_ref(), db)?;
+        pause_point("backup-verified");
+        let size = std::fs::metadata(&tmp).map_err(io_err("reading", &tmp))?.len();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).map_err(io_err("chmod", &tmp))?;
+        let verified = integrity.ok;
+        let kind = if !verified && kind == BackupKind::Post { BackupKind::PostCrash } else { kind };
+        let manifest = Manifest {
+            schema: 1,
+            id: id.clone(),
+            file: format!("{id}.{DATA_EXT}"),
+            kind,
+            created: crate::util::identity::now_rfc3339(),
+            source: db.to_owned(),
+            session_id: opts.session_id.clone(),
+            size,
+            page_size,
+            page_count,
+            sha256,
+            integrity: integrity.clone(),
+            verified,
+            method: method.to_owned(),
+            source_sidecar_bytes: sidecar_bytes,
+            timings: Timings { copy_ms, check_ms: integrity.duration_ms, hash_ms, total_ms: ms(started.elapsed()) },
+            sqlite_version: sqlite_version(),
+            warden_version: env!("CARGO_PKG_VERSION").to_owned(),
+            host: crate::util::identity::ProcessIdentity::current().host,
+        };
+        if !verified && !opts.keep_unverified {
+            return Ok(BackupOutcome { integrity, published: None, manifest });
+        }
+        std::fs::rename(&tmp, &final_path).map_err(io_err("publishing", &final_path))?;
+        pause_point("backup-data-renamed");
+        let manifest_path = self.dir.join(format!("{id}.{MANIFEST_EXT}"));
+        let written = serde_json::to_vec_pretty(&manifest)
+            .map_err(io::Error::other)
+            .and_then(|bytes| atomic::write_atomic(&manifest_path, &bytes, 0o600));
+        if let Err(e) = written {
+            // Without its manifest the copy is not a backup: take it back out, so a failed
+            // backup leaves the directory as it found it (and frees the space it took).
+            let _ = std::fs::remove_file(&final_path);
+            let _ = atomic::sync_dir(&self.dir);
+            return Err(full(io_err("writing", &manifest_path)(e)));
+        }
+        pause_point("backup-published");
+        drop(guard_tmp);
+        drop(lock);
+        Ok(BackupOutcome {
+            integrity,
+            published: Some(BackupRecord { manifest: manifest.clone(), path: final_path, manifest_path }),
+            manifest,
+        })
+    }
+
+    fn copy(&self, db: &Path, tmp: &Path, opts: &BackupOptions) -> Result<&'static str, BackupError> {
+        // A read-only SQLite open of a WAL-mode database creates its -wal and rebuilds its
+        // -shm; of a set with a hot journal it fails. With the lock held, copy such sets
+        // privately so the originals stay byte-identical.
+        let needs_private = nonempty(&sidecar(db, "-wal"))
+            || sidecar(db, "-journal").exists()
+            || sidecar(db, "-shm").exists()
+            || header_says_wal(db);
+        if needs_private && opts.writer_lock_held {
+            self.private_copy(db, tmp, opts)?;
+            return Ok("private_copy_recovered");
+        }
+        // In steps (with progress) when the caller holds the writer lock: nothing can restart
+        // a stepped copy then.
+        let how = OnlineCopy {
+            guard: opts.guard.as_ref(),
+            pages_per_step: if opts.writer_lock_held { 4096 } else { -1 },
+            cancel: opts.cancel.as_ref(),
+            progress: opts.progress.as_ref(),
+        };
+        match copy::online_copy(db, tmp, &how) {
+            Err(Failure::Sqlite { source, .. }) if is_hot_journal(&source) => {
+                Err(BackupError::HotJournal { db: db.to_owned() })
+            }
+            other => other.map(|()| "backup_api").map_err(BackupError::from),
+        }
+    }
+
+    /// Copies db + `-wal` + `-journal` (never `-shm`) into a scratch directory, lets SQLite
+    /// recover the copy, and moves the recovered file to `tmp`.
+    fn private_copy(&self, db: &Path, tmp: &Path, opts: &BackupOptions) -> Result<(), BackupError> {
+        let scratch = self.dir.join(format!("{SCRATCH_PREFIX}{TMP_MARK}{}.{}", std::process::id(), unique()));
+        std::fs::DirBuilder::new().mode(0o700).create(&scratch).map_err(io_err("creating", &scratch))?;
+        let _cleanup = TempGuard::new(vec![scratch.clone()]);
+        let copy_db = scratch.join("db");
+        for attempt in 0..2 {
+            let before = set_state(db);
+            copy::copy_set(db, &copy_db, opts.cancel.as_ref())?;
+            if set_state(db) == before {
+                break;
+            }
+            if attempt == 1 {
+                return Err(BackupError::Changing { db: db.to_owned() });
+            }
+        }
+        if let Some(p) = &opts.progress {
+            p.update(Phase::Copy, 1, 1);
+        }
+        // Opening the copy read-write lets SQLite roll back the hot journal or replay the
+        // WAL into the copy, exactly as the engine would at its next open.
+        let sq = |action: &'static str| {
+            let path = copy_db.clone();
+            move |source| BackupError::Sqlite { action, path, source }
+        };
+        let conn = Connection::open_with_flags_and_vfs(
+            &copy_db,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            c"unix",
+        )
+        .map_err(sq("opening the private copy"))?;
+        let mode: String =
+            conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).map_err(sq("recovering the private copy"))?;
+        if mode.eq_ignore_ascii_case("wal") {
+            let (busy, _, _): (i64, i64, i64) = conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .map_err(sq("checkpointing the private copy"))?;
+            if busy != 0 {
+                return Err(BackupError::Sqlite {
+                    action: "checkpointing the private copy",
+                    path: copy_db.clone(),
+                    source: rusqlite::Error::SqliteFailure(
+                        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+                        Some("checkpoint incomplete".into()),
+                    ),
+                });
+            }
+        }
+        drop(conn);
+        std::fs::rename(&copy_db, tmp).map_err(io_err("moving the private copy", tmp))?;
+        Ok(())
+    }
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::AtomicU64;
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Integrity check beside hash + fsync ([`copy::check_and_hash`]). Returns the report (failed
+/// when the copy changed meanwhile), the hash, the hash time, and (page_size, page_count).
+fn verify_copy(tmp: &Path, opts: &BackupOptions) -> Result<(IntegrityReport, String, u64, (u32, u64)), Failure> {
+    let spec = CheckSpec {
+        mode: Some(opts.check),
+        budget: opts.check_budget,
+        cancel: opts.cancel.as_ref(),
+        progress: opts.progress.as_ref(),
+    };
+    let checked = copy::check_and_hash(tmp, &spec)?;
+    let mut report = checked
+        .report
+        .unwrap_or_else(|| IntegrityReport::failed(opts.check, "the check did not run".into(), Duration::ZERO));
+    if checked.changed {
+        report.ok = false;
+        report.error = Some("the copy changed while it was being checked".into());
+    }
+    Ok((report, checked.sha256, ms(checked.hash_time), checked.pages))
+}
+
+/// Runs the check pragma and `foreign_key_check` on a read-write connection to `path`.
+/// Never returns `ok` unless exactly one row `ok` came back, with no error, interruption or
+/// foreign key violation.
+pub fn check_file(
+    path: &Path,
+    mode: CheckMode,
+    budget: Option<Duration>,
+    cancel: Option<Arc<AtomicBool>>,
+) -> Result<(IntegrityReport, (u32, u64)), BackupError> {
+    let started = Instant::now();
+    // Read-write on purpose: SQLite attaches CHECK constraints only to writable schemas.
+    let mut conn = match Connection::open_with_flags_and_vfs(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        c"unix",
+    ) {
+        Ok(c) => c,
+        Err(e) => return Ok((IntegrityReport::failed(mode, format!("open failed: {e}"), started.elapsed()), (0, 0))),
+    };
+    let timed_out = Arc::new(AtomicBool::new(false));
+    {
+        let deadline = budget.map(|b| started + b);
+        let timed_out = timed_out.clone();
+        let installed = conn.progress_handler(
+            10_000,
+            Some(move || {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    timed_out.store(true, Ordering::Relaxed);
+                    return true;
+                }
+                cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed))
+            }),
+        );
+        if let Err(e) = installed {
+            return Ok((
+                IntegrityReport::failed(mode, format!("cannot set the time budget: {e}"), started.elapsed()),
+                (0, 0),
+            ));
+        }
+    }
+    let _ = conn.execute_batch("PRAGMA query_only=ON; PRAGMA cache_size=-65536;");
+    let rows: rusqlite::Result<Vec<String>> = (|| {
+        let mut st = conn.prepare(&format!("PRAGMA {}", mode.pragma()))?;
+        let it = st.query_map([], |r| r.get::<_, String>(0))?;
+        it.collect()
+    })();
+    let mut report = match rows {
+        Ok(rows) => IntegrityReport {
+            mode,
+            ok: rows.len() == 1 && rows[0] == "ok",
+            messages: rows,
+            foreign_key_violations: 0,
+            foreign_key_messages: Vec::new(),
+            error: None,
+            timed_out: false,
+            duration_ms: 0,
+        },
+        Err(e) => IntegrityReport::failed(mode, format!("{} failed: {e}", mode.pragma()), started.elapsed()),
+    };
+    if report.ok {
+        let fk: rusqlite::Result<Vec<String>> = (|| {
+            let mut st = conn.prepare("PRAGMA foreign_key_check")?;
+            let it = st.query_map([], |r| {
+                let table: String = r.get(0)?;
+                let rowid: Option<i64> = r.get(1)?;
+                let parent: String = r.get(2)?;
+                Ok(format!("{table} rowid {} -> {parent}", rowid.map_or("?".into(), |v| v.to_string())))
+            })?;
+            it.collect()
+        })();
+        match fk {
+            Ok(v) => {
+                report.foreign_key_violations = v.len() as u64;
+                report.ok = v.is_empty();
+                report.foreign_key_messages = v.into_iter().take(20).collect();
+            }
+            Err(e) => {
+                report.ok = false;
+                report.error = Some(format!("foreign_key_check failed: {e}"));
+            }
+        }
+    }
+    if timed_out.load(Ordering::Relaxed) {
+        report.ok = false;
+        report.timed_out = true;
+        report.error =
+            Some(format!("time budget of {} s exceeded", budget.map(|b| b.as_secs_f64()).unwrap_or_default()));
+    }
+    let page_size: u32 = conn.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap_or(0);
+    let page_count: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap_or(0);
+    let page_count = u64::try_from(page_count).unwrap_or(0);
+    report.duration_ms = ms(started.elapsed());
+    Ok((report, (page_size, page_count)))
+}

@@ -1,0 +1,14 @@
+//! Consistent copies of a database and the stores that keep them.
+//!
+//! Owns copying, checking and hashing, the backup store, retention and prune, analysis
+//! snapshots, restore and drill, and salvage. Does not own the session lifecycle
+//! (`session`), which calls into this layer at its boundaries.
+
+pub mod backup;
+pub(crate) mod copy;
+pub mod kind;
+pub mod prune;
+pub mod restore;
+pub mod retention;
+pub mod salvage;
+pub mod snapshot;

@@ -1,0 +1,65 @@
+//! Applying retention to a backup store.
+//!
+//! Owns: turning the store's manifests into retention candidates, asking
+//! [`crate::copies::retention::plan`] what to keep, and removing the rest crash-safely (manifest
+//! first, so a removed backup is never listed, then the data file; a kill in between leaves
+//! an unlisted file the next run removes). Does not own: the keep rules themselves.
+
+use std::collections::BTreeSet;
+
+use crate::copies::backup::{BackupError, BackupStore};
+use crate::copies::retention::{self, Candidate, Plan, RetentionPolicy};
+
+/// Why a prune did not run.
+#[derive(Debug, thiserror::Error)]
+pub enum PruneError {
+    /// The policy would keep nothing.
+    #[error(transparent)]
+    Policy(#[from] retention::RetentionError),
+    /// The store could not be read or a backup not removed.
+    #[error(transparent)]
+    Store(#[from] BackupError),
+}
+
+/// Plans retention over `store` and, unless `dry_run`, removes what the plan drops. The
+/// dry run and the real run compute the same plan.
+///
+/// # Errors
+/// [`PruneError::Policy`] for an empty policy; [`PruneError::Store`] when the store cannot
+/// be read or a file cannot be removed (backups removed before the error stay removed; the
+/// rest are untouched).
+pub fn prune(
+    store: &BackupStore,
+    policy: &RetentionPolicy,
+    protected: &BTreeSet<String>,
+    dry_run: bool,
+) -> Result<Plan, PruneError> {
+    policy.validate()?;
+    let lock = store.lock()?;
+    if !dry_run {
+        store.recover(&lock)?;
+    }
+    let records = store.list()?;
+    let candidates: Vec<Candidate> = records
+        .iter()
+        .map(|r| Candidate {
+            id: r.manifest.id.clone(),
+            // An unparsable time sorts as the oldest possible: never "newest good".
+            created: r.manifest.created_at().unwrap_or(jiff::Timestamp::MIN),
+            size: r.manifest.size,
+            kind: r.manifest.kind,
+            verified: r.manifest.verified,
+        })
+        .collect();
+    let plan = retention::plan(policy, &candidates, protected, jiff::Timestamp::now());
+    if !dry_run {
+        for d in plan.dropped() {
+            if let Some(rec) = records.iter().find(|r| r.manifest.id == d.id) {
+                store.remove(&lock, rec)?;
+                tracing::info!(backup = %d.id, detail = %d.detail, "retention removed a backup");
+                crate::copies::backup::pause_point("prune-removed-one");
+            }
+        }
+    }
+    Ok(plan)
+}

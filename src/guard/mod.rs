@@ -1,0 +1,13 @@
+//! What an engine links: the policy, the writer lock, the audit log, the VFS's safe half
+//! and the connection factory.
+//!
+//! Owns every decision about a single open of a database. Does not own copies of the
+//! database (`copies`) or the session lifecycle (`session`).
+
+pub mod audit;
+pub mod connect;
+pub mod error;
+pub mod extension;
+pub mod lock;
+pub mod policy;
+pub mod vfs;

@@ -1,0 +1,7 @@
+//! Small helpers every layer may use: atomic file writes, process identity, progress.
+//!
+//! Owns nothing about SQLite or warden's policy; depends on nothing else in the crate.
+
+pub mod atomic;
+pub mod identity;
+pub mod progress;
