@@ -50,7 +50,7 @@ use serde::{Deserialize, Serialize};
 use crate::copies::copy::{
     self, CheckSpec, Failure, OnlineCopy, TempGuard, io_is_full, is_damage, is_disk_full, is_hot_journal,
 };
-use crate::guard::error::OpenError;
+use crate::guard::connect::OpenError;
 use crate::guard::vfs::Guard;
 use crate::session::BackupKind;
 use crate::session::ms;

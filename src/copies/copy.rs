@@ -31,7 +31,7 @@ use sha2::{Digest, Sha256};
 
 use crate::copies::backup::{CheckMode, IntegrityReport, check_file, sidecar};
 use crate::guard::connect::{ToolOptions, open_tool};
-use crate::guard::error::OpenError;
+use crate::guard::connect::OpenError;
 use crate::guard::vfs::Guard;
 use crate::util::progress::{Phase, Progress};
 

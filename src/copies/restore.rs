@@ -110,7 +110,8 @@ use crate::copies::backup::{
 use crate::copies::copy::{self, TempGuard};
 use crate::copies::kind::BackupKind;
 use crate::guard::audit::{AuditEvent, AuditLog, AuditRecord};
-use crate::guard::error::{AuditError, LockError};
+use crate::guard::audit::AuditError;
+use crate::guard::lock::LockError;
 use crate::guard::lock::{self, CloseState, LockState, WriterLock, WriterScope};
 use crate::guard::vfs::Guard;
 use crate::session::health::BackupRef;

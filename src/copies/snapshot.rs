@@ -70,7 +70,7 @@ use crate::copies::backup::{CheckMode, IntegrityReport, pause_point, sidecar};
 use crate::copies::copy::{
     self, CheckSpec, Failure, OnlineCopy, TempGuard, io_is_full, is_damage, is_disk_full, is_hot_journal,
 };
-use crate::guard::error::OpenError;
+use crate::guard::connect::OpenError;
 use crate::guard::vfs::Guard;
 use crate::session::ms;
 use crate::util::atomic::{self, TMP_MARK};
@@ -353,7 +353,7 @@ impl SnapshotError {
             SnapshotError::HotJournal { .. } => 75,
             SnapshotError::Source { source, .. } => match source {
                 OpenError::Missing { .. } => 66,
-                OpenError::WriterLocked(crate::guard::error::LockError::Held { .. }) => 75,
+                OpenError::WriterLocked(crate::guard::lock::LockError::Held { .. }) => 75,
                 OpenError::NotAFilePath { .. } => 64,
                 _ => 69,
             },

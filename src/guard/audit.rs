@@ -27,7 +27,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-use crate::guard::error::AuditError;
 use crate::guard::lock::{CloseState, Holder};
 use crate::guard::policy::Role;
 use crate::storage::FsVerdict;
@@ -402,3 +401,20 @@ pub fn read_log(path: &Path) -> io::Result<Vec<AuditRecord>> {
     let text = std::fs::read_to_string(path)?;
     Ok(text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
 }
+/// Writing the audit log failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuditError {
+    /// The audit file could not be created or appended to.
+    #[error(
+        "cannot append to the audit log `{path}`: {source}\n(hint: set WARDEN_AUDIT_DIR to a writable local directory)"
+    )]
+    Io {
+        /// The audit file.
+        path: PathBuf,
+        /// What the system said.
+        #[source]
+        source: io::Error,
+    },
+}
+

@@ -32,9 +32,11 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 use serde::{Deserialize, Serialize};
 
-use crate::guard::error::{AuditError, LockError, OpenError};
+use crate::guard::audit::AuditError;
+use crate::guard::lock::LockError;
 use crate::guard::policy::{Refusal, RefusalKind, Role};
-use crate::guard::vfs::{self, Guard};
+use crate::guard::vfs::{self, Guard, RegisterError};
+use crate::storage::FsVerdict;
 use crate::sys::vfs as ffi;
 
 /// Which journal mode the engine connection ends up in.
@@ -378,6 +380,130 @@ pub fn open_snapshot(path: impl AsRef<Path>, opts: &ToolOptions) -> Result<Conne
         "this is the live database; analysis reads its latest snapshot instead"
     );
     open_tool(&latest, opts)
+}
+
+/// Opening a guarded connection failed or was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The engine was asked to write on a network filesystem.
+    #[error("refusing to open `{path}` for the engine: it is on a network filesystem, {}\n(reason: {})\n(hint: move the database to a local disk; `warden fs {}` explains the verdict)", verdict.describe(), verdict.reason, path.display())]
+    NetworkFilesystem {
+        /// The database.
+        path: PathBuf,
+        /// The verdict.
+        verdict: Box<FsVerdict>,
+    },
+    /// The mount's locks are not real.
+    #[error("refusing to open `{path}` for the engine: locking is disabled on {}\n(reason: {})\n(hint: remount without `nobrl`/`nolock`, or better, move the database to a local disk)", verdict.describe(), verdict.reason)]
+    NoLocking {
+        /// The database.
+        path: PathBuf,
+        /// The verdict.
+        verdict: Box<FsVerdict>,
+    },
+    /// The filesystem could not be vouched for.
+    #[error("refusing to open `{path}` for the engine: warden cannot vouch for {}\n(reason: {})\n(hint: move the database to a local disk)", verdict.describe(), verdict.reason)]
+    SuspectFilesystem {
+        /// The database.
+        path: PathBuf,
+        /// The verdict.
+        verdict: Box<FsVerdict>,
+    },
+    /// WAL was requested, or found, where it cannot work.
+    #[error("{message}\n(hint: keep journal_mode=DELETE on this storage, or move the database to a local disk)")]
+    WalRefused {
+        /// The database.
+        path: PathBuf,
+        /// The refusal, as SQLite reported it.
+        message: String,
+    },
+    /// Another writer holds the single-writer lock.
+    #[error(transparent)]
+    WriterLocked(#[from] LockError),
+    /// A URI parameter that disables safety was used.
+    #[error(
+        "refusing `{param}` on `{path}`: it disables SQLite's locking or change detection\n(hint: open the database without URI parameters; analysis tools should read a snapshot)"
+    )]
+    UnsafeUriParameter {
+        /// The database.
+        path: PathBuf,
+        /// `nolock=1` or `immutable=1`.
+        param: String,
+    },
+    /// The path is a URI or an in-memory name, which the factory does not accept.
+    #[error("`{path}` is not a database file path: {why}\n(hint: pass a plain filesystem path)")]
+    NotAFilePath {
+        /// What was passed.
+        path: String,
+        /// Why it is refused.
+        why: &'static str,
+    },
+    /// The connection did not end up on the warden VFS.
+    #[error("`{path}` was opened on VFS `{vfs}`, not on warden's `{expected}`; refusing the connection")]
+    NotOnWardenVfs {
+        /// The database.
+        path: PathBuf,
+        /// The VFS the connection runs on.
+        vfs: String,
+        /// The VFS it should run on.
+        expected: String,
+    },
+    /// The engine asked to write but the file is read-only to this process.
+    #[error(
+        "`{path}` is not writable by this process, so the engine cannot use it\n(hint: check the owner and mode of the file and its directory)"
+    )]
+    NotWritable {
+        /// The database.
+        path: PathBuf,
+    },
+    /// The database is missing and creation was not asked for.
+    #[error("`{path}` does not exist\n(hint: pass the right path, or allow creation explicitly)")]
+    Missing {
+        /// The database.
+        path: PathBuf,
+    },
+    /// The audit record for the open could not be written and the policy is fail-closed.
+    #[error("refusing to open `{path}`: {source}")]
+    AuditUnavailable {
+        /// The database.
+        path: PathBuf,
+        /// The audit failure.
+        #[source]
+        source: AuditError,
+    },
+    /// The guard could not be registered.
+    #[error(transparent)]
+    Register(#[from] RegisterError),
+    /// The tooling connection is not read-only after all checks.
+    #[error("tooling connection to `{path}` is not read-only; refusing it")]
+    NotReadOnly {
+        /// The database.
+        path: PathBuf,
+    },
+    /// An analysis open ([`crate::guard::connect::open_snapshot`]) was pointed at a live database
+    /// and it has no snapshot to read instead.
+    #[error(
+        "`{path}`: this is the live database; analysis reads snapshots: run `warden snapshot` (or pass --live)\n(reason: {why}; no snapshot at `{latest}`)\n(hint: `warden snapshot --db {}` publishes one; `warden run --snapshot-every 10m` keeps one fresh)",
+        path.display()
+    )]
+    LiveDatabase {
+        /// The database.
+        path: PathBuf,
+        /// Where its latest snapshot would be.
+        latest: PathBuf,
+        /// Why it counts as live.
+        why: &'static str,
+    },
+    /// SQLite itself failed.
+    #[error("SQLite failed on `{path}`: {source}")]
+    Sqlite {
+        /// The database.
+        path: PathBuf,
+        /// SQLite's error.
+        #[source]
+        source: rusqlite::Error,
+    },
 }
 
 #[cfg(test)]

@@ -31,7 +31,6 @@ use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 
 use serde::{Deserialize, Serialize};
 
-use crate::guard::error::LockError;
 use crate::util::identity::{ProcessIdentity, now_rfc3339};
 
 /// Suffix of the lock file; avoids SQLite's own `-journal`, `-wal`, `-shm`, `-mj` and the
@@ -562,6 +561,38 @@ pub fn inspect(db: &Path) -> Result<LockStatus, LockError> {
         (false, _) => LockState::Free,
     };
     Ok(LockStatus { db: db.to_owned(), lock_path, state, record })
+}
+
+/// Taking or reading the single-writer lock failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LockError {
+    /// Another writer holds the lock.
+    #[error("`{db}` already has a writer: {}\n(hint: stop that engine first; `warden lock {}` shows the holder)", holder_text(holder.as_deref()), db.display())]
+    Held {
+        /// The database.
+        db: PathBuf,
+        /// The lock file.
+        lock_path: PathBuf,
+        /// Who holds it, as the holder recorded it (diagnostic only).
+        holder: Option<Box<Holder>>,
+    },
+    /// The lock file could not be opened, locked or written.
+    #[error("cannot use the writer lock file `{lock_path}`: {source}")]
+    Io {
+        /// The lock file.
+        lock_path: PathBuf,
+        /// What the system said.
+        #[source]
+        source: io::Error,
+    },
+}
+
+pub(crate) fn holder_text(h: Option<&Holder>) -> String {
+    match h {
+        Some(h) => h.describe(),
+        None => "holder details unavailable".to_owned(),
+    }
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use crate::guard::audit::{AuditEvent, AuditLog, AuditRecord, Flags, HeaderInfo};
-use crate::guard::error::{LockError, RegisterError};
+use crate::guard::lock::LockError;
 use crate::guard::lock::{Acquired, CloseState, RecordState, WriterLock};
 use crate::guard::policy::{self, Access, AuditFailure, Policy, Refusal, RefusalKind, Role, UriFlags};
 use crate::storage::{self, FsProbe, FsVerdict, RealProbe};
@@ -119,16 +119,16 @@ impl Guard {
     /// The storage verdict for `path`, through this guard's probe.
     ///
     /// # Errors
-    /// [`crate::guard::error::ProbeError`] when the path or mount table cannot be examined.
-    pub fn classify(&self, path: &Path) -> Result<FsVerdict, crate::guard::error::ProbeError> {
+    /// [`crate::storage::ProbeError`] when the path or mount table cannot be examined.
+    pub fn classify(&self, path: &Path) -> Result<FsVerdict, crate::storage::ProbeError> {
         storage::classify(self.shared.config.probe.as_ref(), path)
     }
 
     /// Appends a record to this guard's audit log (the caller applies its own failure policy).
     ///
     /// # Errors
-    /// [`crate::guard::error::AuditError`] when the log cannot be written.
-    pub fn audit(&self, rec: &mut AuditRecord) -> Result<(), crate::guard::error::AuditError> {
+    /// [`crate::guard::audit::AuditError`] when the log cannot be written.
+    pub fn audit(&self, rec: &mut AuditRecord) -> Result<(), crate::guard::audit::AuditError> {
         self.shared.audit.append(rec)
     }
 }
@@ -265,7 +265,7 @@ pub(crate) fn pre_open(
         Role::Engine if flags & RW != 0 => match WriterLock::acquire(path, shared.config.policy.writer_scope) {
             Ok(a) => plan.lock = Some(a),
             Err(LockError::Held { lock_path, holder, db }) => {
-                let text = crate::guard::error::holder_text(holder.as_deref());
+                let text = crate::guard::lock::holder_text(holder.as_deref());
                 return Err(Refusal {
                     kind: RefusalKind::WriterLocked { lock_path, holder },
                     path: db.clone(),
@@ -444,3 +444,51 @@ pub(crate) fn status_json(
     })
     .to_string()
 }
+/// Registering the guard VFS failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegisterError {
+    /// The linked SQLite is older than the floor.
+    #[error(
+        "SQLite {found} is too old: warden needs {required} or newer (older releases carry the WAL-reset corruption bug)\n(hint: build with rusqlite's `bundled` feature or upgrade the system libsqlite3)"
+    )]
+    SqliteTooOld {
+        /// Version found, e.g. `3.40.1`.
+        found: String,
+        /// Minimum version, e.g. `3.51.3`.
+        required: String,
+    },
+    /// Another VFS object already uses the name.
+    #[error("a different VFS is already registered as `{name}`\n(hint: pick another name for this guard)")]
+    NameTaken {
+        /// The name.
+        name: String,
+    },
+    /// The parent VFS does not exist.
+    #[error("parent VFS `{name}` is not registered in this SQLite")]
+    ParentMissing {
+        /// The parent's name.
+        name: String,
+    },
+    /// The parent VFS is itself a warden guard.
+    #[error("parent VFS `{name}` is a warden guard; a guard must wrap a real VFS, not itself")]
+    SelfWrap {
+        /// The parent's name.
+        name: String,
+    },
+    /// SQLite refused the registration.
+    #[error("sqlite3_vfs_register(`{name}`) failed with code {code}")]
+    Sqlite {
+        /// The name.
+        name: String,
+        /// SQLite's result code.
+        code: i32,
+    },
+    /// A name with a NUL byte.
+    #[error("invalid VFS name `{name}`")]
+    InvalidName {
+        /// The name.
+        name: String,
+    },
+}
+

@@ -328,7 +328,7 @@ pub fn check_only(db: &Path, opts: &CheckOptions) -> Result<GateReport, BackupEr
         source,
     };
     let status = crate::guard::lock::inspect(db).map_err(|e| match e {
-        crate::guard::error::LockError::Io { lock_path, source } => lock_io(lock_path, source),
+        crate::guard::lock::LockError::Io { lock_path, source } => lock_io(lock_path, source),
         other => lock_io(crate::guard::lock::lock_path_for(db), std::io::Error::other(other.to_string())),
     })?;
     let mut taken = None;
@@ -341,8 +341,8 @@ pub fn check_only(db: &Path, opts: &CheckOptions) -> Result<GateReport, BackupEr
                 taken = Some(a.lock);
                 Access::LockTaken
             }
-            Err(crate::guard::error::LockError::Held { holder, .. }) => Access::Live(holder),
-            Err(crate::guard::error::LockError::Io { lock_path, source }) => return Err(lock_io(lock_path, source)),
+            Err(crate::guard::lock::LockError::Held { holder, .. }) => Access::Live(holder),
+            Err(crate::guard::lock::LockError::Io { lock_path, source }) => return Err(lock_io(lock_path, source)),
         },
         LockState::FreeAfterCrash => Access::Unlocked(
             "the last writer died without releasing the writer lock; the lock was left untouched as evidence (`warden status`)",
@@ -388,7 +388,7 @@ pub fn check_only(db: &Path, opts: &CheckOptions) -> Result<GateReport, BackupEr
     report.reasons.push(match &access {
         Access::Live(holder) => format!(
             "read while a writer holds the lock ({}): checked a consistent snapshot taken with the online backup API",
-            crate::guard::error::holder_text(holder.as_deref())
+            crate::guard::lock::holder_text(holder.as_deref())
         ),
         Access::LockTaken => "no writer was running: warden held the writer lock during the check, so the set was stable and any journal or WAL was recovered on the private copy".into(),
         Access::Unlocked(why) => format!("read without the writer lock ({why}): SQLite's own locking kept the copy consistent"),

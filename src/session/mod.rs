@@ -51,7 +51,10 @@ use self::health::{BackupRef, FreeSpace, HealthArtifact, PostBackup, RetentionSu
 use crate::copies::backup::{BackupError, BackupOptions, BackupStore, CheckMode};
 use crate::copies::retention::RetentionPolicy;
 use crate::copies::{backup, prune, restore, snapshot};
-use crate::guard::error::{LockError, OpenError, ProbeError, RegisterError};
+use crate::guard::connect::OpenError;
+use crate::guard::lock::LockError;
+use crate::guard::vfs::RegisterError;
+use crate::storage::ProbeError;
 use crate::guard::lock::{CloseState, WriterLock, WriterScope};
 use crate::guard::vfs::{self, Guard};
 use crate::storage::FsVerdict;

@@ -17,6 +17,7 @@ pub mod mountinfo;
 pub mod probe;
 
 use std::fmt;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -24,7 +25,6 @@ use serde::{Deserialize, Serialize};
 pub use mountinfo::{MountEntry, MountTable};
 pub use probe::{FsProbe, PathFacts, RealProbe, SimulatedProbe};
 
-use crate::guard::error::ProbeError;
 
 /// What kind of storage a path lives on, from SQLite's point of view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -300,6 +300,32 @@ pub fn classify_facts(probe: &dyn FsProbe, facts: &PathFacts) -> Result<FsVerdic
         Some(classify_mount(e, None, &mut |_| None).kind)
     };
     Ok(classify_mount(entry, facts.magic, &mut lower))
+}
+
+/// Gathering filesystem facts failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProbeError {
+    /// `stat`/`statfs` failed on the path or every ancestor.
+    #[error("cannot examine `{path}`: {source}")]
+    Path {
+        /// The path examined.
+        path: PathBuf,
+        /// What the system said.
+        #[source]
+        source: io::Error,
+    },
+    /// The mount table could not be read.
+    #[error(
+        "cannot read the mount table `{path}`: {source}\n(hint: warden needs /proc mounted to tell local from network storage)"
+    )]
+    MountTable {
+        /// The mountinfo file.
+        path: PathBuf,
+        /// What the system said.
+        #[source]
+        source: io::Error,
+    },
 }
 
 #[cfg(test)]

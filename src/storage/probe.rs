@@ -15,8 +15,7 @@ use std::os::fd::AsFd;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::guard::error::ProbeError;
-use crate::storage::{FsKind, FsVerdict, MountTable, magic};
+use crate::storage::{FsKind, ProbeError, FsVerdict, MountTable, magic};
 
 /// Facts about one existing path, the input to the verdict.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,7 +201,7 @@ mod bsd {
         let sfs = nix::sys::statfs::statfs(path).map_err(io::Error::from)?;
         let fstype = sfs.filesystem_type_name().to_owned();
         let local = sfs.flags().contains(nix::sys::statvfs::FsFlags::ST_LOCAL);
-        let mut v = crate::storage::crate::storage::classify_mount(None, None, &mut |_| None);
+        let mut v = crate::storage::classify_mount(None, None, &mut |_| None);
         v.fstype = fstype.clone();
         v.kind = match fstype.as_str() {
             "webdav" => FsKind::NoLocking,

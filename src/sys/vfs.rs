@@ -47,7 +47,7 @@ use std::time::Instant;
 use libsqlite3_sys as ffi;
 
 use crate::guard::audit::{AuditEvent, AuditRecord, FileStats, HeaderInfo};
-use crate::guard::error::RegisterError;
+use crate::guard::vfs::RegisterError;
 use crate::guard::lock::{CloseState, WriterLock};
 use crate::guard::policy::{Access, Refusal, RefusalKind, Role, UriFlags};
 use crate::guard::vfs::{PreOpen, Shared};
