@@ -464,9 +464,9 @@ fn set_state(db: &Path) -> SetState {
     )
 }
 
+/// Read through SQLite's VFS: this runs in processes that may hold SQLite locks on `db`.
 fn header_says_wal(db: &Path) -> bool {
-    let mut h = [0u8; 20];
-    File::open(db).and_then(|mut f| f.read_exact(&mut h)).is_ok() && &h[..16] == b"SQLite format 3\0" && h[18] == 2
+    crate::format::header::read_header(db).ok().flatten().is_some_and(|h| h.wal)
 }
 
 fn nonempty(p: &Path) -> bool {

@@ -5,7 +5,8 @@
 //! a WAL whose header checksum fails is ignored whole, recovery stops at the first bad frame and
 //! drops every later frame even when they are intact and committed, and a WAL beside an empty
 //! database file is deleted on open. This module reads the bytes of the ORIGINAL files, opened
-//! read-only with `std::fs` (never through SQLite, never for writing), and reports what it finds.
+//! read-only through SQLite's `unix` VFS (never for writing, and never a `std::fs` descriptor
+//! whose close would drop the process's locks), and reports what it finds.
 //!
 //! It owns:
 //! - parsing the 100-byte database header (<https://www.sqlite.org/fileformat2.html> §1.3) and
@@ -65,9 +66,11 @@
 //! that holds that database's whole image; a bit flip inside a stored value. Page checksums
 //! (cksumvfs) or a backup's content hash are the tools for those (reliability-notes §4, §5).
 
-use std::fs::File;
 use std::io::{self, BufReader, Read};
-use std::path::{Path, PathBuf};
+
+use crate::format::names;
+use crate::sys::sqlite::VfsFile;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -188,30 +191,24 @@ pub struct WalSummary {
 /// database itself does not exist (a missing database is the gate's decision, not a finding), and
 /// [`io::ErrorKind::UnexpectedEof`] when a file shrinks while it is read.
 pub fn scan_set(db: &Path) -> io::Result<ScanReport> {
-    let file = File::open(db)?;
-    let db_size = file.metadata()?.len();
+    let file = VfsFile::open(None, db)?;
+    let db_size = file.len();
     let mut header = Vec::with_capacity(DB_HEADER_LEN);
-    file.take(DB_HEADER_LEN as u64).read_to_end(&mut header)?;
+    file.reader().take(DB_HEADER_LEN as u64).read_to_end(&mut header)?;
 
-    let journal = match open_if_present(&sidecar(db, "-journal"))? {
+    let journal = match open_if_present(&names::journal(db))? {
         None => None,
         Some(file) => {
-            let size = file.metadata()?.len();
             let mut head = Vec::with_capacity(JOURNAL_MAGIC.len());
-            file.take(JOURNAL_MAGIC.len() as u64).read_to_end(&mut head)?;
-            Some(JournalState { size, hot: head == JOURNAL_MAGIC })
+            file.reader().take(JOURNAL_MAGIC.len() as u64).read_to_end(&mut head)?;
+            Some(JournalState { size: file.len(), hot: head == JOURNAL_MAGIC })
         }
     };
 
-    let wal_path = sidecar(db, "-wal");
-    let wal = match open_if_present(&wal_path)? {
-        None => None,
-        Some(file) => {
-            let size = file.metadata()?.len();
-            // Large enough for one 64 KiB frame, so each frame costs one read system call.
-            Some((size, BufReader::with_capacity(1 << 17, file)))
-        }
-    };
+    let wal_path = names::wal(db);
+    let wal_file = open_if_present(&wal_path)?;
+    // Large enough for one 64 KiB frame, so each frame costs one read call.
+    let wal = wal_file.as_ref().map(|f| (f.len(), BufReader::with_capacity(1 << 17, f.reader())));
 
     let names = Names { db: db.display().to_string(), wal: wal_path.display().to_string() };
     scan_parts(&names, &header, db_size, wal, journal)
@@ -249,15 +246,10 @@ fn valid_page_size(size: u32) -> bool {
     (512..=65_536).contains(&size) && size.is_power_of_two()
 }
 
-/// `<db>` plus a suffix, as SQLite names its sidecar files.
-fn sidecar(db: &Path, suffix: &str) -> PathBuf {
-    let mut name = db.as_os_str().to_owned();
-    name.push(suffix);
-    PathBuf::from(name)
-}
-
-fn open_if_present(path: &Path) -> io::Result<Option<File>> {
-    match File::open(path) {
+/// Opens a file of the set through SQLite's `unix` VFS: the original may be a live database
+/// whose process holds SQLite locks, which closing a `std::fs` descriptor would drop.
+fn open_if_present(path: &Path) -> io::Result<Option<VfsFile>> {
+    match VfsFile::open(None, path) {
         Ok(file) => Ok(Some(file)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
@@ -962,13 +954,13 @@ mod tests {
             "PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=0; CREATE TABLE t(x); INSERT INTO t VALUES (1);",
         )
         .unwrap();
-        let before = (std::fs::read(&path).unwrap(), std::fs::read(sidecar(&path, "-wal")).unwrap());
+        let before = (std::fs::read(&path).unwrap(), std::fs::read(names::wal(&path)).unwrap());
         let report = scan_set(&path).unwrap();
         assert_eq!(report, scan_bytes(&before.0, Some(&before.1)).with_names_from(&report));
         assert!(report.is_ok());
         assert!(report.wal.as_ref().unwrap().committed_frames > 0);
         assert_eq!(report.journal_bytes, None);
-        assert_eq!(before, (std::fs::read(&path).unwrap(), std::fs::read(sidecar(&path, "-wal")).unwrap()));
+        assert_eq!(before, (std::fs::read(&path).unwrap(), std::fs::read(names::wal(&path)).unwrap()));
         drop(conn);
 
         let err = scan_set(&dir.path().join("missing.db")).unwrap_err();

@@ -130,57 +130,9 @@ impl Flags {
     }
 }
 
-/// The parts of the 100-byte database header the guard looks at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HeaderInfo {
-    /// Starts with `SQLite format 3\0`.
-    pub valid: bool,
-    /// Page size in bytes (1 in the header means 65536).
-    pub page_size: u32,
-    /// File change counter (bytes 24..28).
-    pub change_counter: u32,
-    /// Database size in pages (bytes 28..32).
-    pub db_pages: u32,
-    /// Schema cookie (bytes 40..44).
-    pub schema_cookie: u32,
-    /// Read/write versions are 2: the database is in WAL mode.
-    pub wal: bool,
-}
-
-impl HeaderInfo {
-    /// Decodes the first 100 bytes of a database file.
-    pub fn decode(h: &[u8; 100]) -> Self {
-        let be = |at: usize| u32::from_be_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
-        let raw_page = u32::from(u16::from_be_bytes([h[16], h[17]]));
-        HeaderInfo {
-            valid: &h[..16] == b"SQLite format 3\0",
-            page_size: if raw_page == 1 { 65536 } else { raw_page },
-            change_counter: be(24),
-            db_pages: be(28),
-            schema_cookie: be(40),
-            wal: h[18] == 2 || h[19] == 2,
-        }
-    }
-}
-
-/// Per-file I/O counters, reported on close.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileStats {
-    /// `xRead` calls.
-    pub reads: u64,
-    /// `xWrite` calls.
-    pub writes: u64,
-    /// Bytes read.
-    pub bytes_read: u64,
-    /// Bytes written.
-    pub bytes_written: u64,
-    /// `xSync` calls.
-    pub syncs: u64,
-    /// Write transactions (RESERVED locks taken).
-    pub write_txns: u64,
-    /// Writes vetoed on a read-only role.
-    pub vetoed_writes: u64,
-}
+pub use crate::format::header::HeaderInfo;
+/// Per-file I/O counters, reported on close (kept by the VFS layer on the hot path).
+pub use crate::sys::vfs::IoStats as FileStats;
 
 /// One audit line. Fields that do not apply to an event are left out; consumers must
 /// ignore fields they do not know.

@@ -37,7 +37,7 @@ use crate::guard::lock::LockError;
 use crate::guard::policy::{Refusal, RefusalKind, Role};
 use crate::guard::vfs::{self, Guard, RegisterError};
 use crate::storage::FsVerdict;
-use crate::sys::vfs as ffi;
+use crate::sys::sqlite as ffi;
 
 /// Which journal mode the engine connection ends up in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

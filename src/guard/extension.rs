@@ -78,7 +78,7 @@ pub fn init(conn: &Connection) -> rusqlite::Result<bool> {
             let config = config_from_env().map_err(user_error)?;
             let g = vfs::register(vfs::DEFAULT_NAME, config).map_err(|e| user_error(e.to_string()))?;
             if std::env::var("WARDEN_DEFAULT_VFS").is_ok_and(|v| v == "1")
-                && !crate::sys::vfs::make_default(g.engine_vfs())
+                && !crate::sys::sqlite::make_default(g.engine_vfs())
             {
                 return Err(user_error("could not make `warden` the default VFS".into()));
             }

@@ -180,8 +180,6 @@ fn parked_inherited() -> MutexGuard<'static, Option<(Key, File)>> {
 /// Takes the descriptor named by [`INHERIT_FD_ENV`], at most once per process, if it is open
 /// and is the lock file at `lock_path`.
 fn take_inherited(lock_path: &Path) -> Option<File> {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    static TAKEN: AtomicBool = AtomicBool::new(false);
     let want = std::fs::metadata(lock_path).ok()?;
     {
         // Handed back by an earlier release in this process: the engine reconnected.
@@ -191,15 +189,7 @@ fn take_inherited(lock_path: &Path) -> Option<File> {
         }
     }
     let fd: i32 = std::env::var(INHERIT_FD_ENV).ok()?.trim().parse().ok()?;
-    if !crate::sys::vfs::inherited_fd_matches(fd, want.dev(), want.ino()) {
-        return None;
-    }
-    if TAKEN.swap(true, Ordering::SeqCst) {
-        return None;
-    }
-    let file = crate::sys::vfs::adopt_inherited_fd(fd)?;
-    let _ = nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
-    Some(file)
+    crate::sys::handoff::adopt(fd, want.dev(), want.ino())
 }
 
 type Key = (u64, u64);

@@ -9,5 +9,6 @@ pub mod connect;
 pub mod error;
 pub mod extension;
 pub mod lock;
+mod open;
 pub mod policy;
 pub mod vfs;

@@ -1,10 +1,10 @@
-//! The guarded VFS: registration and the safe half of every decision it makes.
+//! The guarded VFS: configuration and registration of a guard.
 //!
 //! Owns: [`GuardConfig`], registering a guard as a pair of VFS objects (`<name>` for the
-//! engine role, `<name>-ro` for tooling) over a parent VFS (`unix`), and the safe logic of
-//! an open: storage verdict, policy, the tooling downgrade, the writer lock, header and
-//! hot-WAL checks, drift detection and the audit records. Does not own: pointer handling
-//! and forwarding to the parent, which live in [`ffi`], the only file allowed `unsafe`.
+//! engine role, `<name>-ro` for tooling) over a parent VFS (`unix`), the guard registry and
+//! the thread's last refusal. Does not own: the decisions of a single open (in
+//! `guard::open`), or pointer handling and forwarding to the parent (in `sys`, the only
+//! module allowed `unsafe`).
 //!
 //! WAL is refused on non-local storage in four layers, each closing a hole in the others:
 //! 1. `PRAGMA journal_mode=WAL` fails with a message naming the path and filesystem
@@ -21,11 +21,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
-use crate::guard::audit::{AuditEvent, AuditLog, AuditRecord, Flags, HeaderInfo};
-use crate::guard::lock::LockError;
-use crate::guard::lock::{Acquired, CloseState, RecordState, WriterLock};
-use crate::guard::policy::{self, Access, AuditFailure, Policy, Refusal, RefusalKind, Role, UriFlags};
+use crate::guard::audit::{AuditLog, AuditRecord};
+use crate::guard::open::RoleVfs;
+use crate::guard::policy::{AuditFailure, Policy, Refusal, Role};
 use crate::storage::{self, FsProbe, FsVerdict, RealProbe};
+use crate::sys::vfs::{RegisterFailure, Shim};
 
 /// The oldest SQLite the guard registers on: 3.51.3 (`SQLITE_VERSION_NUMBER` form). Older
 /// releases carry a WAL-reset bug that can corrupt a database under concurrent checkpoints.
@@ -76,7 +76,7 @@ impl Shared {
         }
     }
 
-    fn audit_failure(&self, role: Role) -> AuditFailure {
+    pub(crate) fn audit_failure(&self, role: Role) -> AuditFailure {
         match role {
             Role::Engine => self.config.policy.engine_audit_failure,
             Role::Tool => self.config.policy.tool_audit_failure,
@@ -148,13 +148,31 @@ fn guards() -> std::sync::MutexGuard<'static, HashMap<String, Guard>> {
 /// either name is already registered (by warden or anyone else);
 /// [`RegisterError::ParentMissing`] / [`RegisterError::SelfWrap`] for a bad parent.
 pub fn register(name: &str, config: GuardConfig) -> Result<Guard, RegisterError> {
+    let found = sqlite_version_number();
+    if found < SQLITE_FLOOR {
+        return Err(RegisterError::SqliteTooOld { found: rusqlite::version().to_owned(), required: "3.51.3".to_owned() });
+    }
     let mut reg = guards();
     if reg.contains_key(name) {
         return Err(RegisterError::NameTaken { name: name.to_owned() });
     }
     let audit = AuditLog::in_dir(&config.audit_dir);
+    let parent = config.parent.clone();
     let shared = Arc::new(Shared { config, audit, engine_name: name.to_owned(), tool_name: format!("{name}-ro") });
-    crate::sys::vfs::register_pair(&shared)?;
+    let objects = [Role::Engine, Role::Tool]
+        .into_iter()
+        .map(|role| {
+            let shim: Arc<dyn Shim> = Arc::new(RoleVfs { shared: Arc::clone(&shared), role });
+            (shared.vfs_name(role).to_owned(), shim)
+        })
+        .collect();
+    crate::sys::vfs::register(&parent, objects).map_err(|f| match f {
+        RegisterFailure::InvalidName(name) => RegisterError::InvalidName { name },
+        RegisterFailure::ParentMissing(name) => RegisterError::ParentMissing { name },
+        RegisterFailure::SelfWrap(name) => RegisterError::SelfWrap { name },
+        RegisterFailure::NameTaken(name) => RegisterError::NameTaken { name },
+        RegisterFailure::Sqlite { name, code } => RegisterError::Sqlite { name, code },
+    })?;
     let guard = Guard { shared };
     reg.insert(name.to_owned(), guard.clone());
     Ok(guard)
@@ -164,19 +182,15 @@ pub fn register(name: &str, config: GuardConfig) -> Result<Guard, RegisterError>
 /// in the default directory), registered on first use.
 ///
 /// # Errors
-/// As [`register`], on the first call only; later calls return the same guard or error.
+/// As [`register`]. A failed registration is not cached: the next call tries again (and
+/// typically fails the same way, with the same error).
 pub fn default_guard() -> Result<Guard, RegisterError> {
-    static DEFAULT: OnceLock<Result<Guard, String>> = OnceLock::new();
-    let r = DEFAULT.get_or_init(|| {
-        if let Some(g) = guards().get(DEFAULT_NAME) {
-            return Ok(g.clone());
-        }
-        register(DEFAULT_NAME, GuardConfig::default()).map_err(|e| e.to_string())
-    });
-    match r {
-        Ok(g) => Ok(g.clone()),
-        Err(msg) => Err(RegisterError::NameTaken { name: format!("{DEFAULT_NAME} ({msg})") }),
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = LOCK.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(g) = find_guard(DEFAULT_NAME) {
+        return Ok(g);
     }
+    register(DEFAULT_NAME, GuardConfig::default())
 }
 
 /// The guard registered under `name`, if any.
@@ -204,246 +218,6 @@ pub(crate) fn set_last_refusal(r: Refusal) {
     LAST_REFUSAL.with(|slot| *slot.borrow_mut() = Some(r));
 }
 
-/// What the safe half decided before the parent opens the file.
-pub(crate) struct PreOpen {
-    pub(crate) path: PathBuf,
-    pub(crate) verdict: FsVerdict,
-    pub(crate) access: Access,
-    pub(crate) flags_requested: i32,
-    pub(crate) flags: i32,
-    pub(crate) downgraded: bool,
-    /// Tooling may write only to a brand-new file (a `VACUUM INTO` or backup target).
-    pub(crate) fresh_target: bool,
-    pub(crate) lock: Option<Acquired>,
-}
-
-const RW: i32 = libsqlite3_sys::SQLITE_OPEN_READWRITE;
-const CREATE: i32 = libsqlite3_sys::SQLITE_OPEN_CREATE;
-const RO: i32 = libsqlite3_sys::SQLITE_OPEN_READONLY;
-
-/// A file tooling may create and write: it does not exist, or is empty with no writer lock
-/// file beside it (an engine's brand-new database is never a fresh target).
-fn is_fresh_target(path: &Path) -> bool {
-    match std::fs::metadata(path) {
-        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
-        Ok(md) => md.len() == 0 && !crate::guard::lock::lock_path_for(path).exists(),
-    }
-}
-
-pub(crate) fn pre_open(
-    shared: &Shared,
-    role: Role,
-    path: &Path,
-    flags: i32,
-    uri: UriFlags,
-) -> Result<PreOpen, Refusal> {
-    let probe = shared.config.probe.as_ref();
-    let verdict = probe
-        .facts_nearest(path)
-        .and_then(|facts| storage::classify_facts(probe, &facts))
-        .unwrap_or_else(|e| storage::probe::unknown_verdict(format!("storage could not be examined: {e}")));
-    let access = policy::decide(role, path, &verdict, uri, &shared.config.policy)?;
-    let mut plan = PreOpen {
-        path: path.to_owned(),
-        verdict,
-        access,
-        flags_requested: flags,
-        flags,
-        downgraded: false,
-        fresh_target: false,
-        lock: None,
-    };
-    match role {
-        Role::Tool if flags & RW != 0 => {
-            if is_fresh_target(path) {
-                plan.fresh_target = true;
-            } else {
-                plan.flags = (flags & !(RW | CREATE)) | RO;
-                plan.downgraded = true;
-            }
-        }
-        Role::Engine if flags & RW != 0 => match WriterLock::acquire(path, shared.config.policy.writer_scope) {
-            Ok(a) => plan.lock = Some(a),
-            Err(LockError::Held { lock_path, holder, db }) => {
-                let text = crate::guard::lock::holder_text(holder.as_deref());
-                return Err(Refusal {
-                    kind: RefusalKind::WriterLocked { lock_path, holder },
-                    path: db.clone(),
-                    verdict: Some(Box::new(plan.verdict)),
-                    message: format!("warden: `{}` already has a writer: {text}", db.display()),
-                });
-            }
-            Err(e) => {
-                return Err(Refusal {
-                    kind: RefusalKind::LockUnavailable,
-                    path: path.to_owned(),
-                    verdict: Some(Box::new(plan.verdict)),
-                    message: format!("warden: {e}"),
-                });
-            }
-        },
-        _ => {}
-    }
-    Ok(plan)
-}
-
-/// Checks made once the parent has opened the file; returns extra audit records (drift,
-/// unclean previous close) to write after the open record.
-pub(crate) fn post_open(
-    role: Role,
-    pre: &PreOpen,
-    header: Option<&HeaderInfo>,
-    wal_present: bool,
-    flags_actual: i32,
-) -> Result<Vec<AuditRecord>, Refusal> {
-    if role == Role::Engine && pre.flags & RW != 0 && flags_actual & RO != 0 {
-        return Err(Refusal {
-            kind: RefusalKind::NotWritable,
-            path: pre.path.clone(),
-            verdict: Some(Box::new(pre.verdict.clone())),
-            message: format!("warden: `{}` is not writable by this process", pre.path.display()),
-        });
-    }
-    if !pre.access.wal_allowed {
-        if header.is_some_and(|h| h.valid && h.wal) {
-            return Err(Refusal::wal(pre.path.clone(), &pre.verdict, "opening a WAL-mode database"));
-        }
-        if wal_present {
-            return Err(Refusal::wal(
-                pre.path.clone(),
-                &pre.verdict,
-                "opening a database with a hot -wal file beside it (the -wal was left untouched)",
-            ));
-        }
-    }
-    let mut extra = Vec::new();
-    if let Some(acq) = pre.lock.as_ref().filter(|a| a.newly_taken)
-        && let Some(prev) = &acq.previous
-    {
-        if prev.state == RecordState::Held {
-            let mut r = AuditRecord::new(AuditEvent::UncleanPreviousClose);
-            r.db = Some(pre.path.clone());
-            r.lock_holder = Some(prev.holder.clone());
-            r.reason = Some(format!(
-                "the previous engine ({}) never released the writer lock: it crashed or was killed",
-                prev.holder.describe()
-            ));
-            extra.push(r);
-        } else if let Some(before) = &prev.last_close {
-            let now = CloseState::observe(&pre.path, header.map(|h| h.change_counter));
-            if let Some(now) = now.filter(|n| before.differs(n)) {
-                let mut r = AuditRecord::new(AuditEvent::ChangedOutsideWarden);
-                r.db = Some(pre.path.clone());
-                r.reason = Some("the database changed since the engine last closed it, and not through warden".into());
-                r.previous = Some(before.clone());
-                r.current = Some(now);
-                extra.push(r);
-            }
-        }
-    }
-    Ok(extra)
-}
-
-pub(crate) fn open_record(
-    shared: &Shared,
-    role: Role,
-    pre: &PreOpen,
-    header: Option<HeaderInfo>,
-    flags_actual: i32,
-) -> AuditRecord {
-    let event = if pre.downgraded { AuditEvent::OpenDowngraded } else { AuditEvent::Open };
-    let mut r = AuditRecord::new(event);
-    r.role = Some(role);
-    r.vfs = Some(shared.vfs_name(role).to_owned());
-    r.db = Some(pre.path.clone());
-    r.file_kind = Some("main_db".into());
-    r.flags_requested = Some(Flags::decode(pre.flags_requested));
-    r.flags_actual = Some(Flags::decode(flags_actual));
-    r.fs = Some(pre.verdict.clone());
-    r.header = header;
-    r.decision = Some(if pre.downgraded { "downgrade" } else { "allow" }.into());
-    r.reason = Some(if pre.downgraded {
-        "tooling opens are read-only: READWRITE downgraded to READONLY".into()
-    } else if pre.fresh_target {
-        "tooling may write a brand-new file (VACUUM INTO or backup target)".into()
-    } else if pre.access.wal_allowed {
-        format!("{}; WAL allowed", pre.verdict.reason)
-    } else {
-        format!("{}; rollback journal only, WAL refused", pre.verdict.reason)
-    });
-    r.lock_holder = pre.lock.as_ref().map(|a| a.holder.clone());
-    r.rc = Some(0);
-    r
-}
-
-pub(crate) fn refusal_record(shared: &Shared, role: Role, refusal: &Refusal, flags: i32, rc: i32) -> AuditRecord {
-    let event = match refusal.kind {
-        RefusalKind::WalRefused => AuditEvent::WalRefused,
-        RefusalKind::WriterLocked { .. } => AuditEvent::WriterLockBusy,
-        _ => AuditEvent::OpenRefused,
-    };
-    let mut r = AuditRecord::new(event);
-    r.role = Some(role);
-    r.vfs = Some(shared.vfs_name(role).to_owned());
-    r.db = Some(refusal.path.clone());
-    r.file_kind = Some(if flags & libsqlite3_sys::SQLITE_OPEN_WAL != 0 { "wal" } else { "main_db" }.into());
-    r.flags_requested = Some(Flags::decode(flags));
-    r.fs = refusal.verdict.as_deref().cloned();
-    r.decision = Some("refuse".into());
-    r.reason = Some(refusal.message.clone());
-    r.rc = Some(rc);
-    if let RefusalKind::WriterLocked { holder, .. } = &refusal.kind {
-        r.lock_holder = holder.as_deref().cloned();
-    }
-    r
-}
-
-/// Writes a record, honouring the failure policy of `role`: `Err` only when the record was
-/// lost and the policy is fail-closed.
-pub(crate) fn audit_or_refuse(shared: &Shared, role: Role, rec: &mut AuditRecord) -> Result<(), Refusal> {
-    match shared.audit.append(rec) {
-        Ok(()) => Ok(()),
-        Err(e) if shared.audit_failure(role) == AuditFailure::FailClosed => Err(Refusal {
-            kind: RefusalKind::AuditUnavailable,
-            path: rec.db.clone().unwrap_or_default(),
-            verdict: rec.fs.clone().map(Box::new),
-            message: format!("warden: {e}"),
-        }),
-        Err(e) => {
-            tracing::warn!(target: "sqlite_warden::guard::audit", error = %e, "audit record lost (fail-open policy)");
-            Ok(())
-        }
-    }
-}
-
-/// Best-effort record (close, lock release, extra events): failures are logged only.
-pub(crate) fn audit_best_effort(shared: &Shared, rec: &mut AuditRecord) {
-    let _ = shared.audit.append(rec);
-}
-
-/// The JSON `PRAGMA warden_status` returns.
-pub(crate) fn status_json(
-    shared: &Shared,
-    role: Role,
-    path: &Path,
-    verdict: &FsVerdict,
-    access: Access,
-    stats: &crate::guard::audit::FileStats,
-) -> String {
-    let lock = crate::guard::lock::inspect(path).ok();
-    serde_json::json!({
-        "role": role,
-        "vfs": shared.vfs_name(role),
-        "db": path,
-        "fs": verdict,
-        "wal_allowed": access.wal_allowed,
-        "writer_lock": lock,
-        "stats": stats,
-        "audit_log": shared.audit.path(),
-        "guard_version": env!("CARGO_PKG_VERSION"),
-    })
-    .to_string()
-}
 /// Registering the guard VFS failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -491,4 +265,3 @@ pub enum RegisterError {
         name: String,
     },
 }
-

@@ -339,14 +339,7 @@ pub fn new_session_id() -> String {
     format!("{}-{:04x}", now.strftime("%Y%m%dT%H%M%SZ"), salt & 0xffff)
 }
 
-/// The file change counter in the header of the database at `db` (bytes 24..28), which the
-/// writer lock records at a clean close.
-pub(crate) fn read_change_counter(db: &Path) -> Option<u32> {
-    use std::io::Read;
-    let mut h = [0u8; 28];
-    std::fs::File::open(db).ok()?.read_exact(&mut h).ok()?;
-    (&h[..16] == b"SQLite format 3\0").then(|| u32::from_be_bytes([h[24], h[25], h[26], h[27]]))
-}
+pub(crate) use crate::format::header::change_counter as read_change_counter;
 
 impl Session {
     /// Runs the preflight, takes the writer lock, runs the gate and publishes the verified
