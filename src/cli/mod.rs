@@ -9,16 +9,21 @@
 //! - `64` usage, `66` input missing, `69` refused, `70` internal error, `74` I/O error,
 //!   `75` writer lock held.
 
+mod audit;
+mod backups;
+mod check;
 mod demo;
 mod deploy;
 mod doctor;
 mod migrate;
-mod ops;
 mod render;
 mod restore;
 mod salvage;
 mod session;
+mod sessions;
+mod shared;
 mod snapshot;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -119,15 +124,15 @@ enum Cmd {
     /// Restore drill: restores the newest verified backup to a scratch place and checks it.
     Drill(restore::DrillArgs),
     /// The integrity gate on its own: read-only, safe to run any time.
-    Check(ops::CheckArgs),
+    Check(check::CheckArgs),
     /// Health of a guarded database; exits non-zero when unhealthy.
-    Status(ops::StatusArgs),
+    Status(status::StatusArgs),
     /// Session health artifacts: list, or `show <id>`.
-    Sessions(ops::SessionsArgs),
+    Sessions(sessions::SessionsArgs),
     /// Backups: list, or `verify [<id>|--all]`.
-    Backups(ops::BackupsArgs),
+    Backups(backups::BackupsArgs),
     /// Tails and filters the audit log.
-    Audit(ops::AuditArgs),
+    Audit(audit::AuditArgs),
     /// Recovers what it can from a damaged database into a new file (never over the original).
     Salvage(salvage::SalvageArgs),
     /// Host readiness for a database: storage, space, fsync, device, permissions, SQLite,
@@ -251,11 +256,11 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
         Cmd::Snapshot(a) => snapshot::run(a),
         Cmd::Restore(a) => restore::run(a),
         Cmd::Drill(a) => restore::drill(a),
-        Cmd::Check(a) => ops::check(a),
-        Cmd::Status(a) => ops::status(a),
-        Cmd::Sessions(a) => ops::sessions(a),
-        Cmd::Backups(a) => ops::backups(a),
-        Cmd::Audit(a) => ops::audit(a),
+        Cmd::Check(a) => check::check(a),
+        Cmd::Status(a) => status::status(a),
+        Cmd::Sessions(a) => sessions::sessions(a),
+        Cmd::Backups(a) => backups::backups(a),
+        Cmd::Audit(a) => audit::audit(a),
         Cmd::Salvage(a) => salvage::run(a),
         Cmd::Doctor(a) => doctor::run(a),
         Cmd::Deploy(a) => deploy::run(a),

@@ -1,0 +1,81 @@
+//! Helpers shared by the operator views (`check`, `status`, `sessions`, `backups`, `audit`):
+//! stdout, JSON lines, short times and durations, flag parsing, the signal flag, lookup exit
+//! codes. Does not own: any command or what it prints.
+
+use std::io::{self, Write as _};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use sqlite_warden::copies::backup::CheckMode;
+use sqlite_warden::ops::status::LookupError;
+
+use super::CliError;
+use super::session::CheckArg;
+
+/// Writes `text` to stdout; a closed pipe (`warden audit | head`) is not an error.
+pub(super) fn emit(text: &str) -> Result<(), CliError> {
+    let mut out = io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        Err(source) => Err(CliError::Io { context: "writing to stdout".into(), source }),
+    }
+}
+
+pub(super) fn json_line(v: &impl serde::Serialize) -> String {
+    let mut s = serde_json::to_string(v).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+    s.push('\n');
+    s
+}
+
+/// `2026-03-01T12:00:00.123456Z` → `2026-03-01 12:00:00Z`.
+pub(super) fn short_ts(ts: &str) -> String {
+    match ts.get(..19) {
+        Some(head) if ts.len() > 19 => format!("{}Z", head.replacen('T', " ", 1)),
+        _ => ts.replacen('T', " ", 1),
+    }
+}
+
+pub(super) fn secs(ms: u64) -> String {
+    if ms < 1000 { format!("{ms} ms") } else { format!("{:.1} s", ms as f64 / 1000.0) }
+}
+
+pub(super) fn snake<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_else(|| "?".into())
+}
+
+pub(super) fn check_mode(c: Option<CheckArg>) -> Option<CheckMode> {
+    c.map(|c| match c {
+        CheckArg::Full => CheckMode::Full,
+        CheckArg::Quick => CheckMode::Quick,
+    })
+}
+
+pub(super) fn parse_duration(flag: &str, s: &str) -> Result<Option<Duration>, CliError> {
+    if matches!(s.trim(), "none" | "off" | "0") {
+        return Ok(None);
+    }
+    humantime::parse_duration(s.trim())
+        .map(Some)
+        .map_err(|e| CliError::Usage(format!("{flag} `{s}`: {e} (hint: write e.g. `90s`, `30m`, `26h`, or `none`)")))
+}
+
+/// A flag set by SIGINT/SIGTERM, so long work stops cleanly (temporary files removed).
+pub(super) fn cancel_on_signals() -> Result<Arc<AtomicBool>, CliError> {
+    let flag = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, flag.clone())
+            .map_err(|source| CliError::Io { context: "installing signal handlers".into(), source })?;
+    }
+    Ok(flag)
+}
+
+pub(super) fn lookup_error(e: LookupError) -> CliError {
+    let code = match &e {
+        LookupError::NotFound { .. } => 66,
+        LookupError::Ambiguous { .. } => 64,
+        _ => 74,
+    };
+    CliError::Failed { message: e.to_string(), code }
+}
