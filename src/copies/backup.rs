@@ -37,7 +37,7 @@
 //! Files are `0600` in a `0700` directory: a backup holds everything the database holds.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -50,11 +50,11 @@ use serde::{Deserialize, Serialize};
 use crate::copies::copy::{
     self, CheckSpec, Failure, OnlineCopy, TempGuard, io_is_full, is_damage, is_disk_full, is_hot_journal,
 };
+use crate::copies::kind::BackupKind;
 use crate::guard::connect::OpenError;
 use crate::guard::vfs::Guard;
-use crate::session::BackupKind;
-use crate::session::ms;
 use crate::util::atomic::{self, TMP_MARK};
+use crate::util::fmt::ms;
 use crate::util::progress::{Phase, Progress};
 
 /// Suffix of backup data files.
@@ -999,4 +999,36 @@ pub fn check_file(
     let page_count = u64::try_from(page_count).unwrap_or(0);
     report.duration_ms = ms(started.elapsed());
     Ok((report, (page_size, page_count)))
+}
+/// A backup as the artifact names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupRef {
+    /// Backup id.
+    pub id: String,
+    /// Data file.
+    pub path: PathBuf,
+    /// Why it was taken.
+    pub kind: BackupKind,
+    /// When (RFC 3339 UTC).
+    pub created: String,
+    /// SHA-256 of the data file.
+    pub sha256: String,
+    /// Bytes.
+    pub size: u64,
+    /// Passed its check.
+    pub verified: bool,
+}
+
+impl From<&BackupRecord> for BackupRef {
+    fn from(r: &BackupRecord) -> Self {
+        BackupRef {
+            id: r.manifest.id.clone(),
+            path: r.path.clone(),
+            kind: r.manifest.kind,
+            created: r.manifest.created.clone(),
+            sha256: r.manifest.sha256.clone(),
+            size: r.manifest.size,
+            verified: r.manifest.verified,
+        }
+    }
 }

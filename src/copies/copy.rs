@@ -30,8 +30,8 @@ use rusqlite::{Connection, OpenFlags};
 use sha2::{Digest, Sha256};
 
 use crate::copies::backup::{CheckMode, IntegrityReport, check_file, sidecar};
-use crate::guard::connect::{ToolOptions, open_tool};
 use crate::guard::connect::OpenError;
+use crate::guard::connect::{ToolOptions, open_tool};
 use crate::guard::vfs::Guard;
 use crate::util::progress::{Phase, Progress};
 
@@ -338,7 +338,7 @@ fn sha256_stream(
         n += k as u64;
         each(&buf[..k], n)?;
     }
-    Ok((h.finalize().iter().map(|b| format!("{b:02x}")).collect(), n))
+    Ok((crate::util::fmt::hex(&h.finalize()), n))
 }
 
 /// SHA-256 (lowercase hex) and length of a file; `progress` is told the bytes hashed so far.

@@ -103,20 +103,22 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::copies::backup::BackupRef;
 use crate::copies::backup::{
     self, BackupError, BackupRecord, BackupStore, CheckMode, IntegrityReport, Manifest, check_file, pause_point,
     sidecar,
 };
 use crate::copies::copy::{self, TempGuard};
 use crate::copies::kind::BackupKind;
-use crate::guard::audit::{AuditEvent, AuditLog, AuditRecord};
+use crate::format::header::change_counter as read_change_counter;
+use crate::format::names;
 use crate::guard::audit::AuditError;
+use crate::guard::audit::{AuditEvent, AuditLog, AuditRecord};
 use crate::guard::lock::LockError;
 use crate::guard::lock::{self, CloseState, LockState, WriterLock, WriterScope};
 use crate::guard::vfs::Guard;
-use crate::session::health::BackupRef;
-use crate::session::{SessionConfig, ms, read_change_counter};
 use crate::util::atomic::{self, TMP_MARK};
+use crate::util::fmt::ms;
 use crate::util::identity::{ProcessIdentity, now_rfc3339};
 
 /// File name of the intent record inside the state directory.
@@ -491,17 +493,17 @@ fn file_name(p: &Path) -> String {
 
 /// `<db>.warden` unless the options say otherwise.
 fn state_dir_of(db: &Path, opts: &RestoreOptions) -> PathBuf {
-    opts.state_dir.clone().unwrap_or_else(|| SessionConfig::state_dir(db))
+    opts.state_dir.clone().unwrap_or_else(|| names::state_dir(db))
 }
 
 /// The intent record of `db` with the default state directory.
 pub fn intent_path(db: &Path) -> PathBuf {
-    SessionConfig::state_dir(db).join(INTENT_FILE)
+    names::state_dir(db).join(INTENT_FILE)
 }
 
 /// The latest drill record of `db` (`<db>.warden/drills/latest.json`).
 pub fn drill_record_path(db: &Path) -> PathBuf {
-    SessionConfig::state_dir(db).join(DRILLS_DIR).join(DRILL_LATEST)
+    names::state_dir(db).join(DRILLS_DIR).join(DRILL_LATEST)
 }
 
 /// The latest drill record of `db`, if one was written and parses.

@@ -108,7 +108,7 @@ use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use crate::session::BackupKind;
+use crate::copies::kind::BackupKind;
 
 /// How far past `now` a backup's creation time may be before it counts as future-dated.
 ///

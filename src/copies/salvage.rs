@@ -269,7 +269,7 @@ pub fn salvage(db: &Path, to: &Path, method: Method) -> Result<SalvageReport, Sa
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&out_tmp, std::fs::Permissions::from_mode(0o600)).map_err(io_err("chmod", to))?;
     }
-    report.duration_ms = crate::session::ms(started.elapsed());
+    report.duration_ms = crate::util::fmt::ms(started.elapsed());
     // Publish without ever replacing anything: link fails if the target appeared meanwhile.
     std::fs::hard_link(&out_tmp, to).map_err(io_err("publishing", to))?;
     atomic::sync_dir(parent).map_err(io_err("syncing", parent))?;

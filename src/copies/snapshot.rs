@@ -72,8 +72,8 @@ use crate::copies::copy::{
 };
 use crate::guard::connect::OpenError;
 use crate::guard::vfs::Guard;
-use crate::session::ms;
 use crate::util::atomic::{self, TMP_MARK};
+use crate::util::fmt::ms;
 
 /// The stable name analysis tools open: always a complete snapshot.
 pub const LATEST: &str = "latest.sqlite";
@@ -89,7 +89,7 @@ const LOCK_NAME: &str = ".warden-snapshots.lock";
 
 /// The default snapshot directory of `db`: `<db>.warden/snapshots`.
 pub fn default_dir(db: &Path) -> PathBuf {
-    crate::session::SessionConfig::state_dir(db).join("snapshots")
+    crate::format::names::state_dir(db).join("snapshots")
 }
 
 /// How to take one snapshot. [`Default`] gives the documented defaults.

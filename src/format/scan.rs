@@ -694,9 +694,7 @@ fn scan_wal<R: Read>(
     Ok(summary)
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+use crate::util::fmt::hex;
 
 #[cfg(test)]
 mod tests {

@@ -369,4 +369,3 @@ pub enum AuditError {
         source: io::Error,
     },
 }
-

@@ -328,7 +328,7 @@ fn live_reason(path: &Path) -> Option<&'static str> {
         s.push(suffix);
         PathBuf::from(s)
     };
-    if crate::session::SessionConfig::state_dir(path).is_dir() {
+    if crate::format::names::state_dir(path).is_dir() {
         return Some("warden keeps its state beside it (`<db>.warden/`)");
     }
     if crate::guard::lock::lock_path_for(path).exists() {

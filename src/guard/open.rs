@@ -232,8 +232,9 @@ impl GuardedFile for FileState {
             // Only the last engine reference reads the header; it records the database as
             // it leaves it (after the pager's final checkpoint).
             let last = lock.is_last();
-            let close_state =
-                last.then(|| CloseState::observe(&path, header.map(|h| HeaderInfo::decode(&h).change_counter))).flatten();
+            let close_state = last
+                .then(|| CloseState::observe(&path, header.map(|h| HeaderInfo::decode(&h).change_counter)))
+                .flatten();
             rec.current = close_state.clone();
             let inherited = lock.is_inherited();
             lock.release(close_state);
@@ -280,13 +281,7 @@ fn is_fresh_target(path: &Path) -> bool {
     }
 }
 
-fn pre_open(
-    shared: &Shared,
-    role: Role,
-    path: &Path,
-    flags: i32,
-    uri: UriFlags,
-) -> Result<PreOpen, Refusal> {
+fn pre_open(shared: &Shared, role: Role, path: &Path, flags: i32, uri: UriFlags) -> Result<PreOpen, Refusal> {
     let probe = shared.config.probe.as_ref();
     let verdict = probe
         .facts_nearest(path)
@@ -494,4 +489,3 @@ fn status_json(
     })
     .to_string()
 }
-

@@ -150,7 +150,10 @@ fn guards() -> std::sync::MutexGuard<'static, HashMap<String, Guard>> {
 pub fn register(name: &str, config: GuardConfig) -> Result<Guard, RegisterError> {
     let found = sqlite_version_number();
     if found < SQLITE_FLOOR {
-        return Err(RegisterError::SqliteTooOld { found: rusqlite::version().to_owned(), required: "3.51.3".to_owned() });
+        return Err(RegisterError::SqliteTooOld {
+            found: rusqlite::version().to_owned(),
+            required: "3.51.3".to_owned(),
+        });
     }
     let mut reg = guards();
     if reg.contains_key(name) {

@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::gate::GateReport;
-use crate::copies::backup::BackupRecord;
 use crate::copies::kind::BackupKind;
 use crate::copies::snapshot::SnapshotSummary;
 use crate::storage::FsVerdict;
@@ -74,38 +73,7 @@ pub enum Step {
     Retention,
 }
 
-/// A backup as the artifact names it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BackupRef {
-    /// Backup id.
-    pub id: String,
-    /// Data file.
-    pub path: PathBuf,
-    /// Why it was taken.
-    pub kind: BackupKind,
-    /// When (RFC 3339 UTC).
-    pub created: String,
-    /// SHA-256 of the data file.
-    pub sha256: String,
-    /// Bytes.
-    pub size: u64,
-    /// Passed its check.
-    pub verified: bool,
-}
-
-impl From<&BackupRecord> for BackupRef {
-    fn from(r: &BackupRecord) -> Self {
-        BackupRef {
-            id: r.manifest.id.clone(),
-            path: r.path.clone(),
-            kind: r.manifest.kind,
-            created: r.manifest.created.clone(),
-            sha256: r.manifest.sha256.clone(),
-            size: r.manifest.size,
-            verified: r.manifest.verified,
-        }
-    }
-}
+pub use crate::copies::backup::BackupRef;
 
 /// The engine process.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

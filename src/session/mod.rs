@@ -53,11 +53,11 @@ use crate::copies::retention::RetentionPolicy;
 use crate::copies::{backup, prune, restore, snapshot};
 use crate::guard::connect::OpenError;
 use crate::guard::lock::LockError;
-use crate::guard::vfs::RegisterError;
-use crate::storage::ProbeError;
 use crate::guard::lock::{CloseState, WriterLock, WriterScope};
+use crate::guard::vfs::RegisterError;
 use crate::guard::vfs::{self, Guard};
 use crate::storage::FsVerdict;
+use crate::storage::ProbeError;
 use crate::util::progress::Progress;
 
 /// Everything a session needs. [`SessionConfig::new`] gives the documented defaults.
@@ -328,9 +328,7 @@ pub struct Session {
 }
 
 /// Milliseconds, saturating (for reports and manifests).
-pub(crate) fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
+pub(crate) use crate::util::fmt::ms;
 
 /// A new session id: `YYYYmmddTHHMMSSZ-xxxx`, sortable by start time.
 pub fn new_session_id() -> String {

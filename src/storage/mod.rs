@@ -25,7 +25,6 @@ use serde::{Deserialize, Serialize};
 pub use mountinfo::{MountEntry, MountTable};
 pub use probe::{FsProbe, PathFacts, RealProbe, SimulatedProbe};
 
-
 /// What kind of storage a path lives on, from SQLite's point of view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -15,7 +15,7 @@ use std::os::fd::AsFd;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::storage::{FsKind, ProbeError, FsVerdict, MountTable, magic};
+use crate::storage::{FsKind, FsVerdict, MountTable, ProbeError, magic};
 
 /// Facts about one existing path, the input to the verdict.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -119,7 +119,8 @@ impl VfsFile {
         let Some(open) = open else { return Err(io::ErrorKind::Unsupported.into()) };
         let words = usize::try_from(size).unwrap_or(0).div_ceil(8).max(1);
         let name = SqliteFilename::new(path)?;
-        let mut f = VfsFile { mem: Box::into_raw(vec![0u64; words].into_boxed_slice()), open: false, _name: name, len: 0 };
+        let mut f =
+            VfsFile { mem: Box::into_raw(vec![0u64; words].into_boxed_slice()), open: false, _name: name, len: 0 };
         let file = f.file();
         let mut out = 0;
         let flags = ffi::SQLITE_OPEN_READONLY | ffi::SQLITE_OPEN_MAIN_DB;
@@ -173,7 +174,9 @@ impl VfsFile {
         let n = c_int::try_from(want).unwrap_or(c_int::MAX);
         let off = ffi::sqlite3_int64::try_from(offset).map_err(|_| io::ErrorKind::InvalidInput)?;
         // SAFETY: the file is open; buf has at least n bytes.
-        let rc = unsafe { self.methods().xRead.map_or(ffi::SQLITE_ERROR, |g| g(self.file(), buf.as_mut_ptr().cast(), n, off)) };
+        let rc = unsafe {
+            self.methods().xRead.map_or(ffi::SQLITE_ERROR, |g| g(self.file(), buf.as_mut_ptr().cast(), n, off))
+        };
         match rc {
             ffi::SQLITE_OK => Ok(n as usize),
             // The file shrank since it was sized: the unread part is zero-filled; report
@@ -206,7 +209,6 @@ impl std::fmt::Debug for VfsFile {
         f.debug_struct("VfsFile").field("len", &self.len).finish_non_exhaustive()
     }
 }
-
 
 /// A sequential reader over a [`VfsFile`], from offset 0.
 #[derive(Debug)]

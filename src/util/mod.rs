@@ -3,5 +3,6 @@
 //! Owns nothing about SQLite or warden's policy; depends on nothing else in the crate.
 
 pub mod atomic;
+pub mod fmt;
 pub mod identity;
 pub mod progress;

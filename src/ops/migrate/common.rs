@@ -112,5 +112,5 @@ pub(super) fn guard_or_default(guard: Option<&Guard>) -> Result<Guard, MigrateEr
 
 pub(super) fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    crate::util::fmt::hex(&Sha256::digest(bytes))
 }

@@ -19,14 +19,16 @@ use super::owner::Owner;
 use super::verify::{VerifiedBundle, verify_bundle};
 use crate::copies::backup::{CheckMode, IntegrityReport, check_file, sidecar};
 use crate::copies::copy::{self, TempGuard};
+use crate::format::header::change_counter as read_change_counter;
+use crate::format::names;
 use crate::guard::audit::AuditEvent;
 use crate::guard::connect::{EngineOptions, JournalChoice, open_engine};
 use crate::guard::error::{LockError, OpenError};
 use crate::guard::lock::{self, CloseState, WriterLock, WriterScope};
 use crate::guard::vfs::Guard;
-use crate::session::{SessionConfig, ms, read_change_counter};
 use crate::storage::{FsKind, FsVerdict};
 use crate::util::atomic::{self, TMP_MARK};
+use crate::util::fmt::ms;
 
 /// Where an import puts the old host's audit log, in the target's state directory.
 pub const IMPORTED_AUDIT: &str = "imported-audit.jsonl";
@@ -293,7 +295,7 @@ pub fn import(bundle: &Path, target: &Path, opts: &ImportOptions) -> Result<Impo
     }
     let guard = guard_or_default(opts.guard.as_ref())?;
     let target = std::path::absolute(target).map_err(io_err("resolving", target))?;
-    let state_dir = SessionConfig::state_dir(&target);
+    let state_dir = names::state_dir(&target);
     let session_dir = opts.session_dir.clone().unwrap_or_else(|| state_dir.join(SESSIONS_DIR));
     let session_dir = std::path::absolute(&session_dir).map_err(io_err("resolving", &session_dir))?;
     if !bundle.is_dir() {

@@ -15,8 +15,8 @@ use super::model::{
     severity_rank,
 };
 use crate::copies::backup::{self, BackupStore};
+use crate::copies::kind::BackupKind;
 use crate::guard::lock::LockState;
-use crate::session::BackupKind;
 use crate::session::health::{self, HealthArtifact, SessionStatus, Step};
 use crate::storage::{FsProbe, RealProbe};
 

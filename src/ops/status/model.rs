@@ -10,9 +10,9 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::copies::backup::{BackupRecord, CheckMode};
+use crate::copies::kind::BackupKind;
 use crate::guard::lock::{Holder, LockState};
 use crate::ops::config::Settings;
-use crate::session::BackupKind;
 use crate::session::SessionConfig;
 use crate::session::gate::GateFailure;
 use crate::session::health::{HealthArtifact, SessionStatus, Step};

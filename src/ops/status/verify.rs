@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::lookup::{LookupError, find_backup};
 use crate::copies::backup::{self, BackupError, BackupRecord, BackupStore, CheckMode, IntegrityReport};
-use crate::session::BackupKind;
+use crate::copies::kind::BackupKind;
 use crate::session::gate::ScratchDir;
 
 /// Which backups [`verify_backups`] re-verifies.
@@ -205,7 +205,7 @@ fn verify_one(
         }
     };
     cleanup(&copy);
-    let ms = |s: Instant| crate::session::ms(s.elapsed());
+    let ms = |s: Instant| crate::util::fmt::ms(s.elapsed());
     match copy_for_check(&rec.path, &copy) {
         Ok(()) => {}
         Err(CopyError::Gone) => {
