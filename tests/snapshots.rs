@@ -25,8 +25,9 @@ use common::{Scratch, local_guard};
 use nix::sys::signal::Signal;
 use rusqlite::OpenFlags;
 use serde_json::Value;
+use sqlite_warden::copies::snapshot::open_snapshot;
 use sqlite_warden::copies::snapshot::{self, SnapshotError, SnapshotOptions};
-use sqlite_warden::guard::connect::{ToolOptions, open_snapshot};
+use sqlite_warden::guard::connect::ToolOptions;
 use sqlite_warden::guard::error::OpenError;
 
 // ---------------------------------------------------------------------------------------------

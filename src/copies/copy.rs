@@ -29,7 +29,8 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OpenFlags};
 use sha2::{Digest, Sha256};
 
-use crate::copies::backup::{CheckMode, IntegrityReport, check_file, sidecar};
+use crate::copies::check::{CheckMode, IntegrityReport, PRIVATE_VFS, check_file};
+use crate::format::names::sidecar;
 use crate::guard::connect::OpenError;
 use crate::guard::connect::{ToolOptions, open_tool};
 use crate::guard::vfs::Guard;
@@ -259,7 +260,7 @@ pub(crate) fn online_copy(db: &Path, tmp: &Path, how: &OnlineCopy<'_>) -> Result
     let mut dst = Connection::open_with_flags_and_vfs(
         tmp,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        c"unix",
+        PRIVATE_VFS,
     )
     .map_err(sqlite_err("creating", tmp))?;
     // The destination is a brand-new private file: no journal and no syncs while copying
@@ -304,7 +305,7 @@ pub(crate) fn finalize(tmp: &Path) -> Result<(), Failure> {
     let conn = Connection::open_with_flags_and_vfs(
         tmp,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        c"unix",
+        PRIVATE_VFS,
     )
     .map_err(sqlite_err("opening the copy", tmp))?;
     let mode: String = conn
@@ -439,18 +440,14 @@ pub(crate) fn check_and_hash(tmp: &Path, spec: &CheckSpec<'_>) -> Result<Checked
             std::thread::sleep(Duration::from_millis(20));
         }
         let result = checker.join().unwrap_or_else(|_| {
-            Ok((IntegrityReport::failed(mode, "the check thread panicked".into(), Duration::ZERO), (0, 0)))
+            (IntegrityReport::failed(mode, "the check thread panicked".into(), Duration::ZERO), (0, 0))
         });
         Ok((hashed, Some(result)))
     })?;
     let (sha256, hash_time) = hashed.map_err(io_err("hashing", tmp))?;
     let (report, pages) = match checked {
         Some(result) => {
-            let (report, pages) = result.map_err(|e| Failure::Io {
-                action: "checking",
-                path: tmp.to_owned(),
-                source: io::Error::other(e.to_string()),
-            })?;
+            let (report, pages) = result;
             if let Some(p) = spec.progress {
                 p.update(Phase::Check, size, size);
             }

@@ -5,6 +5,7 @@
 //! (`session`), which calls into this layer at its boundaries.
 
 pub mod backup;
+pub mod check;
 pub(crate) mod copy;
 pub mod kind;
 pub mod prune;

@@ -630,7 +630,7 @@ fn verify_into(
     }
     v.hash_ok = true;
     let check_started = Instant::now();
-    let (report, _) = check_file(tmp, CheckMode::Full, budget, None).map_err(store_err)?;
+    let (report, _) = check_file(tmp, CheckMode::Full, budget, None);
     let check_time = check_started.elapsed();
     let ok = report.ok;
     if !ok {

@@ -6,7 +6,7 @@
 //! Does not own: verified backups ([`crate::copies::backup`]; a snapshot is not a backup and is never
 //! restored), the copy, check and hash steps it shares with backups (the crate-internal
 //! `session::copy`), when periodic snapshots are taken ([`crate::session::run`]), or opening them for
-//! analysis ([`crate::guard::connect::open_snapshot`]).
+//! analysis ([`open_snapshot`]).
 //!
 //! The operators' rule is that the engine is the only writer and analysis never reads the
 //! live database (a long read transaction there blocks checkpoints and grows the WAL, a
@@ -53,7 +53,7 @@
 //!
 //! File modes stop accidents, not root: a process running as root can still open a
 //! snapshot for writing. Tools should open it with `immutable=1` or through
-//! [`crate::guard::connect::open_snapshot`].
+//! [`open_snapshot`].
 
 use std::fs::File;
 use std::io;
@@ -70,7 +70,8 @@ use crate::copies::backup::{CheckMode, IntegrityReport, pause_point, sidecar};
 use crate::copies::copy::{
     self, CheckSpec, Failure, OnlineCopy, TempGuard, io_is_full, is_damage, is_disk_full, is_hot_journal,
 };
-use crate::guard::connect::OpenError;
+use crate::format::names;
+use crate::guard::connect::{OpenError, ToolOptions, open_tool};
 use crate::guard::vfs::Guard;
 use crate::util::atomic::{self, TMP_MARK};
 use crate::util::fmt::ms;
@@ -572,7 +573,7 @@ fn page_info(path: &Path) -> (u32, u64) {
     let Ok(c) = Connection::open_with_flags_and_vfs(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        c"unix",
+        crate::copies::check::PRIVATE_VFS,
     ) else {
         return (0, 0);
     };
@@ -730,6 +731,59 @@ pub fn take(db: impl AsRef<Path>, opts: &SnapshotOptions) -> Result<SnapshotRepo
     drop(lock);
     tracing::info!(db = %db.display(), snapshot = %final_path.display(), ms = ms(started.elapsed()), "snapshot published");
     Ok(SnapshotReport { path: final_path, manifest_path, latest, dir, manifest, removed, recovered, retention_error })
+}
+
+/// Why `path` counts as a live database for [`open_snapshot`], if it does.
+fn live_reason(path: &Path) -> Option<&'static str> {
+    if names::state_dir(path).is_dir() {
+        return Some("warden keeps its state beside it (`<db>.warden/`)");
+    }
+    if names::lock(path).exists() {
+        return Some("an engine's writer lock file is beside it");
+    }
+    if names::wal(path).exists() || names::journal(path).exists() {
+        return Some("a writer's -wal or -journal is beside it");
+    }
+    // Through SQLite's VFS: this may run inside the engine's own process.
+    if crate::format::header::read_header(path).ok().flatten().is_some_and(|h| h.wal) {
+        return Some("it is in WAL mode, so opening it would create its -wal and -shm");
+    }
+    None
+}
+
+/// Opens a database **for analysis**: a snapshot, never the live file.
+///
+/// - Given a snapshot file (or any self-contained rollback-journal file that no engine
+///   uses), it is opened read-only through the tooling VFS, as [`crate::guard::connect::open_tool`] does.
+/// - Given the **live** database's path (it has a `<db>.warden/` state directory, a
+///   `-warden.lock` writer lock file, a `-wal` or `-journal` beside it, or is in WAL mode),
+///   its newest snapshot, `<db>.warden/snapshots/latest.sqlite`, is opened instead, and a
+///   `tracing` info event says so. Check the connection's file with `PRAGMA database_list`.
+///
+/// Snapshots published to a non-default directory (`[snapshots] dir`) are opened by their
+/// own path (`<dir>/latest.sqlite`). See the module docs for why analysis never reads the
+/// live file; a caller that must (the operator passed `--live`) uses [`crate::guard::connect::open_tool`].
+///
+/// # Errors
+/// [`OpenError::LiveDatabase`] for a live database without a snapshot (the message says
+/// to run `warden snapshot`); otherwise as [`crate::guard::connect::open_tool`].
+pub fn open_snapshot(path: impl AsRef<Path>, opts: &ToolOptions) -> Result<Connection, OpenError> {
+    let path = path.as_ref();
+    crate::guard::connect::check_path(path)?;
+    let Some(why) = live_reason(path) else {
+        return open_tool(path, opts);
+    };
+    let latest = default_dir(path).join(LATEST);
+    if !latest.is_file() {
+        return Err(OpenError::LiveDatabase { path: path.to_owned(), latest, why });
+    }
+    tracing::info!(
+        db = %path.display(),
+        snapshot = %latest.display(),
+        reason = why,
+        "this is the live database; analysis reads its latest snapshot instead"
+    );
+    open_tool(&latest, opts)
 }
 
 #[cfg(test)]

@@ -132,7 +132,7 @@ impl Flags {
 
 pub use crate::format::header::HeaderInfo;
 /// Per-file I/O counters, reported on close (kept by the VFS layer on the hot path).
-pub use crate::sys::vfs::IoStats as FileStats;
+pub use crate::sys::shim::IoStats as FileStats;
 
 /// One audit line. Fields that do not apply to an event are left out; consumers must
 /// ignore fields they do not know.

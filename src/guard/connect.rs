@@ -124,7 +124,7 @@ impl Default for ToolOptions {
     }
 }
 
-fn check_path(path: &Path) -> Result<(), OpenError> {
+pub(crate) fn check_path(path: &Path) -> Result<(), OpenError> {
     let s = path.to_string_lossy();
     let why = if s.is_empty() {
         Some("an empty name opens a temporary database")
@@ -321,67 +321,6 @@ pub fn open_tool(path: impl AsRef<Path>, opts: &ToolOptions) -> Result<Connectio
     Ok(conn)
 }
 
-/// Why `path` counts as a live database for [`open_snapshot`], if it does.
-fn live_reason(path: &Path) -> Option<&'static str> {
-    let with = |suffix: &str| {
-        let mut s = path.as_os_str().to_owned();
-        s.push(suffix);
-        PathBuf::from(s)
-    };
-    if crate::format::names::state_dir(path).is_dir() {
-        return Some("warden keeps its state beside it (`<db>.warden/`)");
-    }
-    if crate::guard::lock::lock_path_for(path).exists() {
-        return Some("an engine's writer lock file is beside it");
-    }
-    if with("-wal").exists() || with("-journal").exists() {
-        return Some("a writer's -wal or -journal is beside it");
-    }
-    let mut header = [0u8; 20];
-    let wal_header = std::fs::File::open(path)
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut header))
-        .is_ok_and(|()| &header[..16] == b"SQLite format 3\0" && header[18] == 2);
-    if wal_header {
-        return Some("it is in WAL mode, so opening it would create its -wal and -shm");
-    }
-    None
-}
-
-/// Opens a database **for analysis**: a snapshot, never the live file.
-///
-/// - Given a snapshot file (or any self-contained rollback-journal file that no engine
-///   uses), it is opened read-only through the tooling VFS, as [`open_tool`] does.
-/// - Given the **live** database's path (it has a `<db>.warden/` state directory, a
-///   `-warden.lock` writer lock file, a `-wal` or `-journal` beside it, or is in WAL mode),
-///   its newest snapshot, `<db>.warden/snapshots/latest.sqlite`, is opened instead, and a
-///   `tracing` info event says so. Check the connection's file with `PRAGMA database_list`.
-///
-/// Snapshots published to a non-default directory (`[snapshots] dir`) are opened by their
-/// own path (`<dir>/latest.sqlite`). See the module docs for why analysis never reads the
-/// live file; a caller that must (the operator passed `--live`) uses [`open_tool`].
-///
-/// # Errors
-/// [`OpenError::LiveDatabase`] for a live database without a snapshot (the message says
-/// to run `warden snapshot`); otherwise as [`open_tool`].
-pub fn open_snapshot(path: impl AsRef<Path>, opts: &ToolOptions) -> Result<Connection, OpenError> {
-    let path = path.as_ref();
-    check_path(path)?;
-    let Some(why) = live_reason(path) else {
-        return open_tool(path, opts);
-    };
-    let latest = crate::copies::snapshot::default_dir(path).join(crate::copies::snapshot::LATEST);
-    if !latest.is_file() {
-        return Err(OpenError::LiveDatabase { path: path.to_owned(), latest, why });
-    }
-    tracing::info!(
-        db = %path.display(),
-        snapshot = %latest.display(),
-        reason = why,
-        "this is the live database; analysis reads its latest snapshot instead"
-    );
-    open_tool(&latest, opts)
-}
-
 /// Opening a guarded connection failed or was refused.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -481,7 +420,7 @@ pub enum OpenError {
         /// The database.
         path: PathBuf,
     },
-    /// An analysis open ([`crate::guard::connect::open_snapshot`]) was pointed at a live database
+    /// An analysis open ([`crate::copies::snapshot::open_snapshot`]) was pointed at a live database
     /// and it has no snapshot to read instead.
     #[error(
         "`{path}`: this is the live database; analysis reads snapshots: run `warden snapshot` (or pass --live)\n(reason: {why}; no snapshot at `{latest}`)\n(hint: `warden snapshot --db {}` publishes one; `warden run --snapshot-every 10m` keeps one fresh)",

@@ -6,6 +6,7 @@
 //! the [`Shim`], [`PendingOpen`] and [`GuardedFile`] traits that `sys` calls. Does not own
 //! pointers, buffers or forwarding to the parent VFS (`sys`).
 
+use std::cell::RefCell;
 use std::ffi::c_int;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,12 +14,53 @@ use std::time::Instant;
 
 use libsqlite3_sys as ffi;
 
+use crate::guard::audit::AuditLog;
 use crate::guard::audit::{AuditEvent, AuditRecord, FileStats, Flags, HeaderInfo};
 use crate::guard::lock::{Acquired, CloseState, LockError, RecordState, WriterLock};
-use crate::guard::policy::{self, Access, AuditFailure, Refusal, RefusalKind, Role, UriFlags};
-use crate::guard::vfs::{Shared, set_last_refusal};
-use crate::storage::{self, FsVerdict};
-use crate::sys::vfs::{GuardedFile, OpenRequest, Opened, PendingOpen, PragmaAnswer, Refused, Shim};
+use crate::guard::policy::{self, Access, AuditFailure, Policy, Refusal, RefusalKind, Role, UriFlags};
+use crate::storage::{self, FsProbe, FsVerdict};
+use crate::sys::shim::{GuardedFile, OpenRequest, Opened, PendingOpen, PragmaAnswer, Refused, Shim};
+
+/// State shared by both VFS objects of a guard and by every file they open.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) probe: Arc<dyn FsProbe>,
+    pub(crate) policy: Policy,
+    pub(crate) audit: AuditLog,
+    pub(crate) engine_name: String,
+    pub(crate) tool_name: String,
+}
+
+impl Shared {
+    pub(crate) fn vfs_name(&self, role: Role) -> &str {
+        match role {
+            Role::Engine => &self.engine_name,
+            Role::Tool => &self.tool_name,
+        }
+    }
+
+    pub(crate) fn audit_failure(&self, role: Role) -> AuditFailure {
+        match role {
+            Role::Engine => self.policy.engine_audit_failure,
+            Role::Tool => self.policy.tool_audit_failure,
+        }
+    }
+}
+
+thread_local! {
+    static LAST_REFUSAL: RefCell<Option<Refusal>> = const { RefCell::new(None) };
+}
+
+/// Takes the refusal the guard recorded on this thread during the last failed open or
+/// refused pragma. The factory turns it into a typed error; SQLite itself only carries a
+/// result code and a message.
+pub fn take_last_refusal() -> Option<Refusal> {
+    LAST_REFUSAL.with(|r| r.borrow_mut().take())
+}
+
+pub(crate) fn set_last_refusal(r: Refusal) {
+    LAST_REFUSAL.with(|slot| *slot.borrow_mut() = Some(r));
+}
 
 /// One role of a registered guard, as `sys` sees it.
 pub(crate) struct RoleVfs {
@@ -282,12 +324,12 @@ fn is_fresh_target(path: &Path) -> bool {
 }
 
 fn pre_open(shared: &Shared, role: Role, path: &Path, flags: i32, uri: UriFlags) -> Result<PreOpen, Refusal> {
-    let probe = shared.config.probe.as_ref();
+    let probe = shared.probe.as_ref();
     let verdict = probe
         .facts_nearest(path)
         .and_then(|facts| storage::classify_facts(probe, &facts))
         .unwrap_or_else(|e| storage::probe::unknown_verdict(format!("storage could not be examined: {e}")));
-    let access = policy::decide(role, path, &verdict, uri, &shared.config.policy)?;
+    let access = policy::decide(role, path, &verdict, uri, &shared.policy)?;
     let mut plan = PreOpen {
         path: path.to_owned(),
         verdict,
@@ -307,7 +349,7 @@ fn pre_open(shared: &Shared, role: Role, path: &Path, flags: i32, uri: UriFlags)
                 plan.downgraded = true;
             }
         }
-        Role::Engine if flags & RW != 0 => match WriterLock::acquire(path, shared.config.policy.writer_scope) {
+        Role::Engine if flags & RW != 0 => match WriterLock::acquire(path, shared.policy.writer_scope) {
             Ok(a) => plan.lock = Some(a),
             Err(LockError::Held { lock_path, holder, db }) => {
                 let text = crate::guard::lock::holder_text(holder.as_deref());

@@ -16,16 +16,15 @@
 //! 4. a database whose header says WAL, or that has a hot `-wal` beside it, is refused at
 //!    open. Nothing is ever deleted: a hot `-wal` holds committed transactions.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use crate::guard::audit::{AuditLog, AuditRecord};
-use crate::guard::open::RoleVfs;
-use crate::guard::policy::{AuditFailure, Policy, Refusal, Role};
+use crate::guard::open::{RoleVfs, Shared};
+use crate::guard::policy::{Policy, Role};
 use crate::storage::{self, FsProbe, FsVerdict, RealProbe};
-use crate::sys::vfs::{RegisterFailure, Shim};
+use crate::sys::shim::{RegisterFailure, Shim};
 
 /// The oldest SQLite the guard registers on: 3.51.3 (`SQLITE_VERSION_NUMBER` form). Older
 /// releases carry a WAL-reset bug that can corrupt a database under concurrent checkpoints.
@@ -59,35 +58,11 @@ impl Default for GuardConfig {
     }
 }
 
-/// State shared by both VFS objects of a guard and by every file they open.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) config: GuardConfig,
-    pub(crate) audit: AuditLog,
-    pub(crate) engine_name: String,
-    pub(crate) tool_name: String,
-}
-
-impl Shared {
-    pub(crate) fn vfs_name(&self, role: Role) -> &str {
-        match role {
-            Role::Engine => &self.engine_name,
-            Role::Tool => &self.tool_name,
-        }
-    }
-
-    pub(crate) fn audit_failure(&self, role: Role) -> AuditFailure {
-        match role {
-            Role::Engine => self.config.policy.engine_audit_failure,
-            Role::Tool => self.config.policy.tool_audit_failure,
-        }
-    }
-}
-
 /// A registered guard: two VFS names sharing one config. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Guard {
     shared: Arc<Shared>,
+    config: Arc<GuardConfig>,
 }
 
 impl Guard {
@@ -108,7 +83,7 @@ impl Guard {
 
     /// The config this guard was registered with.
     pub fn config(&self) -> &GuardConfig {
-        &self.shared.config
+        &self.config
     }
 
     /// The audit log file.
@@ -121,7 +96,7 @@ impl Guard {
     /// # Errors
     /// [`crate::storage::ProbeError`] when the path or mount table cannot be examined.
     pub fn classify(&self, path: &Path) -> Result<FsVerdict, crate::storage::ProbeError> {
-        storage::classify(self.shared.config.probe.as_ref(), path)
+        storage::classify(self.shared.probe.as_ref(), path)
     }
 
     /// Appends a record to this guard's audit log (the caller applies its own failure policy).
@@ -161,7 +136,13 @@ pub fn register(name: &str, config: GuardConfig) -> Result<Guard, RegisterError>
     }
     let audit = AuditLog::in_dir(&config.audit_dir);
     let parent = config.parent.clone();
-    let shared = Arc::new(Shared { config, audit, engine_name: name.to_owned(), tool_name: format!("{name}-ro") });
+    let shared = Arc::new(Shared {
+        probe: Arc::clone(&config.probe),
+        policy: config.policy.clone(),
+        audit,
+        engine_name: name.to_owned(),
+        tool_name: format!("{name}-ro"),
+    });
     let objects = [Role::Engine, Role::Tool]
         .into_iter()
         .map(|role| {
@@ -176,7 +157,7 @@ pub fn register(name: &str, config: GuardConfig) -> Result<Guard, RegisterError>
         RegisterFailure::NameTaken(name) => RegisterError::NameTaken { name },
         RegisterFailure::Sqlite { name, code } => RegisterError::Sqlite { name, code },
     })?;
-    let guard = Guard { shared };
+    let guard = Guard { shared, config: Arc::new(config) };
     reg.insert(name.to_owned(), guard.clone());
     Ok(guard)
 }
@@ -206,20 +187,7 @@ pub fn sqlite_version_number() -> i32 {
     rusqlite::version_number()
 }
 
-thread_local! {
-    static LAST_REFUSAL: RefCell<Option<Refusal>> = const { RefCell::new(None) };
-}
-
-/// Takes the refusal the guard recorded on this thread during the last failed open or
-/// refused pragma. The factory turns it into a typed error; SQLite itself only carries a
-/// result code and a message.
-pub fn take_last_refusal() -> Option<Refusal> {
-    LAST_REFUSAL.with(|r| r.borrow_mut().take())
-}
-
-pub(crate) fn set_last_refusal(r: Refusal) {
-    LAST_REFUSAL.with(|slot| *slot.borrow_mut() = Some(r));
-}
+pub use crate::guard::open::take_last_refusal;
 
 /// Registering the guard VFS failed.
 #[derive(Debug, thiserror::Error)]

@@ -16,10 +16,9 @@ use std::sync::Arc;
 
 use libsqlite3_sys as ffi;
 
+use super::shim::{GuardedFile, OpenRequest, Opened, PendingOpen, Refused, Shim, guarded};
 use super::sqlite::SqliteFilename;
-use super::vfs::{
-    GuardedFile, OpenRequest, Opened, PendingOpen, Refused, Shim, guarded, register, x_get_last_error, x_open,
-};
+use super::vfs::{register, x_get_last_error, x_open};
 use super::{log_to_sqlite, sqlite_string};
 
 #[repr(C, align(8))]
@@ -142,12 +141,12 @@ fn registering_a_taken_name_or_over_ourselves_fails() {
     vfs("warden-contract-taken", Mode::Refuse);
     let again =
         register("unix", vec![("warden-contract-taken".to_owned(), Arc::new(TestShim(Mode::Refuse)) as Arc<dyn Shim>)]);
-    assert!(matches!(again, Err(super::vfs::RegisterFailure::NameTaken(_))));
+    assert!(matches!(again, Err(super::shim::RegisterFailure::NameTaken(_))));
     let wrap = register(
         "warden-contract-taken",
         vec![("warden-contract-wrap".to_owned(), Arc::new(TestShim(Mode::Refuse)) as Arc<dyn Shim>)],
     );
-    assert!(matches!(wrap, Err(super::vfs::RegisterFailure::SelfWrap(_))));
+    assert!(matches!(wrap, Err(super::shim::RegisterFailure::SelfWrap(_))));
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! Owns: the `GuardFile` that wraps the parent VFS's file, the three io_methods tables
 //! (version 1 switches WAL off), and every per-file callback. Reads, writes and syncs are
 //! the hot path: they bump counters and consult two cached flags, nothing else. Decisions
-//! are the safe half's ([`super::vfs::GuardedFile`]); the layout and lifetime invariants are
+//! are the safe half's ([`super::shim::GuardedFile`]); the layout and lifetime invariants are
 //! stated in [`super::vfs`].
 
 use std::ffi::{CStr, c_char, c_int, c_void};
@@ -12,8 +12,8 @@ use std::ptr;
 
 use libsqlite3_sys as ffi;
 
+use super::shim::{GuardedFile, IoStats, PragmaAnswer, guarded, refuse};
 use super::sqlite_string;
-use super::vfs::{GuardedFile, IoStats, PragmaAnswer, close_real, guarded, read_header, refuse};
 
 /// Our part of a main-database file; the parent's `sqlite3_file` follows it in memory.
 #[repr(C)]
@@ -38,6 +38,39 @@ pub(super) struct FileState {
     /// Cached `hooks.wal_allowed()`: consulted on every page-1 write.
     pub(super) wal_allowed: bool,
     pub(super) stats: IoStats,
+}
+
+/// Reads the 100-byte header through the parent's file (never a descriptor of our own).
+///
+/// # Safety
+/// `real` must be an open parent file.
+pub(super) unsafe fn read_header(real: *mut ffi::sqlite3_file) -> Option<[u8; 100]> {
+    // SAFETY: real is open; its methods are valid.
+    let m = unsafe { &*(*real).pMethods };
+    let mut size: ffi::sqlite3_int64 = 0;
+    // SAFETY: forwarding to the parent's own method with valid out-pointer.
+    if unsafe { m.xFileSize?(real, &raw mut size) } != ffi::SQLITE_OK || size < 100 {
+        return None;
+    }
+    let mut buf = [0u8; 100];
+    // SAFETY: buf has 100 bytes. A short read zero-fills, which decodes as invalid.
+    let rc = unsafe { m.xRead?(real, buf.as_mut_ptr().cast(), 100, 0) };
+    (rc == ffi::SQLITE_OK).then_some(buf)
+}
+
+/// # Safety
+/// `real` must be an open parent file; it is closed and must not be used again.
+pub(super) unsafe fn close_real(real: *mut ffi::sqlite3_file) -> c_int {
+    // SAFETY: per the contract above.
+    unsafe {
+        let m = (*real).pMethods;
+        let rc = match (*m).xClose {
+            Some(f) => f(real),
+            None => ffi::SQLITE_OK,
+        };
+        (*real).pMethods = ptr::null();
+        rc
+    }
 }
 
 /// No shared memory and no mmap: SQLite cannot use WAL on this file

@@ -4,7 +4,7 @@
 //! descriptor handoff ([`handoff`]), and small SQLite helpers that need raw handles
 //! ([`sqlite`]): reading a file through a VFS instead of a `std::fs` descriptor, the VFS a
 //! connection runs on. Does not own any decision: the safe half in `guard` decides behind
-//! the [`vfs::Shim`] trait, and this layer turns pointers into Rust values and back.
+//! the [`shim::Shim`] trait, and this layer turns pointers into Rust values and back.
 //!
 //! Every `unsafe` block carries a `// SAFETY:` line and every `unsafe fn` a `# Safety`
 //! section; `clippy::undocumented_unsafe_blocks` holds the first, review the second.
@@ -14,6 +14,7 @@
 
 pub(crate) mod file;
 pub(crate) mod handoff;
+pub(crate) mod shim;
 pub(crate) mod sqlite;
 pub(crate) mod vfs;
 

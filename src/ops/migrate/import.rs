@@ -197,8 +197,7 @@ fn gate_copy(
             reason: format!("`{}` changed after it was verified (sha256 now {sha})", dbm.file),
         });
     }
-    let (report, _) = check_file(tmp, CheckMode::Full, budget, None)
-        .map_err(|e| io_err("checking", tmp)(io::Error::other(e.to_string())))?;
+    let (report, _) = check_file(tmp, CheckMode::Full, budget, None);
     if !report.ok {
         return Err(gate_failed(report.summary(), Some(report)));
     }
