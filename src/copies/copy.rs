@@ -31,6 +31,7 @@ use sha2::{Digest, Sha256};
 
 use crate::copies::check::{CheckMode, IntegrityReport, PRIVATE_VFS, check_file};
 use crate::format::names::sidecar;
+use crate::sys::sqlite::VfsFile;
 use crate::guard::connect::OpenError;
 use crate::guard::connect::{ToolOptions, open_tool};
 use crate::guard::vfs::Guard;
@@ -222,12 +223,16 @@ impl Drop for TempGuard {
 /// Copies the set at `db` byte for byte to `to`: the database, its `-wal` and its
 /// `-journal` (a missing sidecar is skipped; never the `-shm`, which SQLite rebuilds),
 /// replacing what is there. SQLite may then recover the copy, never the original.
+///
+/// The originals are read through SQLite's `unix` VFS ([`VfsFile`]): a process that holds
+/// SQLite locks on the database (an engine calling `Session::finish`) keeps them, where
+/// closing a `std::fs` descriptor of the file would drop them.
 pub(crate) fn copy_set(db: &Path, to: &Path, cancel: Option<&Arc<AtomicBool>>) -> Result<(), Failure> {
     for (suffix, required) in [("", true), ("-wal", false), ("-journal", false)] {
         let from = sidecar(db, suffix);
         let dst = sidecar(to, suffix);
         let _ = std::fs::remove_file(&dst);
-        match std::fs::copy(&from, &dst) {
+        match copy_through_vfs(&from, &dst) {
             Ok(_) => {}
             Err(e) if !required && e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_err("copying", &from)(e)),
@@ -235,6 +240,22 @@ pub(crate) fn copy_set(db: &Path, to: &Path, cancel: Option<&Arc<AtomicBool>>) -
         check_cancel(cancel, db)?;
     }
     Ok(())
+}
+
+/// Copies the file `from` (read through SQLite's `unix` VFS) to the new file `to` (`0600`).
+fn copy_through_vfs(from: &Path, to: &Path) -> io::Result<u64> {
+    let src = VfsFile::open(None, from)?;
+    let mut dst = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(to)?;
+    let n = io::copy(&mut src.reader(), &mut dst)?;
+    if n != src.len() {
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("`{}` changed while it was copied", from.display())));
+    }
+    Ok(n)
 }
 
 /// How [`online_copy`] reads the source.

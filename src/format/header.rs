@@ -71,6 +71,19 @@ pub fn read_header(path: &Path) -> io::Result<Option<HeaderInfo>> {
     Ok((n == HEADER_LEN).then(|| HeaderInfo::decode(&h)))
 }
 
+/// The first bytes of the file at `path`, up to the header's length, read as
+/// [`read_header`] does (for callers that judge the raw bytes themselves).
+///
+/// # Errors
+/// As [`read_header`].
+pub fn read_raw_header(path: &Path) -> io::Result<Vec<u8>> {
+    let f = VfsFile::open(None, path)?;
+    let mut h = vec![0u8; HEADER_LEN];
+    let n = f.read_at(&mut h, 0)?;
+    h.truncate(n);
+    Ok(h)
+}
+
 /// The file change counter (bytes 24..28) of the database at `path`, read as
 /// [`read_header`] does; `None` when it cannot be read or is not a database.
 pub fn change_counter(path: &Path) -> Option<u32> {

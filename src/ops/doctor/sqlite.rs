@@ -2,8 +2,8 @@
 //! the header, sidecars, what `synchronous` the factory sets). Does not open the database
 //! through SQLite.
 
-use std::fs::File;
-use std::io::{self, Read};
+
+use std::io;
 
 use serde_json::json;
 
@@ -60,19 +60,10 @@ pub(super) fn journal(cx: &Ctx<'_>) -> Check {
         Err(e) => format!("the writer lock cannot be read ({e}); warden's factory sets synchronous=FULL by default"),
     };
     let unknowable = "synchronous is per connection and cannot be read from outside the engine";
-    let mut header = [0u8; 100];
-    let read = File::open(&cx.db).and_then(|mut f| {
-        let mut n = 0;
-        while n < header.len() {
-            match f.read(&mut header[n..])? {
-                0 => break,
-                k => n += k,
-            }
-        }
-        Ok(n)
-    });
-    let n = match read {
-        Ok(n) => n,
+    // Through SQLite's VFS, like every read of a database that may be live.
+    let header = crate::format::header::read_raw_header(&cx.db);
+    let header = match header {
+        Ok(h) => h,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return mk(
                 ID,
@@ -98,6 +89,7 @@ pub(super) fn journal(cx: &Ctx<'_>) -> Check {
             );
         }
     };
+    let n = header.len();
     if n == 0 {
         return mk(
             ID,

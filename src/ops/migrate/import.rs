@@ -266,10 +266,8 @@ fn switch_to_wal(target: &Path, guard: &Guard) -> Result<(String, bool), Migrate
         conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).map_err(|e| wal_err(e.to_string(), None))?;
     conn.close().map_err(|(_, e)| wal_err(format!("closing: {e}"), None))?;
     // Header bytes 18 and 19, the file format write and read versions: 2 means WAL.
-    let mut h = [0u8; 20];
-    let header_wal = std::fs::File::open(target)
-        .and_then(|mut f| io::Read::read_exact(&mut f, &mut h))
-        .is_ok_and(|()| &h[..16] == b"SQLite format 3\0" && h[18] == 2 && h[19] == 2);
+    let header_wal = crate::format::header::read_raw_header(target)
+        .is_ok_and(|h| h.len() >= 20 && &h[..16] == crate::format::header::MAGIC && h[18] == 2 && h[19] == 2);
     if !mode.eq_ignore_ascii_case("wal") || !header_wal {
         return Err(wal_err(format!("journal_mode is `{mode}` and the header says WAL: {header_wal}"), None));
     }
