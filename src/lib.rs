@@ -46,6 +46,11 @@
 
 #![deny(unsafe_code)]
 
+// The storage probe reads /proc/self/mountinfo and the writer lock is an OFD lock: both are
+// Linux interfaces. Say so at build time rather than build a guard that cannot judge.
+#[cfg(not(target_os = "linux"))]
+compile_error!("sqlite-warden supports Linux only (it judges storage through /proc/self/mountinfo)");
+
 pub mod copies;
 pub mod format;
 pub mod guard;

@@ -2,8 +2,8 @@
 //!
 //! Owns: the decision Local / Network / NoLocking / Suspect for a path, with a reason an
 //! operator can act on, from three facts: the statfs magic number, the owning mount in
-//! `/proc/self/mountinfo` (fstype, source, options) and, on macOS, `f_fstypename` plus
-//! `MNT_LOCAL`. Does not own: what a role may do on each verdict (see [`crate::guard::policy`]) or
+//! `/proc/self/mountinfo` (fstype, source, options). Linux only (mountinfo and the OFD locks
+//! the writer lock uses are Linux interfaces). Does not own: what a role may do on each verdict (see [`crate::guard::policy`]) or
 //! how the facts are gathered (see [`probe`], the seam that lets tests simulate mounts).
 //!
 //! Why both magic and mountinfo: every FUSE filesystem reports the same magic, and only the
@@ -283,9 +283,6 @@ pub fn classify(probe: &dyn FsProbe, path: &Path) -> Result<FsVerdict, ProbeErro
 /// # Errors
 /// [`ProbeError::MountTable`] when the mount table cannot be read.
 pub fn classify_facts(probe: &dyn FsProbe, facts: &PathFacts) -> Result<FsVerdict, ProbeError> {
-    if let Some(v) = &facts.platform_verdict {
-        return Ok(v.clone());
-    }
     let table = probe.mounts()?;
     let entry = table.find(facts.dev, &facts.canonical);
     let mut depth = 0;

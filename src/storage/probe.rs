@@ -26,9 +26,6 @@ pub struct PathFacts {
     pub dev: Option<(u32, u32)>,
     /// statfs magic, Linux only.
     pub magic: Option<u32>,
-    /// A verdict the platform gives directly (macOS `MNT_LOCAL` + `f_fstypename`); when set,
-    /// the mount table is not consulted.
-    pub platform_verdict: Option<FsVerdict>,
 }
 
 /// Where filesystem facts come from. Implement it to simulate mounts in tests.
@@ -146,30 +143,16 @@ fn changed(file: &File) -> bool {
 impl FsProbe for RealProbe {
     fn facts(&self, path: &Path) -> io::Result<PathFacts> {
         let st = nix::sys::stat::stat(path).map_err(io::Error::from)?;
-        #[cfg(target_os = "linux")]
-        {
-            let sfs = nix::sys::statfs::statfs(path).map_err(io::Error::from)?;
-            #[allow(clippy::useless_conversion)] // the width of f_type differs by target
-            let raw = i64::from(sfs.filesystem_type().0);
-            #[allow(clippy::useless_conversion)]
-            let dev = u64::from(st.st_dev);
-            Ok(PathFacts {
-                canonical: path.to_owned(),
-                dev: Some((libc::major(dev), libc::minor(dev))),
-                magic: Some(magic::from_raw(raw)),
-                platform_verdict: None,
-            })
-        }
-        #[cfg(not(target_os = "linux"))]
-        {
-            let _ = st;
-            Ok(PathFacts {
-                canonical: path.to_owned(),
-                dev: None,
-                magic: None,
-                platform_verdict: Some(bsd::verdict(path)?),
-            })
-        }
+        let sfs = nix::sys::statfs::statfs(path).map_err(io::Error::from)?;
+        #[allow(clippy::useless_conversion)] // the width of f_type differs by target
+        let raw = i64::from(sfs.filesystem_type().0);
+        #[allow(clippy::useless_conversion)]
+        let dev = u64::from(st.st_dev);
+        Ok(PathFacts {
+            canonical: path.to_owned(),
+            dev: Some((libc::major(dev), libc::minor(dev))),
+            magic: Some(magic::from_raw(raw)),
+        })
     }
 
     fn mounts(&self) -> Result<Arc<MountTable>, ProbeError> {
@@ -189,28 +172,6 @@ impl FsProbe for RealProbe {
         let table = Arc::new(Self::read_table(&mut file).map_err(err)?);
         *guard = Some(MountCache { file, table: Arc::clone(&table) });
         Ok(table)
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-mod bsd {
-    //! macOS and the BSDs: `statfs` gives the type name and `MNT_LOCAL` directly.
-    use super::*;
-
-    pub(super) fn verdict(path: &Path) -> io::Result<FsVerdict> {
-        let sfs = nix::sys::statfs::statfs(path).map_err(io::Error::from)?;
-        let fstype = sfs.filesystem_type_name().to_owned();
-        let local = sfs.flags().contains(nix::sys::statvfs::FsFlags::ST_LOCAL);
-        let mut v = crate::storage::classify_mount(None, None, &mut |_| None);
-        v.fstype = fstype.clone();
-        v.kind = match fstype.as_str() {
-            "webdav" => FsKind::NoLocking,
-            _ if local => FsKind::Local,
-            _ => FsKind::Network,
-        };
-        v.reason =
-            if local { format!("{fstype} is marked MNT_LOCAL") } else { format!("{fstype} is not marked MNT_LOCAL") };
-        Ok(v)
     }
 }
 
@@ -299,7 +260,6 @@ impl FsProbe for SimulatedProbe {
             canonical: path.to_owned(),
             dev: entry.map(|e| (e.major, e.minor)),
             magic,
-            platform_verdict: None,
         })
     }
 
