@@ -40,7 +40,7 @@
 //! | [`copies`] | consistent copies and their stores: backups, retention, snapshots, restore, salvage |
 //! | [`guard`] | what an engine links: policy, writer lock, audit log, VFS safe half, factory |
 //! | [`storage`] | "is this path safe for a writer?": statfs, mountinfo, probe, verdicts |
-//! | [`format`] | SQLite file-format knowledge: header, side-file names, WAL scan, pages |
+//! | [`mod@format`] | SQLite file-format knowledge: header, side-file names, WAL scan, pages |
 //! | `sys` | every `unsafe` block: the VFS tables and callbacks, fd handoff, raw reads |
 //! | `util` | atomic writes, process identity, progress |
 

@@ -4,7 +4,7 @@
 //! in a manifest and publishing both atomically; the integrity check ([`check_file`], from `copies::check`);
 //! listing, hash-verifying and removing backups; recovering the leftovers of a killed run.
 //! The copy, check and hash steps it shares with snapshots, restores and salvage live in the
-//! crate-internal `session::copy`. Does not own: which backups to keep
+//! crate-internal `copies::copy`. Does not own: which backups to keep
 //! ([`crate::copies::retention`]), when to take them ([`crate::session::Session`]), or the raw header and WAL
 //! scans ([`crate::format::scan`]).
 //!

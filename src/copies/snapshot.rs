@@ -5,7 +5,7 @@
 //! [`LATEST`] at it, the snapshots' own retention, and recovering what a killed run left.
 //! Does not own: verified backups ([`crate::copies::backup`]; a snapshot is not a backup and is never
 //! restored), the copy, check and hash steps it shares with backups (the crate-internal
-//! `session::copy`), when periodic snapshots are taken ([`crate::session::run`]), or opening them for
+//! `copies::copy`), when periodic snapshots are taken ([`crate::session::run`]), or opening them for
 //! analysis ([`open_snapshot`]).
 //!
 //! The operators' rule is that the engine is the only writer and analysis never reads the

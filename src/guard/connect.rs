@@ -14,14 +14,14 @@
 //!   `query_only`, and `SQLITE_DBCONFIG_DEFENSIVE`) and cannot `ATTACH` (limit 0, which also
 //!   stops `VACUUM INTO`), so a reader cannot write the guarded file through another name.
 //!
-//! # Analysis reads snapshots ([`open_snapshot`])
+//! # Analysis reads snapshots ([`crate::copies::snapshot::open_snapshot`])
 //! The operators' rule: the engine is the only writer, and analysis reads snapshots or
 //! copies, never the live database and never its WAL. A reader on the live file is not
 //! harmless even when it is read-only: its read transaction pins the WAL so checkpoints
 //! cannot finish and the `-wal` grows for as long as the query runs; in rollback mode its
 //! shared lock makes the engine's commit wait (up to its busy timeout, then fail); and
 //! opening a WAL database at all maps and writes its `-shm`. So the analysis factory,
-//! [`open_snapshot`], opens snapshot files (see [`crate::copies::snapshot`]), and when it is
+//! `open_snapshot` (in [`crate::copies::snapshot`]), opens snapshot files, and when it is
 //! handed the live database's path it opens that database's `latest.sqlite` instead and
 //! says so; with no snapshot it fails with [`OpenError::LiveDatabase`]. A caller that
 //! really needs the live file (an operator who passed `--live`) calls [`open_tool`].

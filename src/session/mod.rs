@@ -15,9 +15,9 @@
 //! step, refusals included, is recorded in the artifact as it happens.
 //!
 //! Does not own: starting and supervising an engine process ([`run`]), the checks
-//! themselves ([`gate`], [`scan`], [`backup`]; the copy, check and hash steps that backups,
-//! snapshots, restores and salvage share are in the crate-internal `copy`), or which backups
-//! to keep ([`retention`]).
+//! themselves ([`gate`], [`crate::format::scan`], [`backup`]; the copy, check and hash
+//! steps that backups, snapshots, restores and salvage share are in `copies`), or which
+//! backups to keep ([`crate::copies::retention`]).
 //!
 //! ```no_run
 //! use sqlite_warden::session::{Session, SessionConfig, EngineOutcome};

@@ -256,11 +256,7 @@ impl FsProbe for SimulatedProbe {
             .filter(|(mp, _)| path.starts_with(mp))
             .max_by_key(|(mp, _)| mp.components().count())
             .map(|(_, m)| *m);
-        Ok(PathFacts {
-            canonical: path.to_owned(),
-            dev: entry.map(|e| (e.major, e.minor)),
-            magic,
-        })
+        Ok(PathFacts { canonical: path.to_owned(), dev: entry.map(|e| (e.major, e.minor)), magic })
     }
 
     fn mounts(&self) -> Result<Arc<MountTable>, ProbeError> {

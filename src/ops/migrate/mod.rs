@@ -5,7 +5,7 @@
 //! ([`export`](fn@export) for a migration, [`export_sessions`] for analysis), verifying one with nothing
 //! written ([`verify_bundle`]), and installing a migration bundle on the new host
 //! ([`import`](fn@import)). Does not own: the consistent copy, the check and the hashing (the
-//! crate-internal `session::copy` and [`crate::copies::backup::check_file`]), storage
+//! crate-internal `copies::copy` and [`crate::copies::backup::check_file`]), storage
 //! verdicts ([`crate::storage`]), the writer lock ([`crate::guard::lock`]), or snapshots
 //! ([`crate::copies::snapshot`]).
 //!
