@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Args as ClapArgs, Subcommand};
 use sqlite_warden::copies::backup::BackupStore;
 use sqlite_warden::ops::status::{self, BackupInfo, BackupSelection, VerifyError, VerifyOptions, VerifyOutcome};
+use sqlite_warden::util::exit;
 
 use super::CliError;
 use super::render::{human_bytes, short_hash};
@@ -117,11 +118,14 @@ fn verify_cmd(
     let report = match status::verify_backups(&store, &which, &opts) {
         Ok(r) => r,
         Err(VerifyError::NoBackups { what, dir }) => {
-            return Err(CliError::Failed { message: VerifyError::NoBackups { what, dir }.to_string(), code: 66 });
+            return Err(CliError::Failed {
+                message: VerifyError::NoBackups { what, dir }.to_string(),
+                code: exit::NOINPUT,
+            });
         }
         Err(VerifyError::Lookup(e)) => return Err(lookup_error(e)),
         Err(VerifyError::Backup(e)) => return Err(e.into()),
-        Err(e) => return Err(CliError::Failed { message: e.to_string(), code: 70 }),
+        Err(e) => return Err(CliError::Failed { message: e.to_string(), code: exit::SOFTWARE }),
     };
     if json {
         emit(&json_line(&report))?;
@@ -152,5 +156,5 @@ fn verify_cmd(
         }
         emit(&o)?;
     }
-    Ok(ExitCode::from(if report.ok { 0 } else { 65 }))
+    Ok(ExitCode::from(if report.ok { exit::OK } else { exit::DATAERR }))
 }

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::Args as ClapArgs;
 use sqlite_warden::copies::backup::BackupError;
 use sqlite_warden::session::gate::{self, CheckOptions, GateFailure, GateReport};
+use sqlite_warden::util::exit;
 
 use super::CliError;
 use super::render::human_bytes;
@@ -75,7 +76,7 @@ pub fn check(args: CheckArgs) -> Result<ExitCode, CliError> {
                     "{}\n(hint: `warden check` does not take the lock of a writer that died, to keep that evidence; a session (`warden run`) recovers the journal under the lock and gates the result)",
                     e.to_string().lines().next().unwrap_or_default()
                 ),
-                code: 75,
+                code: exit::TEMPFAIL,
             });
         }
         Err(e) if e.is_space() => {
@@ -83,15 +84,15 @@ pub fn check(args: CheckArgs) -> Result<ExitCode, CliError> {
                 message: format!(
                     "{e}\n(hint: `warden check --scratch-dir DIR` puts the private copy on a disk with room)"
                 ),
-                code: 74,
+                code: exit::IOERR,
             });
         }
         Err(e) => return Err(e.into()),
     };
     let code: u8 = match (report.passed, report.failure) {
-        (true, _) => 0,
-        (false, Some(GateFailure::Missing | GateFailure::Empty)) => 66,
-        (false, _) => 65,
+        (true, _) => exit::OK,
+        (false, Some(GateFailure::Missing | GateFailure::Empty)) => exit::NOINPUT,
+        (false, _) => exit::DATAERR,
     };
     if args.json {
         let mut v = serde_json::to_value(&report).unwrap_or_default();

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use sqlite_warden::ops::config::{Overrides, Settings};
 use sqlite_warden::ops::deploy::{self, DeployError, DeployOptions, WriteAction};
+use sqlite_warden::util::exit;
 
 use super::CliError;
 
@@ -122,7 +123,7 @@ fn failed(e: &DeployError) -> CliError {
 }
 
 fn usage(message: String) -> CliError {
-    CliError::Failed { message, code: 64 }
+    CliError::Failed { message, code: exit::USAGE }
 }
 
 fn duration(flag: &str, s: &str) -> Result<Option<Duration>, CliError> {

@@ -9,6 +9,7 @@ use std::io::Write as _;
 use std::process::ExitCode;
 
 use sqlite_warden::ops::doctor::{self, DoctorOptions, DoctorReport, Verdict};
+use sqlite_warden::util::exit;
 
 use super::CliError;
 use super::render::human_bytes;
@@ -51,7 +52,7 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode, CliError> {
     if !(args.min_free_factor.is_finite() && args.min_free_factor > 0.0) {
         return Err(CliError::Failed {
             message: format!("--min-free-factor must be a positive number, not {}", args.min_free_factor),
-            code: 64,
+            code: exit::USAGE,
         });
     }
     let settings = args.settings.resolve(Vec::new())?;
@@ -61,8 +62,10 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode, CliError> {
     opts.ntp = !args.no_ntp;
     let report = doctor::run(&opts);
     let text = if args.json {
-        let mut s = serde_json::to_string(&report)
-            .map_err(|e| CliError::Failed { message: format!("cannot encode the report as JSON: {e}"), code: 70 })?;
+        let mut s = serde_json::to_string(&report).map_err(|e| CliError::Failed {
+            message: format!("cannot encode the report as JSON: {e}"),
+            code: exit::SOFTWARE,
+        })?;
         s.push('\n');
         s
     } else {
@@ -72,7 +75,7 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode, CliError> {
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-        Err(e) => return Err(CliError::Failed { message: format!("writing to stdout: {e}"), code: 74 }),
+        Err(e) => return Err(CliError::Failed { message: format!("writing to stdout: {e}"), code: exit::IOERR }),
     }
     Ok(ExitCode::from(report.exit_code))
 }

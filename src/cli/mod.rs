@@ -3,11 +3,8 @@
 //! Owns: flags, exit codes, human and `--json` output. Does not own: any decision; every
 //! subcommand calls the library and renders what it returns.
 //!
-//! Exit codes (sysexits where one fits):
-//! - `0` the answer is "safe" / the command did what was asked;
-//! - `1` the answer is "not safe" (`warden fs` on storage the engine may not use);
-//! - `64` usage, `66` input missing, `69` refused, `70` internal error, `74` I/O error,
-//!   `75` writer lock held.
+//! Exit codes: the one table is [`sqlite_warden::util::exit`] (sysexits where one fits; the
+//! README lists the same table).
 
 mod audit;
 mod backups;
@@ -32,6 +29,7 @@ use clap::{Parser, Subcommand};
 use sqlite_warden::guard::error::{LockError, OpenError, ProbeError, RegisterError};
 use sqlite_warden::guard::lock::{LockState, LockStatus};
 use sqlite_warden::storage::{FsKind, FsVerdict};
+use sqlite_warden::util::exit;
 
 /// Guards a single-writer SQLite engine: refuses network filesystems and unsafe WAL,
 /// enforces one writer, audits every open.
@@ -205,13 +203,13 @@ impl CliError {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::Probe(_) => 66,
-            CliError::Lock(LockError::Held { .. }) => 75,
-            CliError::Lock(_) | CliError::Io { .. } => 74,
+            CliError::Probe(_) => exit::NOINPUT,
+            CliError::Lock(LockError::Held { .. }) => exit::TEMPFAIL,
+            CliError::Lock(_) | CliError::Io { .. } => exit::IOERR,
             CliError::Open(e) => open_exit_code(e),
-            CliError::Register(_) | CliError::Demo(_) => 70,
-            CliError::Config(_) | CliError::Prune(sqlite_warden::copies::prune::PruneError::Policy(_)) => 78,
-            CliError::Usage(_) => 64,
+            CliError::Register(_) | CliError::Demo(_) => exit::SOFTWARE,
+            CliError::Config(_) | CliError::Prune(sqlite_warden::copies::prune::PruneError::Policy(_)) => exit::CONFIG,
+            CliError::Usage(_) => exit::USAGE,
             CliError::Failed { code, .. } => *code,
             CliError::Backup(e) | CliError::Prune(sqlite_warden::copies::prune::PruneError::Store(e)) => {
                 backup_exit_code(e)
@@ -223,21 +221,21 @@ impl CliError {
 fn backup_exit_code(e: &sqlite_warden::copies::backup::BackupError) -> u8 {
     use sqlite_warden::copies::backup::BackupError as B;
     match e {
-        B::Missing { .. } => 66,
-        B::HotJournal { .. } => 75,
-        B::Changing { .. } => 65,
+        B::Missing { .. } => exit::NOINPUT,
+        B::HotJournal { .. } => exit::TEMPFAIL,
+        B::Changing { .. } => exit::DATAERR,
         B::Source { source, .. } => open_exit_code(source),
-        B::Cancelled { .. } => 130,
-        B::NoSpace { .. } | B::DiskFull { .. } | B::Io { .. } | B::Sqlite { .. } => 74,
+        B::Cancelled { .. } => exit::CANCELLED,
+        B::NoSpace { .. } | B::DiskFull { .. } | B::Io { .. } | B::Sqlite { .. } => exit::IOERR,
     }
 }
 
 fn open_exit_code(e: &OpenError) -> u8 {
     match e {
-        OpenError::WriterLocked(LockError::Held { .. }) => 75,
-        OpenError::Missing { .. } => 66,
-        OpenError::NotAFilePath { .. } => 64,
-        _ => 69,
+        OpenError::WriterLocked(LockError::Held { .. }) => exit::TEMPFAIL,
+        OpenError::Missing { .. } => exit::NOINPUT,
+        OpenError::NotAFilePath { .. } => exit::USAGE,
+        _ => exit::UNAVAILABLE,
     }
 }
 
@@ -300,7 +298,7 @@ fn fs_cmd(paths: &[PathBuf], json: bool) -> Result<ExitCode, CliError> {
         }
     }
     let all_local = verdicts.iter().all(|(_, v)| v.kind == FsKind::Local);
-    Ok(if all_local { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(ExitCode::from(if all_local { exit::OK } else { exit::NOT_SAFE }))
 }
 
 fn print_verdict(p: &std::path::Path, v: &FsVerdict) {

@@ -19,6 +19,8 @@ use sqlite_warden::copies::restore::{
     RestoreReport,
 };
 
+use sqlite_warden::util::exit;
+
 use super::CliError;
 use super::render::{human_bytes, short_hash};
 
@@ -97,7 +99,7 @@ fn restore_cmd(args: RestoreArgs) -> Result<ExitCode, CliError> {
     }
     Ok(match report.outcome {
         RestoreOutcome::Restored | RestoreOutcome::Planned => ExitCode::SUCCESS,
-        RestoreOutcome::VerificationFailed => ExitCode::from(65),
+        RestoreOutcome::VerificationFailed => ExitCode::from(exit::DATAERR),
     })
 }
 
@@ -200,13 +202,13 @@ fn drill_cmd(args: DrillArgs) -> Result<ExitCode, CliError> {
     if let Some(e) = &report.record_error {
         eprintln!("warden: {e}\nwarden: (hint: check the permissions of the state directory)");
         if report.record.ok {
-            return Ok(ExitCode::from(74));
+            return Ok(ExitCode::from(exit::IOERR));
         }
     }
     Ok(match report.record.outcome {
         DrillOutcome::Ok => ExitCode::SUCCESS,
-        DrillOutcome::Failed => ExitCode::from(65),
-        DrillOutcome::NoBackup => ExitCode::from(66),
+        DrillOutcome::Failed => ExitCode::from(exit::DATAERR),
+        DrillOutcome::NoBackup => ExitCode::from(exit::NOINPUT),
     })
 }
 

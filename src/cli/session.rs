@@ -15,6 +15,7 @@ use sqlite_warden::ops::config::{self, Overrides, Settings};
 use sqlite_warden::session::BackupKind;
 use sqlite_warden::session::health::HealthArtifact;
 use sqlite_warden::session::run::{RunEvent, RunOptions, SignalForwarder};
+use sqlite_warden::util::exit;
 use sqlite_warden::util::progress::{Phase, Progress};
 
 use super::CliError;
@@ -213,7 +214,7 @@ pub fn run_cmd(args: SettingsArgs, command: Vec<OsString>, json: bool, quiet: bo
     if json {
         println!("{}", serde_json::to_string(&report.artifact).unwrap_or_default());
     }
-    Ok(ExitCode::from(u8::try_from(report.exit_code.clamp(0, 255)).unwrap_or(70)))
+    Ok(ExitCode::from(u8::try_from(report.exit_code.clamp(0, 255)).unwrap_or(exit::SOFTWARE)))
 }
 
 fn render_final(a: &HealthArtifact, path: Option<&std::path::Path>, error: Option<&str>, quiet: bool) {
@@ -303,7 +304,7 @@ pub fn backup_cmd(args: SettingsArgs, json: bool, quiet: bool) -> Result<ExitCod
             settings.database.display(),
             out.integrity.summary()
         );
-        Ok(ExitCode::from(65))
+        Ok(ExitCode::from(exit::DATAERR))
     }
 }
 

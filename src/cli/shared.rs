@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use sqlite_warden::copies::backup::CheckMode;
 use sqlite_warden::ops::status::LookupError;
+use sqlite_warden::util::exit;
 
 use super::CliError;
 use super::session::CheckArg;
@@ -73,9 +74,9 @@ pub(super) fn cancel_on_signals() -> Result<Arc<AtomicBool>, CliError> {
 
 pub(super) fn lookup_error(e: LookupError) -> CliError {
     let code = match &e {
-        LookupError::NotFound { .. } => 66,
-        LookupError::Ambiguous { .. } => 64,
-        _ => 74,
+        LookupError::NotFound { .. } => exit::NOINPUT,
+        LookupError::Ambiguous { .. } => exit::USAGE,
+        _ => exit::IOERR,
     };
     CliError::Failed { message: e.to_string(), code }
 }
