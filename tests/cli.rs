@@ -56,10 +56,10 @@ fn lock_reports_never_used_held_and_free() {
 }
 
 #[test]
-fn usage_errors_exit_2_and_missing_paths_are_explained() {
+fn usage_errors_exit_64_and_missing_paths_are_explained() {
     let d = tempfile::tempdir().unwrap();
     let out = warden(d.path()).arg("fs").output().unwrap();
-    assert_eq!(out.status.code(), Some(2), "clap usage error");
+    assert_eq!(out.status.code(), Some(64), "clap usage error");
     let out = warden(d.path()).args(["version", "--json"]).output().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["sqlite"].as_str().unwrap() >= "3.51.3");
@@ -117,4 +117,28 @@ fn the_readme_demo_runs_end_to_end() {
         .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".sqlite"))
         .count();
     assert_eq!(backups, 3, "post, pre, post");
+}
+
+#[test]
+fn usage_errors_exit_64_on_stderr_help_and_version_exit_0_on_stdout() {
+    let d = tempfile::tempdir().unwrap();
+    for args in
+        [&["fs"][..], &["nonsense"], &["status", "--no-such-flag"], &["check"], &["salvage", "--method", "x"], &[]]
+    {
+        let out = warden(d.path()).args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "warden {args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "warden {args:?}: {}", String::from_utf8_lossy(&out.stdout));
+        // clap's own message (or, with no subcommand at all, its help).
+        assert!(stderr.starts_with("error: ") || stderr.contains("Usage: warden"), "warden {args:?}: {stderr}");
+    }
+    for args in
+        [&["--help"][..], &["-h"], &["help"], &["status", "--help"], &["help", "backups", "verify"], &["--version"]]
+    {
+        let out = warden(d.path()).args(args).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "warden {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.starts_with("warden ") || stdout.contains("Usage: warden"), "warden {args:?}: {stdout}");
+        assert!(out.stderr.is_empty(), "warden {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
 }

@@ -4,7 +4,8 @@
 //! subcommand calls the library and renders what it returns.
 //!
 //! Exit codes: the one table is [`sqlite_warden::util::exit`] (sysexits where one fits; the
-//! README lists the same table).
+//! README lists the same table). A usage error (clap's) exits [`exit::USAGE`]; `--help` and
+//! `--version` exit 0.
 
 mod audit;
 mod backups;
@@ -25,6 +26,7 @@ mod status;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
 use sqlite_warden::guard::error::{LockError, OpenError, ProbeError, RegisterError};
 use sqlite_warden::guard::lock::{LockState, LockStatus};
@@ -148,9 +150,23 @@ enum Cmd {
     },
 }
 
-/// Parses the command line (exits with usage on error).
-pub fn parse() -> Args {
-    Args::parse()
+/// Parses the command line. `Err` carries the exit code when there is nothing to run:
+/// `--help` and `--version` (printed to stdout) exit 0; any other clap error (printed, with
+/// clap's own message, to stderr) exits [`exit::USAGE`], 64.
+pub fn parse() -> Result<Args, ExitCode> {
+    Args::try_parse().map_err(|e| {
+        // A closed stdout (`warden --help | head -1`) is not an error worth reporting.
+        let _ = e.print();
+        ExitCode::from(usage_exit_code(e.kind()))
+    })
+}
+
+/// The exit code of a clap "error": 0 for the help and version it printed, else 64.
+fn usage_exit_code(kind: ErrorKind) -> u8 {
+    match kind {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => exit::OK,
+        _ => exit::USAGE,
+    }
 }
 
 /// Sends `tracing` output to stderr: warnings by default, more with `-v`, or `RUST_LOG`.
@@ -351,4 +367,29 @@ fn lock_cmd(db: &std::path::Path, json: bool) -> Result<ExitCode, CliError> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn help_and_version_exit_0_every_other_clap_error_64() {
+        assert_eq!(usage_exit_code(ErrorKind::DisplayHelp), 0);
+        assert_eq!(usage_exit_code(ErrorKind::DisplayVersion), 0);
+        for kind in [
+            ErrorKind::UnknownArgument,
+            ErrorKind::MissingRequiredArgument,
+            ErrorKind::InvalidValue,
+            ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand,
+            ErrorKind::ArgumentConflict,
+        ] {
+            assert_eq!(usage_exit_code(kind), 64, "{kind:?}");
+        }
+        let e = Args::try_parse_from(["warden", "status", "--no-such-flag"]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::UnknownArgument);
+        assert_eq!(Args::try_parse_from(["warden", "--help"]).unwrap_err().kind(), ErrorKind::DisplayHelp);
+        assert_eq!(Args::try_parse_from(["warden", "status", "-h"]).unwrap_err().kind(), ErrorKind::DisplayHelp);
+        assert_eq!(Args::try_parse_from(["warden", "--version"]).unwrap_err().kind(), ErrorKind::DisplayVersion);
+    }
 }
