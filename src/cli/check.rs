@@ -13,7 +13,7 @@ use sqlite_warden::util::exit;
 
 use super::CliError;
 use super::render::human_bytes;
-use super::session::CheckArg;
+use super::settings::CheckArg;
 use super::shared::{cancel_on_signals, check_mode, emit, json_line, parse_duration, secs};
 
 /// `warden check <db>`: the integrity gate on its own.
@@ -34,7 +34,11 @@ Exit codes:
   74  I/O error, or no room for the private copy (see --scratch-dir)
   75  a hot journal left by a writer that died needs the writer lock to be recovered:
       start a session (`warden run`), which recovers it under the lock
-  130 interrupted")]
+  130 interrupted
+
+Examples:
+  warden check /var/lib/engine/engine.db
+  warden check --check quick --budget 10m --json /var/lib/engine/engine.db")]
 pub struct CheckArgs {
     /// The database file.
     db: PathBuf,

@@ -18,6 +18,9 @@ use super::CliError;
 
 /// `warden deploy`: service files for a configuration.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  warden deploy systemd --config /etc/warden/warden.toml --out /root/warden-units")]
 pub struct DeployArgs {
     #[command(subcommand)]
     cmd: DeployCmd,
@@ -48,11 +51,13 @@ contents is refused unless --force, and then nothing is written):
 Every path comes from the config; settings flags that differ from it are refused, since
 the units only pass --config. Then install them (the command prints how).
 
-Exit codes: 0 written, 64 unusable option, 73 a different file exists, 74 I/O, 78 config."
+Exit codes: 0 written, 64 unusable option, 73 a different file exists, 74 I/O, 78 config.
+
+Examples:
+  warden deploy systemd --config /etc/warden/warden.toml --out /root/warden-units
+  warden deploy systemd --out /etc/systemd/system --unit-name engine --user engine --check-at '*-*-* 03:30:00'"
 )]
 struct SystemdArgs {
-    #[command(flatten)]
-    settings: super::session::SettingsArgs,
     /// Where the files go (created if missing); e.g. a staging directory, or
     /// /etc/systemd/system.
     #[arg(long, value_name = "DIR")]
@@ -109,6 +114,8 @@ struct SystemdArgs {
     /// Print one JSON document instead of text.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    settings: super::settings::SettingsArgs,
 }
 
 /// `warden deploy`.

@@ -13,6 +13,7 @@ use sqlite_warden::util::exit;
 
 use super::CliError;
 use super::render::human_bytes;
+use super::settings::{BackupDirArgs, DbArgs, SessionDirArgs};
 
 /// `warden doctor`: host readiness for a database path.
 #[derive(Debug, clap::Args)]
@@ -29,10 +30,12 @@ Exit codes:
   11  at least one check failed
   64/78  usage or configuration error (no --db, bad warden.toml)
 --json prints one document: {verdict, exit_code, summary, checks: [{id, title, verdict,
-detail, fix, data}], ...}.")]
+detail, fix, data}], ...}.
+
+Examples:
+  warden doctor --db /var/lib/engine/engine.db
+  warden doctor --config /etc/warden/warden.toml --json")]
 pub struct DoctorArgs {
-    #[command(flatten)]
-    settings: super::session::SettingsArgs,
     /// Print the report as one JSON document.
     #[arg(long)]
     json: bool,
@@ -45,6 +48,12 @@ pub struct DoctorArgs {
     /// Do not ask `timedatectl` whether NTP is synchronized.
     #[arg(long)]
     no_ntp: bool,
+    #[command(flatten)]
+    db: DbArgs,
+    #[command(flatten)]
+    backup_dir: BackupDirArgs,
+    #[command(flatten)]
+    session_dir: SessionDirArgs,
 }
 
 /// `warden doctor`.
@@ -55,7 +64,7 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode, CliError> {
             code: exit::USAGE,
         });
     }
-    let settings = args.settings.resolve(Vec::new())?;
+    let settings = args.db.settings().with(args.backup_dir).with(args.session_dir).resolve()?;
     let mut opts = DoctorOptions::from_settings(&settings);
     opts.fsync_samples = args.fsync_samples.max(1);
     opts.min_free_factor = args.min_free_factor;

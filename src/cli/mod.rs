@@ -19,6 +19,7 @@ mod restore;
 mod salvage;
 mod session;
 mod sessions;
+mod settings;
 mod shared;
 mod snapshot;
 mod status;
@@ -50,6 +51,10 @@ enum Cmd {
     /// Is this path safe for a SQLite engine? Prints the storage verdict and why.
     ///
     /// Exits 0 when every path is on local storage, 1 when any is not.
+    #[command(after_help = "\
+Examples:
+  warden fs /var/lib/engine/engine.db
+  warden fs --json /var/lib/engine /mnt/share/engine.db")]
     Fs {
         /// Database files or directories (need not exist yet).
         #[arg(required = true)]
@@ -59,6 +64,10 @@ enum Cmd {
         json: bool,
     },
     /// Who holds the writer lock of a database? Never takes or waits for the lock.
+    #[command(after_help = "\
+Examples:
+  warden lock /var/lib/engine/engine.db
+  warden lock --json /var/lib/engine/engine.db")]
     Lock {
         /// The database file.
         db: PathBuf,
@@ -67,6 +76,10 @@ enum Cmd {
         json: bool,
     },
     /// Runs the guarded demo: a demo database, the example engine, and every refusal.
+    #[command(after_help = "\
+Examples:
+  warden demo
+  warden demo --dir /tmp/warden-demo --trades 50")]
     Demo {
         /// Where the demo database, audit log and lock file go.
         #[arg(long, default_value = "warden-demo")]
@@ -80,9 +93,11 @@ enum Cmd {
     ///
     /// Exits with the engine's own status, or with warden's code when a step refused (the
     /// engine then never started): see the README's exit-code table.
+    #[command(after_help = "\
+Examples:
+  warden run --db /var/lib/engine/engine.db -- /usr/local/bin/engine --live
+  warden run --config /etc/warden/warden.toml --snapshot-every 10m")]
     Run {
-        #[command(flatten)]
-        settings: session::SettingsArgs,
         /// Print the final health artifact as one JSON line on stdout (after the engine's
         /// own output).
         #[arg(long)]
@@ -93,30 +108,14 @@ enum Cmd {
         /// The engine: program and arguments, after `--` (no shell).
         #[arg(last = true, value_name = "ENGINE")]
         command: Vec<std::ffi::OsString>,
+        #[command(flatten)]
+        settings: settings::SettingsArgs,
     },
     /// Takes a verified backup now (safe while the engine runs; one-step backup API).
-    Backup {
-        #[command(flatten)]
-        settings: session::SettingsArgs,
-        /// Print the manifest as JSON.
-        #[arg(long)]
-        json: bool,
-        /// Only errors on stderr.
-        #[arg(short, long)]
-        quiet: bool,
-    },
+    Backup(session::BackupArgs),
     /// Applies the retention policy to the backups; `--dry-run` shows each backup and why it
     /// would be kept or dropped.
-    Prune {
-        #[command(flatten)]
-        settings: session::SettingsArgs,
-        /// Change nothing; print the plan.
-        #[arg(long)]
-        dry_run: bool,
-        /// Print the plan as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Prune(session::PruneArgs),
     /// Publishes a consistent, read-only analysis snapshot (and the stable `latest` name).
     Snapshot(snapshot::SnapshotArgs),
     /// Restores the database from a verified backup (re-verified first).
@@ -139,10 +138,14 @@ enum Cmd {
     /// clock, foreign openers. Each check with a verdict and a fix.
     Doctor(doctor::DoctorArgs),
     /// Renders service files (systemd units and timers, logrotate) for a configuration.
-    Deploy(deploy::DeployArgs),
+    Deploy(Box<deploy::DeployArgs>),
     /// Moves a database to another host: `export` a verified bundle, `import` it.
     Migrate(migrate::MigrateArgs),
     /// Prints warden's and SQLite's versions.
+    #[command(after_help = "\
+Examples:
+  warden version
+  warden version --json")]
     Version {
         /// Print JSON instead of text.
         #[arg(long)]
@@ -265,8 +268,8 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
         Cmd::Lock { db, json } => lock_cmd(&db, json),
         Cmd::Demo { dir, trades } => demo::run(&dir, trades),
         Cmd::Run { settings, json, quiet, command } => session::run_cmd(settings, command, json, quiet),
-        Cmd::Backup { settings, json, quiet } => session::backup_cmd(settings, json, quiet),
-        Cmd::Prune { settings, dry_run, json } => session::prune_cmd(settings, dry_run, json),
+        Cmd::Backup(a) => session::backup_cmd(a),
+        Cmd::Prune(a) => session::prune_cmd(a),
         Cmd::Snapshot(a) => snapshot::run(a),
         Cmd::Restore(a) => restore::run(a),
         Cmd::Drill(a) => restore::drill(a),
@@ -277,7 +280,7 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
         Cmd::Audit(a) => audit::audit(a),
         Cmd::Salvage(a) => salvage::run(a),
         Cmd::Doctor(a) => doctor::run(a),
-        Cmd::Deploy(a) => deploy::run(a),
+        Cmd::Deploy(a) => deploy::run(*a),
         Cmd::Migrate(a) => migrate::run(a),
         Cmd::Version { json } => {
             let v = serde_json::json!({
@@ -371,7 +374,76 @@ fn lock_cmd(db: &std::path::Path, json: bool) -> Result<ExitCode, CliError> {
 
 #[cfg(test)]
 mod tests {
+    use clap::CommandFactory;
+
     use super::*;
+
+    /// `s` split into words the way a POSIX shell would for the examples: on blanks, with
+    /// `'…'` quoting.
+    fn shell_words(s: &str) -> Vec<String> {
+        let (mut words, mut word, mut quoted, mut any) = (Vec::new(), String::new(), false, false);
+        for c in s.chars() {
+            match c {
+                '\'' => (quoted, any) = (!quoted, true),
+                c if c.is_whitespace() && !quoted => {
+                    if any {
+                        words.push(std::mem::take(&mut word));
+                    }
+                    any = false;
+                }
+                c => (word, any) = (word + &c.to_string(), true),
+            }
+        }
+        assert!(!quoted, "unbalanced quote in `{s}`");
+        if any {
+            words.push(word);
+        }
+        words
+    }
+
+    /// Every subcommand (not `help`), as its words after `warden`, with its long help.
+    fn subcommands(cmd: &mut clap::Command, path: &[String], out: &mut Vec<(Vec<String>, String)>) {
+        let names: Vec<String> =
+            cmd.get_subcommands().map(|c| c.get_name().to_owned()).filter(|n| n != "help").collect();
+        for name in names {
+            let sub = cmd.find_subcommand_mut(&name).unwrap();
+            let mut p = path.to_vec();
+            p.push(name);
+            out.push((p.clone(), sub.render_long_help().to_string()));
+            subcommands(sub, &p, out);
+        }
+    }
+
+    #[test]
+    fn the_command_line_definition_is_valid() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn every_subcommand_help_ends_with_examples_that_parse() {
+        let mut root = Args::command();
+        root.build();
+        let mut all = Vec::new();
+        subcommands(&mut root, &[], &mut all);
+        assert!(all.len() > 20, "{}", all.len());
+        for (path, help) in &all {
+            let path = path.join(" ");
+            let (_, examples) = help
+                .trim_end()
+                .rsplit_once("\nExamples")
+                .unwrap_or_else(|| panic!("`warden {path} --help` has no examples"));
+            let lines: Vec<&str> = examples.lines().skip(1).collect();
+            assert!((1..=2).contains(&lines.len()), "`warden {path} --help` ends with {} example lines", lines.len());
+            for line in lines {
+                let words = shell_words(line);
+                let expected = format!("  warden {path}");
+                assert!(line.starts_with(&expected), "`warden {path}` example `{line}` is not about it");
+                if let Err(e) = Args::try_parse_from(&words) {
+                    panic!("`warden {path}` example `{line}` does not parse:\n{e}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn help_and_version_exit_0_every_other_clap_error_64() {

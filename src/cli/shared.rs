@@ -12,7 +12,7 @@ use sqlite_warden::ops::status::LookupError;
 use sqlite_warden::util::exit;
 
 use super::CliError;
-use super::session::CheckArg;
+use super::settings::CheckArg;
 
 /// Writes `text` to stdout; a closed pipe (`warden audit | head`) is not an error.
 pub(super) fn emit(text: &str) -> Result<(), CliError> {
@@ -47,10 +47,7 @@ pub(super) fn snake<T: serde::Serialize>(v: &T) -> String {
 }
 
 pub(super) fn check_mode(c: Option<CheckArg>) -> Option<CheckMode> {
-    c.map(|c| match c {
-        CheckArg::Full => CheckMode::Full,
-        CheckArg::Quick => CheckMode::Quick,
-    })
+    c.map(CheckMode::from)
 }
 
 pub(super) fn parse_duration(flag: &str, s: &str) -> Result<Option<Duration>, CliError> {
