@@ -31,10 +31,10 @@ use sha2::{Digest, Sha256};
 
 use crate::copies::check::{CheckMode, IntegrityReport, PRIVATE_VFS, check_file};
 use crate::format::names::sidecar;
-use crate::sys::sqlite::VfsFile;
 use crate::guard::connect::OpenError;
 use crate::guard::connect::{ToolOptions, open_tool};
 use crate::guard::vfs::Guard;
+use crate::sys::sqlite::VfsFile;
 use crate::util::progress::{Phase, Progress};
 
 /// Why a step of taking or checking a copy failed. Callers convert it into their own error
@@ -253,7 +253,10 @@ fn copy_through_vfs(from: &Path, to: &Path) -> io::Result<u64> {
         .open(to)?;
     let n = io::copy(&mut src.reader(), &mut dst)?;
     if n != src.len() {
-        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("`{}` changed while it was copied", from.display())));
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("`{}` changed while it was copied", from.display()),
+        ));
     }
     Ok(n)
 }

@@ -2,7 +2,6 @@
 //! the header, sidecars, what `synchronous` the factory sets). Does not open the database
 //! through SQLite.
 
-
 use std::io;
 
 use serde_json::json;
