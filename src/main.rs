@@ -5,7 +5,10 @@ mod cli;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let args = cli::parse();
+    let args = match cli::parse() {
+        Ok(args) => args,
+        Err(code) => return code,
+    };
     cli::init_logging(args.verbose);
     match cli::run(args) {
         Ok(code) => code,

@@ -56,10 +56,10 @@ fn lock_reports_never_used_held_and_free() {
 }
 
 #[test]
-fn usage_errors_exit_2_and_missing_paths_are_explained() {
+fn usage_errors_exit_64_and_missing_paths_are_explained() {
     let d = tempfile::tempdir().unwrap();
     let out = warden(d.path()).arg("fs").output().unwrap();
-    assert_eq!(out.status.code(), Some(2), "clap usage error");
+    assert_eq!(out.status.code(), Some(64), "clap usage error");
     let out = warden(d.path()).args(["version", "--json"]).output().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["sqlite"].as_str().unwrap() >= "3.51.3");
@@ -117,4 +117,124 @@ fn the_readme_demo_runs_end_to_end() {
         .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".sqlite"))
         .count();
     assert_eq!(backups, 3, "post, pre, post");
+}
+
+#[test]
+fn usage_errors_exit_64_on_stderr_help_and_version_exit_0_on_stdout() {
+    let d = tempfile::tempdir().unwrap();
+    for args in
+        [&["fs"][..], &["nonsense"], &["status", "--no-such-flag"], &["check"], &["salvage", "--method", "x"], &[]]
+    {
+        let out = warden(d.path()).args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "warden {args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "warden {args:?}: {}", String::from_utf8_lossy(&out.stdout));
+        // clap's own message (or, with no subcommand at all, its help).
+        assert!(stderr.starts_with("error: ") || stderr.contains("Usage: warden"), "warden {args:?}: {stderr}");
+    }
+    for args in
+        [&["--help"][..], &["-h"], &["help"], &["status", "--help"], &["help", "backups", "verify"], &["--version"]]
+    {
+        let out = warden(d.path()).args(args).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "warden {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.starts_with("warden ") || stdout.contains("Usage: warden"), "warden {args:?}: {stdout}");
+        assert!(out.stderr.is_empty(), "warden {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+/// Every settings flag (each overrides a key of warden.toml).
+const SETTINGS_FLAGS: [&str; 17] = [
+    "--config",
+    "--db",
+    "--create",
+    "--backup-dir",
+    "--session-dir",
+    "--audit-dir",
+    "--check",
+    "--gate-budget",
+    "--keep-last",
+    "--keep-hourly",
+    "--keep-daily",
+    "--keep-weekly",
+    "--keep-monthly",
+    "--max-total-bytes",
+    "--snapshot-every",
+    "--snapshot-dir",
+    "--snapshot-keep",
+];
+
+/// The settings flags each subcommand reads: exactly these are in its `--help`, every other
+/// one is a usage error.
+fn settings_of(cmd: &str) -> Vec<&'static str> {
+    const DB: [&str; 2] = ["--config", "--db"];
+    const RETENTION: [&str; 6] =
+        ["--keep-last", "--keep-hourly", "--keep-daily", "--keep-weekly", "--keep-monthly", "--max-total-bytes"];
+    let mut f: Vec<&str> = DB.to_vec();
+    match cmd {
+        "run" | "deploy systemd" => return SETTINGS_FLAGS.to_vec(),
+        "backup" => f.extend(["--backup-dir", "--audit-dir", "--check", "--gate-budget"]),
+        "prune" => f.extend([&["--backup-dir", "--session-dir"][..], &RETENTION].concat()),
+        "snapshot" => f.extend(["--audit-dir", "--snapshot-dir", "--snapshot-keep"]),
+        "restore" | "drill" => f.extend(["--backup-dir", "--audit-dir", "--gate-budget"]),
+        "status" | "doctor" => f.extend(["--backup-dir", "--session-dir"]),
+        "sessions" | "sessions show" => f.push("--session-dir"),
+        "sessions export" => f.extend(["--session-dir", "--audit-dir", "--snapshot-dir", "--snapshot-keep"]),
+        "backups" => f.push("--backup-dir"),
+        "backups verify" => f.extend(["--backup-dir", "--check"]),
+        "migrate export" => f.extend(["--backup-dir", "--session-dir", "--audit-dir", "--gate-budget"]),
+        "migrate import" => f.extend(["--session-dir", "--audit-dir", "--gate-budget"]),
+        other => panic!("{other}"),
+    }
+    f
+}
+
+#[test]
+fn each_subcommand_takes_only_the_settings_it_reads() {
+    let d = tempfile::tempdir().unwrap();
+    for cmd in [
+        "run",
+        "backup",
+        "prune",
+        "snapshot",
+        "restore",
+        "drill",
+        "status",
+        "sessions",
+        "sessions show",
+        "sessions export",
+        "backups",
+        "backups verify",
+        "doctor",
+        "deploy systemd",
+        "migrate export",
+        "migrate import",
+    ] {
+        let words: Vec<&str> = cmd.split(' ').collect();
+        let out = warden(d.path()).args(&words).arg("--help").output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "warden {cmd} --help");
+        let help = String::from_utf8_lossy(&out.stdout);
+        let shown: Vec<&str> = SETTINGS_FLAGS
+            .iter()
+            .copied()
+            .filter(|f| help.lines().any(|l| l.trim_start().split([' ', ',']).next() == Some(*f)))
+            .collect();
+        let expected = settings_of(cmd);
+        assert_eq!(
+            shown,
+            SETTINGS_FLAGS.iter().copied().filter(|f| expected.contains(f)).collect::<Vec<_>>(),
+            "warden {cmd} --help"
+        );
+        let examples = help.trim_end().rsplit_once("\nExamples:").map(|(_, e)| e.to_owned()).unwrap_or_default();
+        assert!(
+            examples.lines().skip(1).all(|l| l.starts_with(&format!("  warden {cmd} "))),
+            "warden {cmd}: {examples}"
+        );
+        for flag in SETTINGS_FLAGS.iter().filter(|f| !expected.contains(f)) {
+            let out = warden(d.path()).args(&words).arg(flag).output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(64), "warden {cmd} {flag}: {stderr}");
+            assert!(stderr.contains(&format!("unexpected argument '{flag}'")), "warden {cmd} {flag}: {stderr}");
+        }
+    }
 }

@@ -21,7 +21,11 @@ The log: --audit-dir, else `audit_dir` of warden.toml (--config, $WARDEN_CONFIG,
 else $WARDEN_AUDIT_DIR, $XDG_STATE_HOME/sqlite-warden, ~/.local/state/sqlite-warden,
 /var/lib/sqlite-warden. A partial last line is not shown until it is complete. --follow keeps
 reading (also across logrotate renames and truncation) until SIGINT or SIGTERM (exit 0).
-Exit codes: 0 ok; 64 a bad filter; 74 the log cannot be read; 78 a bad config file.")]
+Exit codes: 0 ok; 64 a bad filter; 74 the log cannot be read; 78 a bad config file.
+
+Examples:
+  warden audit --event open_refused --since 2h
+  warden audit --config /etc/warden/warden.toml -n 0 -f --json")]
 pub struct AuditArgs {
     /// Config file naming the audit directory.
     #[arg(long, value_name = "FILE")]

@@ -8,24 +8,34 @@ use std::process::ExitCode;
 
 use clap::{Args as ClapArgs, Subcommand};
 use sqlite_warden::copies::backup::BackupStore;
+use sqlite_warden::ops::config::Settings;
 use sqlite_warden::ops::status::{self, BackupInfo, BackupSelection, VerifyError, VerifyOptions, VerifyOutcome};
+use sqlite_warden::util::exit;
 
 use super::CliError;
 use super::render::{human_bytes, short_hash};
-use super::session::SettingsArgs;
+use super::settings::{BackupDirArgs, DbArgs, GateCheckArgs};
 use super::shared::{emit, json_line, lookup_error, secs, short_ts};
 
 /// `warden backups`: list the published backups; `verify` re-hashes and re-checks them.
 #[derive(Debug, ClapArgs)]
-#[command(args_conflicts_with_subcommands = true)]
+#[command(
+    args_conflicts_with_subcommands = true,
+    after_help = "\
+Examples:
+  warden backups --db /var/lib/engine/engine.db
+  warden backups verify --all --config /etc/warden/warden.toml"
+)]
 pub struct BackupsArgs {
     #[command(subcommand)]
     cmd: Option<BackupsCmd>,
-    #[command(flatten)]
-    settings: SettingsArgs,
     /// Print JSON: an array of backups, newest first.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    db: DbArgs,
+    #[command(flatten)]
+    backup_dir: BackupDirArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -34,7 +44,11 @@ enum BackupsCmd {
     /// and the check, on a private copy. Default: the newest good backup.
     #[command(after_help = "\
 Exit codes: 0 every backup verified; 65 any failed (named in the output); 66 no backup or no
-such id; 64 an id prefix that matches several backups; 74 I/O error or no room for the copy.")]
+such id; 64 an id prefix that matches several backups; 74 I/O error or no room for the copy.
+
+Examples:
+  warden backups verify --db /var/lib/engine/engine.db
+  warden backups verify --all --db /var/lib/engine/engine.db --check quick --scratch-dir /var/tmp")]
     Verify {
         /// The backup id (or a prefix that matches only one).
         #[arg(conflicts_with = "all")]
@@ -42,23 +56,28 @@ such id; 64 an id prefix that matches several backups; 74 I/O error or no room f
         /// Every published backup (crash copies only need to match their hash).
         #[arg(long)]
         all: bool,
-        #[command(flatten)]
-        settings: SettingsArgs,
         /// Where the private copies go (default: $TMPDIR or /tmp).
         #[arg(long, value_name = "DIR")]
         scratch_dir: Option<PathBuf>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(flatten)]
+        backup_dir: BackupDirArgs,
+        #[command(flatten)]
+        check: GateCheckArgs,
     },
 }
 
 /// `warden backups`.
 pub fn backups(args: BackupsArgs) -> Result<ExitCode, CliError> {
-    if let Some(BackupsCmd::Verify { id, all, settings, scratch_dir, json }) = args.cmd {
-        return verify_cmd(id, all, settings, scratch_dir, json);
+    if let Some(BackupsCmd::Verify { id, all, db, backup_dir, check, scratch_dir, json }) = args.cmd {
+        let settings = db.settings().with(backup_dir).with(check).resolve()?;
+        return verify_cmd(id, all, &settings, scratch_dir, json);
     }
-    let settings = args.settings.resolve(Vec::new())?;
+    let settings = args.db.settings().with(args.backup_dir).resolve()?;
     let store = BackupStore::new(&settings.backup_dir, &settings.database);
     let now = jiff::Timestamp::now();
     let list: Vec<BackupInfo> = store.list()?.iter().map(|r| BackupInfo::of(r, now)).collect();
@@ -102,11 +121,10 @@ pub fn backups(args: BackupsArgs) -> Result<ExitCode, CliError> {
 fn verify_cmd(
     id: Option<String>,
     all: bool,
-    settings: SettingsArgs,
+    settings: &Settings,
     scratch_dir: Option<PathBuf>,
     json: bool,
 ) -> Result<ExitCode, CliError> {
-    let settings = settings.resolve(Vec::new())?;
     let store = BackupStore::new(&settings.backup_dir, &settings.database);
     let which = match (id, all) {
         (Some(id), _) => BackupSelection::Id(id),
@@ -117,11 +135,14 @@ fn verify_cmd(
     let report = match status::verify_backups(&store, &which, &opts) {
         Ok(r) => r,
         Err(VerifyError::NoBackups { what, dir }) => {
-            return Err(CliError::Failed { message: VerifyError::NoBackups { what, dir }.to_string(), code: 66 });
+            return Err(CliError::Failed {
+                message: VerifyError::NoBackups { what, dir }.to_string(),
+                code: exit::NOINPUT,
+            });
         }
         Err(VerifyError::Lookup(e)) => return Err(lookup_error(e)),
         Err(VerifyError::Backup(e)) => return Err(e.into()),
-        Err(e) => return Err(CliError::Failed { message: e.to_string(), code: 70 }),
+        Err(e) => return Err(CliError::Failed { message: e.to_string(), code: exit::SOFTWARE }),
     };
     if json {
         emit(&json_line(&report))?;
@@ -152,5 +173,5 @@ fn verify_cmd(
         }
         emit(&o)?;
     }
-    Ok(ExitCode::from(if report.ok { 0 } else { 65 }))
+    Ok(ExitCode::from(if report.ok { exit::OK } else { exit::DATAERR }))
 }

@@ -9,10 +9,11 @@ use std::process::ExitCode;
 use clap::Args as ClapArgs;
 use sqlite_warden::copies::backup::BackupError;
 use sqlite_warden::session::gate::{self, CheckOptions, GateFailure, GateReport};
+use sqlite_warden::util::exit;
 
 use super::CliError;
 use super::render::human_bytes;
-use super::session::CheckArg;
+use super::settings::CheckArg;
 use super::shared::{cancel_on_signals, check_mode, emit, json_line, parse_duration, secs};
 
 /// `warden check <db>`: the integrity gate on its own.
@@ -33,7 +34,11 @@ Exit codes:
   74  I/O error, or no room for the private copy (see --scratch-dir)
   75  a hot journal left by a writer that died needs the writer lock to be recovered:
       start a session (`warden run`), which recovers it under the lock
-  130 interrupted")]
+  130 interrupted
+
+Examples:
+  warden check /var/lib/engine/engine.db
+  warden check --check quick --budget 10m --json /var/lib/engine/engine.db")]
 pub struct CheckArgs {
     /// The database file.
     db: PathBuf,
@@ -75,7 +80,7 @@ pub fn check(args: CheckArgs) -> Result<ExitCode, CliError> {
                     "{}\n(hint: `warden check` does not take the lock of a writer that died, to keep that evidence; a session (`warden run`) recovers the journal under the lock and gates the result)",
                     e.to_string().lines().next().unwrap_or_default()
                 ),
-                code: 75,
+                code: exit::TEMPFAIL,
             });
         }
         Err(e) if e.is_space() => {
@@ -83,15 +88,15 @@ pub fn check(args: CheckArgs) -> Result<ExitCode, CliError> {
                 message: format!(
                     "{e}\n(hint: `warden check --scratch-dir DIR` puts the private copy on a disk with room)"
                 ),
-                code: 74,
+                code: exit::IOERR,
             });
         }
         Err(e) => return Err(e.into()),
     };
     let code: u8 = match (report.passed, report.failure) {
-        (true, _) => 0,
-        (false, Some(GateFailure::Missing | GateFailure::Empty)) => 66,
-        (false, _) => 65,
+        (true, _) => exit::OK,
+        (false, Some(GateFailure::Missing | GateFailure::Empty)) => exit::NOINPUT,
+        (false, _) => exit::DATAERR,
     };
     if args.json {
         let mut v = serde_json::to_value(&report).unwrap_or_default();

@@ -12,11 +12,15 @@ use std::time::Duration;
 
 use sqlite_warden::ops::config::{Overrides, Settings};
 use sqlite_warden::ops::deploy::{self, DeployError, DeployOptions, WriteAction};
+use sqlite_warden::util::exit;
 
 use super::CliError;
 
 /// `warden deploy`: service files for a configuration.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  warden deploy systemd --config /etc/warden/warden.toml --out /root/warden-units")]
 pub struct DeployArgs {
     #[command(subcommand)]
     cmd: DeployCmd,
@@ -47,11 +51,13 @@ contents is refused unless --force, and then nothing is written):
 Every path comes from the config; settings flags that differ from it are refused, since
 the units only pass --config. Then install them (the command prints how).
 
-Exit codes: 0 written, 64 unusable option, 73 a different file exists, 74 I/O, 78 config."
+Exit codes: 0 written, 64 unusable option, 73 a different file exists, 74 I/O, 78 config.
+
+Examples:
+  warden deploy systemd --config /etc/warden/warden.toml --out /root/warden-units
+  warden deploy systemd --out /etc/systemd/system --unit-name engine --user engine --check-at '*-*-* 03:30:00'"
 )]
 struct SystemdArgs {
-    #[command(flatten)]
-    settings: super::session::SettingsArgs,
     /// Where the files go (created if missing); e.g. a staging directory, or
     /// /etc/systemd/system.
     #[arg(long, value_name = "DIR")]
@@ -108,6 +114,8 @@ struct SystemdArgs {
     /// Print one JSON document instead of text.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    settings: super::settings::SettingsArgs,
 }
 
 /// `warden deploy`.
@@ -122,7 +130,7 @@ fn failed(e: &DeployError) -> CliError {
 }
 
 fn usage(message: String) -> CliError {
-    CliError::Failed { message, code: 64 }
+    CliError::Failed { message, code: exit::USAGE }
 }
 
 fn duration(flag: &str, s: &str) -> Result<Option<Duration>, CliError> {

@@ -9,9 +9,11 @@ use std::io::Write as _;
 use std::process::ExitCode;
 
 use sqlite_warden::ops::doctor::{self, DoctorOptions, DoctorReport, Verdict};
+use sqlite_warden::util::exit;
 
 use super::CliError;
 use super::render::human_bytes;
+use super::settings::{BackupDirArgs, DbArgs, SessionDirArgs};
 
 /// `warden doctor`: host readiness for a database path.
 #[derive(Debug, clap::Args)]
@@ -28,10 +30,12 @@ Exit codes:
   11  at least one check failed
   64/78  usage or configuration error (no --db, bad warden.toml)
 --json prints one document: {verdict, exit_code, summary, checks: [{id, title, verdict,
-detail, fix, data}], ...}.")]
+detail, fix, data}], ...}.
+
+Examples:
+  warden doctor --db /var/lib/engine/engine.db
+  warden doctor --config /etc/warden/warden.toml --json")]
 pub struct DoctorArgs {
-    #[command(flatten)]
-    settings: super::session::SettingsArgs,
     /// Print the report as one JSON document.
     #[arg(long)]
     json: bool,
@@ -44,6 +48,12 @@ pub struct DoctorArgs {
     /// Do not ask `timedatectl` whether NTP is synchronized.
     #[arg(long)]
     no_ntp: bool,
+    #[command(flatten)]
+    db: DbArgs,
+    #[command(flatten)]
+    backup_dir: BackupDirArgs,
+    #[command(flatten)]
+    session_dir: SessionDirArgs,
 }
 
 /// `warden doctor`.
@@ -51,18 +61,20 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode, CliError> {
     if !(args.min_free_factor.is_finite() && args.min_free_factor > 0.0) {
         return Err(CliError::Failed {
             message: format!("--min-free-factor must be a positive number, not {}", args.min_free_factor),
-            code: 64,
+            code: exit::USAGE,
         });
     }
-    let settings = args.settings.resolve(Vec::new())?;
+    let settings = args.db.settings().with(args.backup_dir).with(args.session_dir).resolve()?;
     let mut opts = DoctorOptions::from_settings(&settings);
     opts.fsync_samples = args.fsync_samples.max(1);
     opts.min_free_factor = args.min_free_factor;
     opts.ntp = !args.no_ntp;
     let report = doctor::run(&opts);
     let text = if args.json {
-        let mut s = serde_json::to_string(&report)
-            .map_err(|e| CliError::Failed { message: format!("cannot encode the report as JSON: {e}"), code: 70 })?;
+        let mut s = serde_json::to_string(&report).map_err(|e| CliError::Failed {
+            message: format!("cannot encode the report as JSON: {e}"),
+            code: exit::SOFTWARE,
+        })?;
         s.push('\n');
         s
     } else {
@@ -72,7 +84,7 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode, CliError> {
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-        Err(e) => return Err(CliError::Failed { message: format!("writing to stdout: {e}"), code: 74 }),
+        Err(e) => return Err(CliError::Failed { message: format!("writing to stdout: {e}"), code: exit::IOERR }),
     }
     Ok(ExitCode::from(report.exit_code))
 }

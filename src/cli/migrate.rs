@@ -26,15 +26,13 @@ use sqlite_warden::ops::migrate::{
 
 use super::CliError;
 use super::render::{human_bytes, short_hash};
-use super::session::SettingsArgs;
+use super::settings::{AuditDirArgs, BackupDirArgs, DbArgs, GateBudgetArgs, Resolve, SessionDirArgs};
 
 /// `warden migrate`: moves a database to another host as one verified bundle.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
-The move, in short (old host first, then the new one):
-  warden migrate export --db /srv/share/engine.db --to /tmp/engine-bundle
-  rsync -a /tmp/engine-bundle/ vps:/tmp/engine-bundle/
-  warden migrate import /tmp/engine-bundle --db /var/lib/engine/engine.db --owner engine:engine
+The move, in short: `export` on the old host, copy the whole bundle directory to the new one
+(e.g. `rsync -a /tmp/engine-bundle/ vps:/tmp/engine-bundle/`), `import` there.
 
 Exit codes:
   0   done
@@ -48,7 +46,11 @@ Exit codes:
   74  I/O error, no space
   75  a writer holds the target, or the source has a hot journal
   77  chown to --owner not permitted (run as root)
-  130 interrupted")]
+  130 interrupted
+
+Examples (old host first, then the new one):
+  warden migrate export --db /srv/share/engine.db --to /tmp/engine-bundle
+  warden migrate import /tmp/engine-bundle --db /var/lib/engine/engine.db --owner engine:engine")]
 pub struct MigrateArgs {
     #[command(subcommand)]
     cmd: MigrateCmd,
@@ -66,9 +68,11 @@ enum MigrateCmd {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  warden migrate export --db /srv/share/engine.db --to /tmp/engine-bundle
+  warden migrate export --config /etc/warden/warden.toml --to /tmp/engine-bundle --backups manifests")]
 struct ExportArgs {
-    #[command(flatten)]
-    settings: SettingsArgs,
     /// The bundle directory to create; it must not exist.
     #[arg(long, value_name = "BUNDLE_DIR")]
     to: PathBuf,
@@ -78,6 +82,16 @@ struct ExportArgs {
     /// Print one JSON document (the report) instead of text.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    db: DbArgs,
+    #[command(flatten)]
+    backup_dir: BackupDirArgs,
+    #[command(flatten)]
+    session_dir: SessionDirArgs,
+    #[command(flatten)]
+    audit_dir: AuditDirArgs,
+    #[command(flatten)]
+    gate_budget: GateBudgetArgs,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -88,12 +102,14 @@ enum BackupsArg {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  warden migrate import /tmp/engine-bundle --db /var/lib/engine/engine.db --owner engine:engine
+  warden migrate import /tmp/engine-bundle --db /var/lib/engine/engine.db --mode 0600 --json")]
 struct ImportArgs {
     /// The bundle directory `warden migrate export` made.
     #[arg(value_name = "BUNDLE_DIR")]
     bundle: PathBuf,
-    #[command(flatten)]
-    settings: SettingsArgs,
     /// Owner of the database, its lock file and its state directory: USER or USER:GROUP
     /// (names or numbers; default group: the user's). Needs root.
     #[arg(long, value_name = "USER[:GROUP]")]
@@ -104,6 +120,14 @@ struct ImportArgs {
     /// Print one JSON document (the report) instead of text.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    db: DbArgs,
+    #[command(flatten)]
+    session_dir: SessionDirArgs,
+    #[command(flatten)]
+    audit_dir: AuditDirArgs,
+    #[command(flatten)]
+    gate_budget: GateBudgetArgs,
 }
 
 fn parse_mode(s: &str) -> Result<u32, String> {
@@ -155,7 +179,8 @@ pub fn run(args: MigrateArgs) -> Result<ExitCode, CliError> {
 }
 
 fn export(a: ExportArgs) -> Result<ExitCode, CliError> {
-    let settings = a.settings.resolve(Vec::new())?;
+    let settings =
+        a.db.settings().with(a.backup_dir).with(a.session_dir).with(a.audit_dir).with(a.gate_budget).resolve()?;
     let guard = settings.guard()?;
     let opts = ExportOptions {
         session_dir: Some(settings.session_dir.clone()),
@@ -239,7 +264,7 @@ fn render_export(r: &ExportReport) -> String {
 }
 
 fn import(a: ImportArgs) -> Result<ExitCode, CliError> {
-    let settings = a.settings.resolve(Vec::new())?;
+    let settings = a.db.settings().with(a.session_dir).with(a.audit_dir).with(a.gate_budget).resolve()?;
     let guard = settings.guard()?;
     let owner = match &a.owner {
         Some(spec) => Some(Owner::resolve(spec).map_err(|e| failed(&e))?),
@@ -296,7 +321,7 @@ fn render_import(r: &ImportReport) -> String {
 
 /// `warden sessions export`: the artifacts and the newest snapshot, for analysis elsewhere.
 pub(crate) fn sessions_export(
-    settings: SettingsArgs,
+    settings: Resolve,
     to: PathBuf,
     take_snapshot: bool,
     json: bool,
@@ -304,13 +329,8 @@ pub(crate) fn sessions_export(
     json_errors(json, sessions_export_cmd(settings, to, take_snapshot, json))
 }
 
-fn sessions_export_cmd(
-    settings: SettingsArgs,
-    to: PathBuf,
-    take_snapshot: bool,
-    json: bool,
-) -> Result<ExitCode, CliError> {
-    let settings = settings.resolve(Vec::new())?;
+fn sessions_export_cmd(settings: Resolve, to: PathBuf, take_snapshot: bool, json: bool) -> Result<ExitCode, CliError> {
+    let settings = settings.resolve()?;
     let take_snapshot = if take_snapshot { Some(settings.snapshot_options(settings.guard()?)) } else { None };
     let opts = SessionsExportOptions {
         session_dir: Some(settings.session_dir.clone()),

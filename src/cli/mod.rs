@@ -3,11 +3,9 @@
 //! Owns: flags, exit codes, human and `--json` output. Does not own: any decision; every
 //! subcommand calls the library and renders what it returns.
 //!
-//! Exit codes (sysexits where one fits):
-//! - `0` the answer is "safe" / the command did what was asked;
-//! - `1` the answer is "not safe" (`warden fs` on storage the engine may not use);
-//! - `64` usage, `66` input missing, `69` refused, `70` internal error, `74` I/O error,
-//!   `75` writer lock held.
+//! Exit codes: the one table is [`sqlite_warden::util::exit`] (sysexits where one fits; the
+//! README lists the same table). A usage error (clap's) exits [`exit::USAGE`]; `--help` and
+//! `--version` exit 0.
 
 mod audit;
 mod backups;
@@ -21,6 +19,7 @@ mod restore;
 mod salvage;
 mod session;
 mod sessions;
+mod settings;
 mod shared;
 mod snapshot;
 mod status;
@@ -28,10 +27,12 @@ mod status;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
 use sqlite_warden::guard::error::{LockError, OpenError, ProbeError, RegisterError};
 use sqlite_warden::guard::lock::{LockState, LockStatus};
 use sqlite_warden::storage::{FsKind, FsVerdict};
+use sqlite_warden::util::exit;
 
 /// Guards a single-writer SQLite engine: refuses network filesystems and unsafe WAL,
 /// enforces one writer, audits every open.
@@ -50,6 +51,10 @@ enum Cmd {
     /// Is this path safe for a SQLite engine? Prints the storage verdict and why.
     ///
     /// Exits 0 when every path is on local storage, 1 when any is not.
+    #[command(after_help = "\
+Examples:
+  warden fs /var/lib/engine/engine.db
+  warden fs --json /var/lib/engine /mnt/share/engine.db")]
     Fs {
         /// Database files or directories (need not exist yet).
         #[arg(required = true)]
@@ -59,6 +64,10 @@ enum Cmd {
         json: bool,
     },
     /// Who holds the writer lock of a database? Never takes or waits for the lock.
+    #[command(after_help = "\
+Examples:
+  warden lock /var/lib/engine/engine.db
+  warden lock --json /var/lib/engine/engine.db")]
     Lock {
         /// The database file.
         db: PathBuf,
@@ -67,6 +76,10 @@ enum Cmd {
         json: bool,
     },
     /// Runs the guarded demo: a demo database, the example engine, and every refusal.
+    #[command(after_help = "\
+Examples:
+  warden demo
+  warden demo --dir /tmp/warden-demo --trades 50")]
     Demo {
         /// Where the demo database, audit log and lock file go.
         #[arg(long, default_value = "warden-demo")]
@@ -80,9 +93,11 @@ enum Cmd {
     ///
     /// Exits with the engine's own status, or with warden's code when a step refused (the
     /// engine then never started): see the README's exit-code table.
+    #[command(after_help = "\
+Examples:
+  warden run --db /var/lib/engine/engine.db -- /usr/local/bin/engine --live
+  warden run --config /etc/warden/warden.toml --snapshot-every 10m")]
     Run {
-        #[command(flatten)]
-        settings: session::SettingsArgs,
         /// Print the final health artifact as one JSON line on stdout (after the engine's
         /// own output).
         #[arg(long)]
@@ -93,30 +108,14 @@ enum Cmd {
         /// The engine: program and arguments, after `--` (no shell).
         #[arg(last = true, value_name = "ENGINE")]
         command: Vec<std::ffi::OsString>,
+        #[command(flatten)]
+        settings: settings::SettingsArgs,
     },
     /// Takes a verified backup now (safe while the engine runs; one-step backup API).
-    Backup {
-        #[command(flatten)]
-        settings: session::SettingsArgs,
-        /// Print the manifest as JSON.
-        #[arg(long)]
-        json: bool,
-        /// Only errors on stderr.
-        #[arg(short, long)]
-        quiet: bool,
-    },
+    Backup(session::BackupArgs),
     /// Applies the retention policy to the backups; `--dry-run` shows each backup and why it
     /// would be kept or dropped.
-    Prune {
-        #[command(flatten)]
-        settings: session::SettingsArgs,
-        /// Change nothing; print the plan.
-        #[arg(long)]
-        dry_run: bool,
-        /// Print the plan as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Prune(session::PruneArgs),
     /// Publishes a consistent, read-only analysis snapshot (and the stable `latest` name).
     Snapshot(snapshot::SnapshotArgs),
     /// Restores the database from a verified backup (re-verified first).
@@ -139,10 +138,14 @@ enum Cmd {
     /// clock, foreign openers. Each check with a verdict and a fix.
     Doctor(doctor::DoctorArgs),
     /// Renders service files (systemd units and timers, logrotate) for a configuration.
-    Deploy(deploy::DeployArgs),
+    Deploy(Box<deploy::DeployArgs>),
     /// Moves a database to another host: `export` a verified bundle, `import` it.
     Migrate(migrate::MigrateArgs),
     /// Prints warden's and SQLite's versions.
+    #[command(after_help = "\
+Examples:
+  warden version
+  warden version --json")]
     Version {
         /// Print JSON instead of text.
         #[arg(long)]
@@ -150,9 +153,23 @@ enum Cmd {
     },
 }
 
-/// Parses the command line (exits with usage on error).
-pub fn parse() -> Args {
-    Args::parse()
+/// Parses the command line. `Err` carries the exit code when there is nothing to run:
+/// `--help` and `--version` (printed to stdout) exit 0; any other clap error (printed, with
+/// clap's own message, to stderr) exits [`exit::USAGE`], 64.
+pub fn parse() -> Result<Args, ExitCode> {
+    Args::try_parse().map_err(|e| {
+        // A closed stdout (`warden --help | head -1`) is not an error worth reporting.
+        let _ = e.print();
+        ExitCode::from(usage_exit_code(e.kind()))
+    })
+}
+
+/// The exit code of a clap "error": 0 for the help and version it printed, else 64.
+fn usage_exit_code(kind: ErrorKind) -> u8 {
+    match kind {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => exit::OK,
+        _ => exit::USAGE,
+    }
 }
 
 /// Sends `tracing` output to stderr: warnings by default, more with `-v`, or `RUST_LOG`.
@@ -205,13 +222,13 @@ impl CliError {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::Probe(_) => 66,
-            CliError::Lock(LockError::Held { .. }) => 75,
-            CliError::Lock(_) | CliError::Io { .. } => 74,
+            CliError::Probe(_) => exit::NOINPUT,
+            CliError::Lock(LockError::Held { .. }) => exit::TEMPFAIL,
+            CliError::Lock(_) | CliError::Io { .. } => exit::IOERR,
             CliError::Open(e) => open_exit_code(e),
-            CliError::Register(_) | CliError::Demo(_) => 70,
-            CliError::Config(_) | CliError::Prune(sqlite_warden::copies::prune::PruneError::Policy(_)) => 78,
-            CliError::Usage(_) => 64,
+            CliError::Register(_) | CliError::Demo(_) => exit::SOFTWARE,
+            CliError::Config(_) | CliError::Prune(sqlite_warden::copies::prune::PruneError::Policy(_)) => exit::CONFIG,
+            CliError::Usage(_) => exit::USAGE,
             CliError::Failed { code, .. } => *code,
             CliError::Backup(e) | CliError::Prune(sqlite_warden::copies::prune::PruneError::Store(e)) => {
                 backup_exit_code(e)
@@ -223,21 +240,21 @@ impl CliError {
 fn backup_exit_code(e: &sqlite_warden::copies::backup::BackupError) -> u8 {
     use sqlite_warden::copies::backup::BackupError as B;
     match e {
-        B::Missing { .. } => 66,
-        B::HotJournal { .. } => 75,
-        B::Changing { .. } => 65,
+        B::Missing { .. } => exit::NOINPUT,
+        B::HotJournal { .. } => exit::TEMPFAIL,
+        B::Changing { .. } => exit::DATAERR,
         B::Source { source, .. } => open_exit_code(source),
-        B::Cancelled { .. } => 130,
-        B::NoSpace { .. } | B::DiskFull { .. } | B::Io { .. } | B::Sqlite { .. } => 74,
+        B::Cancelled { .. } => exit::CANCELLED,
+        B::NoSpace { .. } | B::DiskFull { .. } | B::Io { .. } | B::Sqlite { .. } => exit::IOERR,
     }
 }
 
 fn open_exit_code(e: &OpenError) -> u8 {
     match e {
-        OpenError::WriterLocked(LockError::Held { .. }) => 75,
-        OpenError::Missing { .. } => 66,
-        OpenError::NotAFilePath { .. } => 64,
-        _ => 69,
+        OpenError::WriterLocked(LockError::Held { .. }) => exit::TEMPFAIL,
+        OpenError::Missing { .. } => exit::NOINPUT,
+        OpenError::NotAFilePath { .. } => exit::USAGE,
+        _ => exit::UNAVAILABLE,
     }
 }
 
@@ -251,8 +268,8 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
         Cmd::Lock { db, json } => lock_cmd(&db, json),
         Cmd::Demo { dir, trades } => demo::run(&dir, trades),
         Cmd::Run { settings, json, quiet, command } => session::run_cmd(settings, command, json, quiet),
-        Cmd::Backup { settings, json, quiet } => session::backup_cmd(settings, json, quiet),
-        Cmd::Prune { settings, dry_run, json } => session::prune_cmd(settings, dry_run, json),
+        Cmd::Backup(a) => session::backup_cmd(a),
+        Cmd::Prune(a) => session::prune_cmd(a),
         Cmd::Snapshot(a) => snapshot::run(a),
         Cmd::Restore(a) => restore::run(a),
         Cmd::Drill(a) => restore::drill(a),
@@ -263,7 +280,7 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
         Cmd::Audit(a) => audit::audit(a),
         Cmd::Salvage(a) => salvage::run(a),
         Cmd::Doctor(a) => doctor::run(a),
-        Cmd::Deploy(a) => deploy::run(a),
+        Cmd::Deploy(a) => deploy::run(*a),
         Cmd::Migrate(a) => migrate::run(a),
         Cmd::Version { json } => {
             let v = serde_json::json!({
@@ -300,7 +317,7 @@ fn fs_cmd(paths: &[PathBuf], json: bool) -> Result<ExitCode, CliError> {
         }
     }
     let all_local = verdicts.iter().all(|(_, v)| v.kind == FsKind::Local);
-    Ok(if all_local { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(ExitCode::from(if all_local { exit::OK } else { exit::NOT_SAFE }))
 }
 
 fn print_verdict(p: &std::path::Path, v: &FsVerdict) {
@@ -353,4 +370,98 @@ fn lock_cmd(db: &std::path::Path, json: bool) -> Result<ExitCode, CliError> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// `s` split into words the way a POSIX shell would for the examples: on blanks, with
+    /// `'…'` quoting.
+    fn shell_words(s: &str) -> Vec<String> {
+        let (mut words, mut word, mut quoted, mut any) = (Vec::new(), String::new(), false, false);
+        for c in s.chars() {
+            match c {
+                '\'' => (quoted, any) = (!quoted, true),
+                c if c.is_whitespace() && !quoted => {
+                    if any {
+                        words.push(std::mem::take(&mut word));
+                    }
+                    any = false;
+                }
+                c => (word, any) = (word + &c.to_string(), true),
+            }
+        }
+        assert!(!quoted, "unbalanced quote in `{s}`");
+        if any {
+            words.push(word);
+        }
+        words
+    }
+
+    /// Every subcommand (not `help`), as its words after `warden`, with its long help.
+    fn subcommands(cmd: &mut clap::Command, path: &[String], out: &mut Vec<(Vec<String>, String)>) {
+        let names: Vec<String> =
+            cmd.get_subcommands().map(|c| c.get_name().to_owned()).filter(|n| n != "help").collect();
+        for name in names {
+            let sub = cmd.find_subcommand_mut(&name).unwrap();
+            let mut p = path.to_vec();
+            p.push(name);
+            out.push((p.clone(), sub.render_long_help().to_string()));
+            subcommands(sub, &p, out);
+        }
+    }
+
+    #[test]
+    fn the_command_line_definition_is_valid() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn every_subcommand_help_ends_with_examples_that_parse() {
+        let mut root = Args::command();
+        root.build();
+        let mut all = Vec::new();
+        subcommands(&mut root, &[], &mut all);
+        assert!(all.len() > 20, "{}", all.len());
+        for (path, help) in &all {
+            let path = path.join(" ");
+            let (_, examples) = help
+                .trim_end()
+                .rsplit_once("\nExamples")
+                .unwrap_or_else(|| panic!("`warden {path} --help` has no examples"));
+            let lines: Vec<&str> = examples.lines().skip(1).collect();
+            assert!((1..=2).contains(&lines.len()), "`warden {path} --help` ends with {} example lines", lines.len());
+            for line in lines {
+                let words = shell_words(line);
+                let expected = format!("  warden {path}");
+                assert!(line.starts_with(&expected), "`warden {path}` example `{line}` is not about it");
+                if let Err(e) = Args::try_parse_from(&words) {
+                    panic!("`warden {path}` example `{line}` does not parse:\n{e}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn help_and_version_exit_0_every_other_clap_error_64() {
+        assert_eq!(usage_exit_code(ErrorKind::DisplayHelp), 0);
+        assert_eq!(usage_exit_code(ErrorKind::DisplayVersion), 0);
+        for kind in [
+            ErrorKind::UnknownArgument,
+            ErrorKind::MissingRequiredArgument,
+            ErrorKind::InvalidValue,
+            ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand,
+            ErrorKind::ArgumentConflict,
+        ] {
+            assert_eq!(usage_exit_code(kind), 64, "{kind:?}");
+        }
+        let e = Args::try_parse_from(["warden", "status", "--no-such-flag"]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::UnknownArgument);
+        assert_eq!(Args::try_parse_from(["warden", "--help"]).unwrap_err().kind(), ErrorKind::DisplayHelp);
+        assert_eq!(Args::try_parse_from(["warden", "status", "-h"]).unwrap_err().kind(), ErrorKind::DisplayHelp);
+        assert_eq!(Args::try_parse_from(["warden", "--version"]).unwrap_err().kind(), ErrorKind::DisplayVersion);
+    }
 }

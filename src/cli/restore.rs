@@ -19,8 +19,11 @@ use sqlite_warden::copies::restore::{
     RestoreReport,
 };
 
+use sqlite_warden::util::exit;
+
 use super::CliError;
 use super::render::{human_bytes, short_hash};
+use super::settings::{AuditDirArgs, BackupDirArgs, DbArgs, GateBudgetArgs};
 
 /// `warden restore`: restores the database from a verified backup, re-verified first.
 ///
@@ -29,9 +32,11 @@ use super::render::{human_bytes, short_hash};
 /// 65 the backup failed re-verification, 66 no backup / not found, 73 the --to target
 /// exists, 74 I/O or no space, 75 a writer holds the database.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  warden restore --db /var/lib/engine/engine.db --dry-run
+  warden restore --db /var/lib/engine/engine.db --from engine.db-20260301T120000.000Z-pre")]
 pub struct RestoreArgs {
-    #[command(flatten)]
-    settings: super::session::SettingsArgs,
     /// The backup: its id, its data file name, or a path to a data file with its manifest
     /// beside it (default: the newest verified backup that is not a crash copy).
     #[arg(long, value_name = "ID|PATH")]
@@ -53,6 +58,14 @@ pub struct RestoreArgs {
     /// Only errors on stderr.
     #[arg(short, long)]
     quiet: bool,
+    #[command(flatten)]
+    db: DbArgs,
+    #[command(flatten)]
+    backup_dir: BackupDirArgs,
+    #[command(flatten)]
+    audit_dir: AuditDirArgs,
+    #[command(flatten)]
+    gate_budget: GateBudgetArgs,
 }
 
 fn failed(e: &RestoreError) -> CliError {
@@ -77,7 +90,7 @@ pub fn run(args: RestoreArgs) -> Result<ExitCode, CliError> {
 }
 
 fn restore_cmd(args: RestoreArgs) -> Result<ExitCode, CliError> {
-    let settings = args.settings.resolve(Vec::new())?;
+    let settings = args.db.settings().with(args.backup_dir).with(args.audit_dir).with(args.gate_budget).resolve()?;
     let guard = settings.guard()?;
     let store = BackupStore::new(&settings.backup_dir, &settings.database);
     let opts = RestoreOptions {
@@ -97,7 +110,7 @@ fn restore_cmd(args: RestoreArgs) -> Result<ExitCode, CliError> {
     }
     Ok(match report.outcome {
         RestoreOutcome::Restored | RestoreOutcome::Planned => ExitCode::SUCCESS,
-        RestoreOutcome::VerificationFailed => ExitCode::from(65),
+        RestoreOutcome::VerificationFailed => ExitCode::from(exit::DATAERR),
     })
 }
 
@@ -164,9 +177,11 @@ fn render(r: &RestoreReport, quiet: bool) {
 /// writes `<db>.warden/drills/latest.json`; never touches the live database or its writer
 /// lock. Exit codes: 0 passed, 65 failed, 66 no verified backup, 74 I/O.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  warden drill --db /var/lib/engine/engine.db
+  warden drill --config /etc/warden/warden.toml --scratch /var/tmp --json")]
 pub struct DrillArgs {
-    #[command(flatten)]
-    settings: super::session::SettingsArgs,
     /// Where to make the scratch directory (default: the backup directory's parent); a
     /// fresh subdirectory is created there and always removed.
     #[arg(long, value_name = "DIR")]
@@ -177,6 +192,14 @@ pub struct DrillArgs {
     /// Only errors on stderr.
     #[arg(short, long)]
     quiet: bool,
+    #[command(flatten)]
+    db: DbArgs,
+    #[command(flatten)]
+    backup_dir: BackupDirArgs,
+    #[command(flatten)]
+    audit_dir: AuditDirArgs,
+    #[command(flatten)]
+    gate_budget: GateBudgetArgs,
 }
 
 /// `warden drill`.
@@ -186,7 +209,7 @@ pub fn drill(args: DrillArgs) -> Result<ExitCode, CliError> {
 }
 
 fn drill_cmd(args: DrillArgs) -> Result<ExitCode, CliError> {
-    let settings = args.settings.resolve(Vec::new())?;
+    let settings = args.db.settings().with(args.backup_dir).with(args.audit_dir).with(args.gate_budget).resolve()?;
     let guard = settings.guard()?;
     let store = BackupStore::new(&settings.backup_dir, &settings.database);
     let opts =
@@ -200,13 +223,13 @@ fn drill_cmd(args: DrillArgs) -> Result<ExitCode, CliError> {
     if let Some(e) = &report.record_error {
         eprintln!("warden: {e}\nwarden: (hint: check the permissions of the state directory)");
         if report.record.ok {
-            return Ok(ExitCode::from(74));
+            return Ok(ExitCode::from(exit::IOERR));
         }
     }
     Ok(match report.record.outcome {
         DrillOutcome::Ok => ExitCode::SUCCESS,
-        DrillOutcome::Failed => ExitCode::from(65),
-        DrillOutcome::NoBackup => ExitCode::from(66),
+        DrillOutcome::Failed => ExitCode::from(exit::DATAERR),
+        DrillOutcome::NoBackup => ExitCode::from(exit::NOINPUT),
     })
 }
 

@@ -10,6 +10,13 @@ use super::CliError;
 
 /// `warden salvage`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Exit codes: 0 salvaged (the result is suspect); 65 nothing readable; 66 no database; 69 no
+sqlite3 shell for --method recover; 73 the target exists; 74 I/O error.
+
+Examples:
+  warden salvage /var/lib/engine/engine.db --to /var/tmp/engine-salvaged.db
+  warden salvage /var/lib/engine/engine.db --to /var/tmp/engine-rows.db --method rows --json")]
 pub struct SalvageArgs {
     /// The damaged database (only read, never modified).
     db: PathBuf,

@@ -2,117 +2,78 @@
 
 use std::ffi::OsString;
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use clap::Args as ClapArgs;
-use sqlite_warden::copies::backup::{BackupOptions, BackupStore, CheckMode};
+use sqlite_warden::copies::backup::{BackupOptions, BackupStore};
 use sqlite_warden::copies::prune;
 use sqlite_warden::copies::retention::Plan;
-use sqlite_warden::ops::config::{self, Overrides, Settings};
 use sqlite_warden::session::BackupKind;
 use sqlite_warden::session::health::HealthArtifact;
 use sqlite_warden::session::run::{RunEvent, RunOptions, SignalForwarder};
+use sqlite_warden::util::exit;
 use sqlite_warden::util::progress::{Phase, Progress};
 
 use super::CliError;
 use super::render::{human_bytes, short_hash};
+use super::settings::{
+    AuditDirArgs, BackupDirArgs, DbArgs, GateBudgetArgs, GateCheckArgs, RetentionArgs, SessionDirArgs, SettingsArgs,
+};
 
-/// Settings shared by the session commands; each overrides the same key of `warden.toml`.
-#[derive(Debug, Clone, ClapArgs)]
-pub struct SettingsArgs {
-    /// Config file (default: $WARDEN_CONFIG, else ./warden.toml if present).
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// The database (`database` in warden.toml).
-    #[arg(long, value_name = "PATH")]
-    db: Option<PathBuf>,
-    /// Allow a missing or empty database: the engine creates it (first run only).
+/// `warden backup` arguments.
+#[derive(Debug, ClapArgs)]
+#[command(after_help = "\
+Exit codes: 0 verified; 65 the copy failed its check (it is discarded); 74 I/O error or no
+space; the README's table has the rest.
+
+Examples:
+  warden backup --db /var/lib/engine/engine.db
+  warden backup --config /etc/warden/warden.toml --check quick --json")]
+pub struct BackupArgs {
+    /// Print the manifest as JSON.
     #[arg(long)]
-    create: bool,
-    /// Backup directory (default: <db>.warden/backups).
-    #[arg(long, value_name = "DIR")]
-    backup_dir: Option<PathBuf>,
-    /// Session artifact directory (default: <db>.warden/sessions).
-    #[arg(long, value_name = "DIR")]
-    session_dir: Option<PathBuf>,
-    /// Audit log directory (default: $WARDEN_AUDIT_DIR, $XDG_STATE_HOME/sqlite-warden, ...).
-    #[arg(long, value_name = "DIR")]
-    audit_dir: Option<PathBuf>,
-    /// The gate's check: `full` (integrity_check, default) or `quick` (quick_check).
-    #[arg(long, value_enum)]
-    check: Option<CheckArg>,
-    /// The gate's time budget (`90s`, `30m`, `none`); exceeding it fails the gate.
-    #[arg(long, value_name = "DURATION")]
-    gate_budget: Option<String>,
-    /// Retention: keep the N newest verified backups.
-    #[arg(long, value_name = "N")]
-    keep_last: Option<u32>,
-    /// Retention: keep the newest backup of each of the last N hours that have one.
-    #[arg(long, value_name = "N")]
-    keep_hourly: Option<u32>,
-    /// Retention: ... of each of the last N days.
-    #[arg(long, value_name = "N")]
-    keep_daily: Option<u32>,
-    /// Retention: ... of each of the last N ISO weeks.
-    #[arg(long, value_name = "N")]
-    keep_weekly: Option<u32>,
-    /// Retention: ... of each of the last N months.
-    #[arg(long, value_name = "N")]
-    keep_monthly: Option<u32>,
-    /// Retention: drop the oldest unprotected backups beyond this many bytes in total.
-    #[arg(long, value_name = "BYTES")]
-    max_total_bytes: Option<u64>,
-    /// During `warden run`: publish an analysis snapshot this often (`10m`, `1h`; default off).
-    #[arg(long, value_name = "DURATION")]
-    snapshot_every: Option<String>,
-    /// Analysis snapshot directory (default: <db>.warden/snapshots).
-    #[arg(long, value_name = "DIR")]
-    snapshot_dir: Option<PathBuf>,
-    /// Analysis snapshots to keep (default 5; the one `latest.sqlite` points to always stays).
-    #[arg(long, value_name = "N")]
-    snapshot_keep: Option<u32>,
+    json: bool,
+    /// Only errors on stderr.
+    #[arg(short, long)]
+    quiet: bool,
+    #[command(flatten)]
+    db: DbArgs,
+    #[command(flatten)]
+    backup_dir: BackupDirArgs,
+    #[command(flatten)]
+    audit_dir: AuditDirArgs,
+    #[command(flatten)]
+    check: GateCheckArgs,
+    #[command(flatten)]
+    gate_budget: GateBudgetArgs,
 }
 
-/// `--check` values.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum CheckArg {
-    /// `PRAGMA integrity_check`.
-    Full,
-    /// `PRAGMA quick_check`.
-    Quick,
-}
+/// `warden prune` arguments.
+#[derive(Debug, ClapArgs)]
+#[command(after_help = "\
+The backups the latest session depends on are never removed. Exit codes: 0 done; 78 an
+empty policy or an invalid config.
 
-impl SettingsArgs {
-    /// Merges these flags over `warden.toml` (see [`sqlite_warden::ops::config`]).
-    pub(crate) fn resolve(self, command: Vec<OsString>) -> Result<Settings, CliError> {
-        let file = config::discover(self.config.as_deref());
-        let o = Overrides {
-            database: self.db,
-            create: self.create,
-            backup_dir: self.backup_dir,
-            session_dir: self.session_dir,
-            audit_dir: self.audit_dir,
-            check: self.check.map(|c| match c {
-                CheckArg::Full => CheckMode::Full,
-                CheckArg::Quick => CheckMode::Quick,
-            }),
-            budget: self.gate_budget,
-            keep_last: self.keep_last,
-            keep_hourly: self.keep_hourly,
-            keep_daily: self.keep_daily,
-            keep_weekly: self.keep_weekly,
-            keep_monthly: self.keep_monthly,
-            max_total_bytes: self.max_total_bytes,
-            snapshot_dir: self.snapshot_dir,
-            snapshot_every: self.snapshot_every,
-            snapshot_keep: self.snapshot_keep,
-            command,
-        };
-        Ok(Settings::resolve(file.as_deref(), o)?)
-    }
+Examples:
+  warden prune --db /var/lib/engine/engine.db --dry-run
+  warden prune --config /etc/warden/warden.toml --keep-daily 14 --keep-weekly 8")]
+pub struct PruneArgs {
+    /// Change nothing; print the plan.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print the plan as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    db: DbArgs,
+    #[command(flatten)]
+    backup_dir: BackupDirArgs,
+    #[command(flatten)]
+    session_dir: SessionDirArgs,
+    #[command(flatten)]
+    retention: RetentionArgs,
 }
 
 /// Progress on a terminal: one line on stderr, redrawn at most ten times a second.
@@ -213,7 +174,7 @@ pub fn run_cmd(args: SettingsArgs, command: Vec<OsString>, json: bool, quiet: bo
     if json {
         println!("{}", serde_json::to_string(&report.artifact).unwrap_or_default());
     }
-    Ok(ExitCode::from(u8::try_from(report.exit_code.clamp(0, 255)).unwrap_or(70)))
+    Ok(ExitCode::from(u8::try_from(report.exit_code.clamp(0, 255)).unwrap_or(exit::SOFTWARE)))
 }
 
 fn render_final(a: &HealthArtifact, path: Option<&std::path::Path>, error: Option<&str>, quiet: bool) {
@@ -259,8 +220,9 @@ fn render_final(a: &HealthArtifact, path: Option<&std::path::Path>, error: Optio
 }
 
 /// `warden backup`: a manual verified backup, safe while the engine runs.
-pub fn backup_cmd(args: SettingsArgs, json: bool, quiet: bool) -> Result<ExitCode, CliError> {
-    let settings = args.resolve(Vec::new())?;
+pub fn backup_cmd(args: BackupArgs) -> Result<ExitCode, CliError> {
+    let BackupArgs { db, backup_dir, audit_dir, check, gate_budget, json, quiet } = args;
+    let settings = db.settings().with(backup_dir).with(audit_dir).with(check).with(gate_budget).resolve()?;
     let guard = settings.guard()?;
     let store = BackupStore::new(&settings.backup_dir, &settings.database);
     let progress = TermProgress::new_if_terminal(quiet);
@@ -303,13 +265,14 @@ pub fn backup_cmd(args: SettingsArgs, json: bool, quiet: bool) -> Result<ExitCod
             settings.database.display(),
             out.integrity.summary()
         );
-        Ok(ExitCode::from(65))
+        Ok(ExitCode::from(exit::DATAERR))
     }
 }
 
 /// `warden prune`: applies retention (or shows what it would do).
-pub fn prune_cmd(args: SettingsArgs, dry_run: bool, json: bool) -> Result<ExitCode, CliError> {
-    let settings = args.resolve(Vec::new())?;
+pub fn prune_cmd(args: PruneArgs) -> Result<ExitCode, CliError> {
+    let PruneArgs { db, backup_dir, session_dir, retention, dry_run, json } = args;
+    let settings = db.settings().with(backup_dir).with(session_dir).with(retention).resolve()?;
     let store = BackupStore::new(&settings.backup_dir, &settings.database);
     let protected = sqlite_warden::session::protected_by_latest_session(&settings.session_dir, &settings.database);
     let plan = prune::prune(&store, &settings.retention, &protected, dry_run)?;

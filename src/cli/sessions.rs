@@ -13,7 +13,7 @@ use sqlite_warden::session::health::{HealthArtifact, SessionStatus};
 
 use super::CliError;
 use super::render::{human_bytes, short_hash};
-use super::session::SettingsArgs;
+use super::settings::{AuditDirArgs, DbArgs, SessionDirArgs, SnapshotStoreArgs};
 use super::shared::{emit, json_line, lookup_error, secs, short_ts, snake};
 
 /// `warden sessions`: the health artifacts, newest first; `show <id>` prints one; `export`
@@ -23,38 +23,57 @@ use super::shared::{emit, json_line, lookup_error, secs, short_ts, snake};
     args_conflicts_with_subcommands = true,
     after_help = "\
 Exit codes: 0 ok; 64 an id prefix that matches several sessions; 66 no such session.
-export: 65 the snapshot changed since it was published; 73 the directory exists; 74 I/O."
+export: 65 the snapshot changed since it was published; 73 the directory exists; 74 I/O.
+
+Examples:
+  warden sessions --db /var/lib/engine/engine.db -n 10
+  warden sessions show 20260301T120000Z --db /var/lib/engine/engine.db"
 )]
 pub struct SessionsArgs {
     #[command(subcommand)]
     cmd: Option<SessionsCmd>,
-    #[command(flatten)]
-    settings: SettingsArgs,
     /// Print JSON: an array of session summaries, newest first.
     #[arg(long)]
     json: bool,
     /// Only the N newest.
     #[arg(short = 'n', long = "limit", value_name = "N")]
     limit: Option<usize>,
+    #[command(flatten)]
+    db: DbArgs,
+    #[command(flatten)]
+    session_dir: SessionDirArgs,
 }
 
 #[derive(Debug, Subcommand)]
 enum SessionsCmd {
     /// Prints one session artifact, by id or unique id prefix.
+    #[command(after_help = "\
+Exit codes: 0 ok; 64 an id prefix that matches several sessions; 66 no such session.
+
+Examples:
+  warden sessions show 20260301T120000Z-4f2a --db /var/lib/engine/engine.db
+  warden sessions show 20260301T1200 --config /etc/warden/warden.toml --json")]
     Show {
         /// The session id (or a prefix that matches only one).
         id: String,
-        #[command(flatten)]
-        settings: SettingsArgs,
         /// Print the artifact itself, as JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(flatten)]
+        session_dir: SessionDirArgs,
     },
     /// Collects the artifacts and the newest snapshot (`latest.sqlite`) into a new
     /// directory, atomically, with a MANIFEST.json of hashes: for analysis elsewhere.
+    #[command(after_help = "\
+Exit codes: 0 exported; 65 the snapshot changed since it was published; 73 the directory
+exists; 74 I/O.
+
+Examples:
+  warden sessions export --db /var/lib/engine/engine.db --to /tmp/engine-sessions
+  warden sessions export --config /etc/warden/warden.toml --to /tmp/engine-sessions --snapshot")]
     Export {
-        #[command(flatten)]
-        settings: SettingsArgs,
         /// The directory to create; it must not exist.
         #[arg(long, value_name = "DIR")]
         to: PathBuf,
@@ -64,21 +83,30 @@ enum SessionsCmd {
         /// Print one JSON document (the report) instead of text.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(flatten)]
+        session_dir: SessionDirArgs,
+        #[command(flatten)]
+        audit_dir: AuditDirArgs,
+        #[command(flatten)]
+        snapshots: SnapshotStoreArgs,
     },
 }
 
 /// `warden sessions`.
 pub fn sessions(args: SessionsArgs) -> Result<ExitCode, CliError> {
-    if let Some(SessionsCmd::Export { settings, to, snapshot, json }) = args.cmd {
+    if let Some(SessionsCmd::Export { db, session_dir, audit_dir, snapshots, to, snapshot, json }) = args.cmd {
+        let settings = db.settings().with(session_dir).with(audit_dir).with(snapshots);
         return super::migrate::sessions_export(settings, to, snapshot, json);
     }
-    if let Some(SessionsCmd::Show { id, settings, json }) = args.cmd {
-        let settings = settings.resolve(Vec::new())?;
+    if let Some(SessionsCmd::Show { id, db, session_dir, json }) = args.cmd {
+        let settings = db.settings().with(session_dir).resolve()?;
         let (path, a) = status::find_session(&settings.session_dir, &id).map_err(lookup_error)?;
         emit(&if json { json_line(&a) } else { render_artifact(&path, &a) })?;
         return Ok(ExitCode::SUCCESS);
     }
-    let settings = args.settings.resolve(Vec::new())?;
+    let settings = args.db.settings().with(args.session_dir).resolve()?;
     let mut all = status::list_sessions(&settings.session_dir).map_err(lookup_error)?;
     if let Some(n) = args.limit {
         all.truncate(n);

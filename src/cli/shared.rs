@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use sqlite_warden::copies::backup::CheckMode;
 use sqlite_warden::ops::status::LookupError;
+use sqlite_warden::util::exit;
 
 use super::CliError;
-use super::session::CheckArg;
+use super::settings::CheckArg;
 
 /// Writes `text` to stdout; a closed pipe (`warden audit | head`) is not an error.
 pub(super) fn emit(text: &str) -> Result<(), CliError> {
@@ -46,10 +47,7 @@ pub(super) fn snake<T: serde::Serialize>(v: &T) -> String {
 }
 
 pub(super) fn check_mode(c: Option<CheckArg>) -> Option<CheckMode> {
-    c.map(|c| match c {
-        CheckArg::Full => CheckMode::Full,
-        CheckArg::Quick => CheckMode::Quick,
-    })
+    c.map(CheckMode::from)
 }
 
 pub(super) fn parse_duration(flag: &str, s: &str) -> Result<Option<Duration>, CliError> {
@@ -73,9 +71,9 @@ pub(super) fn cancel_on_signals() -> Result<Arc<AtomicBool>, CliError> {
 
 pub(super) fn lookup_error(e: LookupError) -> CliError {
     let code = match &e {
-        LookupError::NotFound { .. } => 66,
-        LookupError::Ambiguous { .. } => 64,
-        _ => 74,
+        LookupError::NotFound { .. } => exit::NOINPUT,
+        LookupError::Ambiguous { .. } => exit::USAGE,
+        _ => exit::IOERR,
     };
     CliError::Failed { message: e.to_string(), code }
 }

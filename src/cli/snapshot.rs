@@ -14,12 +14,18 @@ use sqlite_warden::copies::snapshot::{self, SnapshotReport};
 use sqlite_warden::ops::config;
 
 use super::CliError;
+use super::settings::{AuditDirArgs, DbArgs, SnapshotStoreArgs};
 
 /// `warden snapshot` arguments.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Exit codes: 0 published; 65 the copy failed its check; 66 no database; 69 refused by the
+guard; 74 I/O error or no space; 75 a hot journal (an engine died mid-transaction).
+
+Examples:
+  warden snapshot --db /var/lib/engine/engine.db
+  warden snapshot --config /etc/warden/warden.toml --verify full --json")]
 pub struct SnapshotArgs {
-    #[command(flatten)]
-    settings: super::session::SettingsArgs,
     /// The check of the copy: `quick` (quick_check, default), `full` (integrity_check) or
     /// `none` (overrides `[snapshots] check`).
     #[arg(long, value_name = "CHECK", value_parser = ["quick", "full", "none"])]
@@ -27,6 +33,12 @@ pub struct SnapshotArgs {
     /// Print one JSON document instead of text.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    db: DbArgs,
+    #[command(flatten)]
+    audit_dir: AuditDirArgs,
+    #[command(flatten)]
+    snapshots: SnapshotStoreArgs,
 }
 
 /// Takes one snapshot.
@@ -35,7 +47,7 @@ pub struct SnapshotArgs {
 /// [`CliError::Failed`] with the snapshot error's message (and hint) and exit code; config
 /// and guard errors as usual.
 pub fn run(args: SnapshotArgs) -> Result<ExitCode, CliError> {
-    let mut settings = args.settings.resolve(Vec::new())?;
+    let mut settings = args.db.settings().with(args.audit_dir).with(args.snapshots).resolve()?;
     if let Some(v) = args.verify.as_deref() {
         settings.snapshot_check = config::parse_snapshot_check(Some(v))?;
     }

@@ -13,7 +13,7 @@ use sqlite_warden::ops::status::{self, BackupInfo, StatusOptions, StatusReport};
 
 use super::CliError;
 use super::render::{human_bytes, short_hash};
-use super::session::SettingsArgs;
+use super::settings::{BackupDirArgs, DbArgs, SessionDirArgs};
 use super::shared::{emit, json_line, parse_duration, short_ts, snake};
 
 /// `warden status`: the health of a guarded database, as an exit code.
@@ -33,10 +33,12 @@ Exit codes (several problems: the most severe, in this order: 11 13 14 12 15 10 
   15  free space below the floor (room for the next backup, or --min-free-bytes)
   10  no good backup, or the newest is older than --max-backup-age
   16  the last restore drill failed
-JSON lists every problem; see the README for the textfile's series.")]
+JSON lists every problem; see the README for the textfile's series.
+
+Examples:
+  warden status --db /var/lib/engine/engine.db
+  warden status --config /etc/warden/warden.toml --prom /var/lib/node_exporter/textfile/warden.prom")]
 pub struct StatusArgs {
-    #[command(flatten)]
-    settings: SettingsArgs,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -50,11 +52,17 @@ pub struct StatusArgs {
     /// what the next backup needs).
     #[arg(long, value_name = "BYTES")]
     min_free_bytes: Option<u64>,
+    #[command(flatten)]
+    db: DbArgs,
+    #[command(flatten)]
+    backup_dir: BackupDirArgs,
+    #[command(flatten)]
+    session_dir: SessionDirArgs,
 }
 
 /// `warden status`.
 pub fn status(args: StatusArgs) -> Result<ExitCode, CliError> {
-    let settings = args.settings.resolve(Vec::new())?;
+    let settings = args.db.settings().with(args.backup_dir).with(args.session_dir).resolve()?;
     let mut opts = StatusOptions::from_settings(&settings);
     opts.max_backup_age = parse_duration("--max-backup-age", &args.max_backup_age)?.unwrap_or(Duration::MAX);
     opts.min_free_bytes = args.min_free_bytes;

@@ -160,12 +160,13 @@ pub enum SalvageError {
 impl SalvageError {
     /// The exit code (sysexits).
     pub fn exit_code(&self) -> u8 {
+        use crate::util::exit;
         match self {
-            SalvageError::Target { .. } => 73,
-            SalvageError::Missing { .. } => 66,
-            SalvageError::NoShell { .. } => 69,
-            SalvageError::Unreadable { .. } => 65,
-            SalvageError::Io { .. } | SalvageError::Sqlite { .. } => 74,
+            SalvageError::Target { .. } => exit::CANTCREAT,
+            SalvageError::Missing { .. } => exit::NOINPUT,
+            SalvageError::NoShell { .. } => exit::UNAVAILABLE,
+            SalvageError::Unreadable { .. } => exit::DATAERR,
+            SalvageError::Io { .. } | SalvageError::Sqlite { .. } => exit::IOERR,
         }
     }
 }

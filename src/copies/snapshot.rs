@@ -348,21 +348,22 @@ pub enum SnapshotError {
 impl SnapshotError {
     /// The sysexits-style exit code for `warden snapshot`.
     pub fn exit_code(&self) -> u8 {
+        use crate::util::exit;
         match self {
-            SnapshotError::Missing { .. } => 66,
-            SnapshotError::CheckFailed { .. } => 65,
-            SnapshotError::HotJournal { .. } => 75,
+            SnapshotError::Missing { .. } => exit::NOINPUT,
+            SnapshotError::CheckFailed { .. } => exit::DATAERR,
+            SnapshotError::HotJournal { .. } => exit::TEMPFAIL,
             SnapshotError::Source { source, .. } => match source {
-                OpenError::Missing { .. } => 66,
-                OpenError::WriterLocked(crate::guard::lock::LockError::Held { .. }) => 75,
-                OpenError::NotAFilePath { .. } => 64,
-                _ => 69,
+                OpenError::Missing { .. } => exit::NOINPUT,
+                OpenError::WriterLocked(crate::guard::lock::LockError::Held { .. }) => exit::TEMPFAIL,
+                OpenError::NotAFilePath { .. } => exit::USAGE,
+                _ => exit::UNAVAILABLE,
             },
-            SnapshotError::Cancelled { .. } => 130,
+            SnapshotError::Cancelled { .. } => exit::CANCELLED,
             SnapshotError::NoSpace { .. }
             | SnapshotError::DiskFull { .. }
             | SnapshotError::Sqlite { .. }
-            | SnapshotError::Io { .. } => 74,
+            | SnapshotError::Io { .. } => exit::IOERR,
         }
     }
 

@@ -243,23 +243,24 @@ pub enum SessionError {
 impl SessionError {
     /// The sysexits-style exit code for this error (documented in the README).
     pub fn exit_code(&self) -> u8 {
+        use crate::util::exit;
         match self {
-            SessionError::SqliteTooOld { .. } | SessionError::Register(_) => 70,
-            SessionError::Probe(_) | SessionError::StorageRefused { .. } => 69,
-            SessionError::NoSpace { .. } => 73,
-            SessionError::WriterLocked(LockError::Held { .. }) => 75,
-            SessionError::WriterLocked(_) => 74,
+            SessionError::SqliteTooOld { .. } | SessionError::Register(_) => exit::SOFTWARE,
+            SessionError::Probe(_) | SessionError::StorageRefused { .. } => exit::UNAVAILABLE,
+            SessionError::NoSpace { .. } => exit::CANTCREAT,
+            SessionError::WriterLocked(LockError::Held { .. }) => exit::TEMPFAIL,
+            SessionError::WriterLocked(_) => exit::IOERR,
             SessionError::GateFailed { report } => match report.failure {
-                Some(GateFailure::Missing | GateFailure::Empty) => 66,
-                _ => 65,
+                Some(GateFailure::Missing | GateFailure::Empty) => exit::NOINPUT,
+                _ => exit::DATAERR,
             },
-            SessionError::Backup(e) if e.is_space() => 74,
-            SessionError::Backup(BackupError::Changing { .. }) => 65,
-            SessionError::Backup(BackupError::Missing { .. }) => 66,
-            SessionError::Backup(_) => 74,
-            SessionError::Artifact { .. } => 73,
-            SessionError::Aborted { .. } => 130,
-            SessionError::RestoreInterrupted { .. } => 75,
+            SessionError::Backup(e) if e.is_space() => exit::IOERR,
+            SessionError::Backup(BackupError::Changing { .. }) => exit::DATAERR,
+            SessionError::Backup(BackupError::Missing { .. }) => exit::NOINPUT,
+            SessionError::Backup(_) => exit::IOERR,
+            SessionError::Artifact { .. } => exit::CANTCREAT,
+            SessionError::Aborted { .. } => exit::CANCELLED,
+            SessionError::RestoreInterrupted { .. } => exit::TEMPFAIL,
         }
     }
 }
@@ -303,10 +304,11 @@ impl EngineOutcome {
     /// The exit code a supervisor should return: the engine's own, `128 + signal` when it
     /// was killed.
     pub fn process_exit_code(&self) -> i32 {
+        use crate::util::exit;
         match (self.exit_code, self.signal) {
             (Some(c), _) => c,
-            (None, Some(s)) => 128 + s,
-            (None, None) => 70,
+            (None, Some(s)) => i32::from(exit::SIGNAL_BASE) + s,
+            (None, None) => i32::from(exit::SOFTWARE),
         }
     }
 }

@@ -71,14 +71,15 @@ pub enum DeployError {
 impl DeployError {
     /// The process exit code: 64 bad options, 73 a file exists, 74 I/O, 78 configuration.
     pub fn exit_code(&self) -> u8 {
+        use crate::util::exit;
         match self {
             DeployError::RelativePath { .. }
             | DeployError::UnsafePath { .. }
             | DeployError::PrivateTmp { .. }
-            | DeployError::Invalid { .. } => 64,
-            DeployError::NoEngineCommand => 78,
-            DeployError::Exists { .. } => 73,
-            DeployError::Io { .. } => 74,
+            | DeployError::Invalid { .. } => exit::USAGE,
+            DeployError::NoEngineCommand => exit::CONFIG,
+            DeployError::Exists { .. } => exit::CANTCREAT,
+            DeployError::Io { .. } => exit::IOERR,
         }
     }
 }

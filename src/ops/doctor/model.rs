@@ -11,16 +11,17 @@ use serde_json::Value;
 use crate::guard::lock::LockStatus;
 use crate::ops::config::Settings;
 use crate::storage::{FsProbe, FsVerdict, RealProbe};
+use crate::util::exit;
 
 /// Schema version of [`DoctorReport`]; readers ignore unknown fields.
 pub const SCHEMA: u32 = 1;
 
-/// Exit code when every check passed.
-pub const EXIT_PASS: u8 = 0;
-/// Exit code when the worst verdict is a warning.
-pub const EXIT_WARN: u8 = 10;
-/// Exit code when at least one check failed.
-pub const EXIT_FAIL: u8 = 11;
+/// Exit code when every check passed ([`exit::OK`]).
+pub const EXIT_PASS: u8 = exit::OK;
+/// Exit code when the worst verdict is a warning ([`exit::DOCTOR_WARN`]).
+pub const EXIT_WARN: u8 = exit::DOCTOR_WARN;
+/// Exit code when at least one check failed ([`exit::DOCTOR_FAIL`]).
+pub const EXIT_FAIL: u8 = exit::DOCTOR_FAIL;
 
 /// Median `fsync` latency above which the `fsync` check warns (milliseconds).
 pub const FSYNC_WARN_MS: f64 = 50.0;

@@ -9,6 +9,7 @@ use crate::copies::copy::{self, Failure};
 use crate::copies::snapshot::SnapshotError;
 use crate::guard::error::{LockError, OpenError};
 use crate::storage::FsVerdict;
+use crate::util::exit;
 
 /// Why an export or import did not happen. Nothing is left behind in either case: no bundle
 /// (nor its temporary directory), no database at the target, no state directory.
@@ -238,33 +239,33 @@ impl MigrateError {
     pub fn exit_code(&self) -> u8 {
         use MigrateError as E;
         match self {
-            E::Missing { .. } | E::BundleMissing { .. } => 66,
-            E::Tampered { .. } | E::GateFailed { .. } | E::CopyFailedCheck { .. } | E::Changed { .. } => 65,
-            E::NetworkTarget { .. } | E::Probe { .. } => 69,
-            E::TargetExists { .. } | E::CannotCreate { .. } => 73,
-            E::UnknownOwner { .. } | E::Usage { .. } => 64,
-            E::ChownNotPermitted { .. } => 77,
-            E::WriterLocked { .. } | E::HotJournal { .. } => 75,
+            E::Missing { .. } | E::BundleMissing { .. } => exit::NOINPUT,
+            E::Tampered { .. } | E::GateFailed { .. } | E::CopyFailedCheck { .. } | E::Changed { .. } => exit::DATAERR,
+            E::NetworkTarget { .. } | E::Probe { .. } => exit::UNAVAILABLE,
+            E::TargetExists { .. } | E::CannotCreate { .. } => exit::CANTCREAT,
+            E::UnknownOwner { .. } | E::Usage { .. } => exit::USAGE,
+            E::ChownNotPermitted { .. } => exit::NOPERM,
+            E::WriterLocked { .. } | E::HotJournal { .. } => exit::TEMPFAIL,
             E::Source { source, .. } => open_exit_code(source),
             E::Wal { source: Some(source), .. } => open_exit_code(source),
             E::Snapshot(e) => e.exit_code(),
-            E::Cancelled { .. } => 130,
+            E::Cancelled { .. } => exit::CANCELLED,
             E::Wal { source: None, .. }
             | E::Lock { .. }
             | E::NoSpace { .. }
             | E::DiskFull { .. }
             | E::Sqlite { .. }
-            | E::Io { .. } => 74,
+            | E::Io { .. } => exit::IOERR,
         }
     }
 }
 
 fn open_exit_code(e: &OpenError) -> u8 {
     match e {
-        OpenError::Missing { .. } => 66,
-        OpenError::WriterLocked(LockError::Held { .. }) => 75,
-        OpenError::NotAFilePath { .. } => 64,
-        _ => 69,
+        OpenError::Missing { .. } => exit::NOINPUT,
+        OpenError::WriterLocked(LockError::Held { .. }) => exit::TEMPFAIL,
+        OpenError::NotAFilePath { .. } => exit::USAGE,
+        _ => exit::UNAVAILABLE,
     }
 }
 

@@ -17,6 +17,7 @@ use crate::session::SessionConfig;
 use crate::session::gate::GateFailure;
 use crate::session::health::{HealthArtifact, SessionStatus, Step};
 use crate::storage::{FsProbe, FsVerdict};
+use crate::util::exit;
 
 /// Schema version of [`StatusReport`].
 pub const SCHEMA: u32 = 1;
@@ -28,7 +29,15 @@ pub const DEFAULT_MAX_BACKUP_AGE: Duration = Duration::from_secs(26 * 3600);
 pub const SQLITE_FLOOR: &str = "3.51.3";
 
 /// Exit codes of problems, most severe first (see the module docs).
-pub const SEVERITY: [u8; 7] = [11, 13, 14, 12, 15, 10, 16];
+pub const SEVERITY: [u8; 7] = [
+    exit::STATUS_DATABASE,
+    exit::STATUS_WRITER_DIED,
+    exit::STATUS_STORAGE,
+    exit::STATUS_SESSION,
+    exit::STATUS_DISK,
+    exit::STATUS_BACKUP,
+    exit::STATUS_DRILL,
+];
 
 /// What [`collect`](super::collect()) looks at. [`StatusOptions::new`] gives the documented defaults.
 #[derive(Clone)]
@@ -134,13 +143,19 @@ impl ProblemKind {
     /// The exit code of `warden status` for this problem.
     pub fn exit_code(self) -> u8 {
         match self {
-            ProblemKind::GateFailed | ProblemKind::DatabaseMissing | ProblemKind::RestoreInterrupted => 11,
-            ProblemKind::WriterDied | ProblemKind::LockUnreadable => 13,
-            ProblemKind::StorageNotLocal | ProblemKind::StorageUnknown | ProblemKind::SqliteTooOld => 14,
-            ProblemKind::SessionEndedBadly | ProblemKind::SessionsUnreadable => 12,
-            ProblemKind::DiskHeadroom => 15,
-            ProblemKind::NoGoodBackup | ProblemKind::BackupStale | ProblemKind::BackupsUnreadable => 10,
-            ProblemKind::DrillFailed => 16,
+            ProblemKind::GateFailed | ProblemKind::DatabaseMissing | ProblemKind::RestoreInterrupted => {
+                exit::STATUS_DATABASE
+            }
+            ProblemKind::WriterDied | ProblemKind::LockUnreadable => exit::STATUS_WRITER_DIED,
+            ProblemKind::StorageNotLocal | ProblemKind::StorageUnknown | ProblemKind::SqliteTooOld => {
+                exit::STATUS_STORAGE
+            }
+            ProblemKind::SessionEndedBadly | ProblemKind::SessionsUnreadable => exit::STATUS_SESSION,
+            ProblemKind::DiskHeadroom => exit::STATUS_DISK,
+            ProblemKind::NoGoodBackup | ProblemKind::BackupStale | ProblemKind::BackupsUnreadable => {
+                exit::STATUS_BACKUP
+            }
+            ProblemKind::DrillFailed => exit::STATUS_DRILL,
         }
     }
 
