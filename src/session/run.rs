@@ -287,8 +287,8 @@ fn spawn_and_wait(
         Ok(c) => c,
         Err(e) => {
             let code = match e.kind() {
-                std::io::ErrorKind::NotFound => 127,
-                _ => 126,
+                std::io::ErrorKind::NotFound => i32::from(crate::util::exit::ENGINE_NOT_FOUND),
+                _ => i32::from(crate::util::exit::ENGINE_NOT_EXECUTABLE),
             };
             return Err((not_started(code), e));
         }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::copies::backup::BackupError;
 use crate::guard::audit::AuditError;
 use crate::guard::lock::LockError;
+use crate::util::exit;
 
 /// Why a restore or drill could not be carried out. A backup that fails re-verification is
 /// not an error: see [`RestoreOutcome::VerificationFailed`].
@@ -171,21 +172,21 @@ impl RestoreError {
     /// The sysexits-style exit code (documented in the README).
     pub fn exit_code(&self) -> u8 {
         match self {
-            RestoreError::NoBackup { .. } | RestoreError::NotFound { .. } => 66,
-            RestoreError::NotGood { .. } | RestoreError::UnreadableIntent { .. } => 65,
-            RestoreError::WriterLocked { .. } => 75,
+            RestoreError::NoBackup { .. } | RestoreError::NotFound { .. } => exit::NOINPUT,
+            RestoreError::NotGood { .. } | RestoreError::UnreadableIntent { .. } => exit::DATAERR,
+            RestoreError::WriterLocked { .. } => exit::TEMPFAIL,
             RestoreError::TargetExists { .. }
             | RestoreError::CannotCreate { .. }
-            | RestoreError::InterruptedConflict { .. } => 73,
-            RestoreError::Usage { .. } => 64,
-            RestoreError::Store { source: BackupError::Missing { .. } } => 66,
+            | RestoreError::InterruptedConflict { .. } => exit::CANTCREAT,
+            RestoreError::Usage { .. } => exit::USAGE,
+            RestoreError::Store { source: BackupError::Missing { .. } } => exit::NOINPUT,
             RestoreError::Lock { .. }
             | RestoreError::CrossDevice { .. }
             | RestoreError::NoSpace { .. }
             | RestoreError::DiskFull { .. }
             | RestoreError::Io { .. }
             | RestoreError::Store { .. }
-            | RestoreError::Audit { .. } => 74,
+            | RestoreError::Audit { .. } => exit::IOERR,
         }
     }
 }

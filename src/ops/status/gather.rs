@@ -353,7 +353,7 @@ pub fn collect(opts: &StatusOptions) -> StatusReport {
     }
 
     problems.sort_by_key(|p| severity_rank(p.code));
-    let exit_code = problems.first().map_or(0, |p| p.code);
+    let exit_code = problems.first().map_or(crate::util::exit::OK, |p| p.code);
     let summary = match problems.first() {
         Some(p) => {
             let more = problems.len() - 1;
@@ -444,7 +444,7 @@ fn judge_session(s: &SessionInfo, lock_held: bool, last_gate: Option<&GateInfo>)
             let gate_reported = last_gate.is_some_and(|g| g.session_id == s.id && !g.passed);
             if gate_reported {
                 None
-            } else if s.exit_code == Some(65) {
+            } else if s.exit_code == Some(crate::util::exit::DATAERR.into()) {
                 Some(Problem::new(ProblemKind::GateFailed, format!("session {} was refused for damage{why}", s.id)))
             } else {
                 let step = s
