@@ -85,7 +85,7 @@ fn audit_filter(args: &AuditArgs) -> Result<AuditFilter, CliError> {
     };
     let db = match &args.db {
         Some(p) => Some(
-            std::path::absolute(p)
+            sqlite_warden::storage::resolve(p)
                 .map_err(|source| CliError::Io { context: format!("resolving `{}`", p.display()), source })?,
         ),
         None => None,

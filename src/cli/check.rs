@@ -58,7 +58,7 @@ pub struct CheckArgs {
 
 /// `warden check`.
 pub fn check(args: CheckArgs) -> Result<ExitCode, CliError> {
-    let db = std::path::absolute(&args.db)
+    let db = sqlite_warden::storage::resolve(&args.db)
         .map_err(|source| CliError::Io { context: format!("resolving `{}`", args.db.display()), source })?;
     let budget = match &args.budget {
         Some(s) => parse_duration("--budget", s)?,

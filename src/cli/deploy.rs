@@ -145,7 +145,7 @@ fn duration(flag: &str, s: &str) -> Result<Option<Duration>, CliError> {
 fn systemd(args: SystemdArgs) -> Result<ExitCode, CliError> {
     let settings = args.settings.resolve(Vec::new())?;
     let source = settings.source.clone().ok_or_else(|| usage("no config file (hint: pass --config FILE)".into()))?;
-    let config = std::path::absolute(&source)
+    let config = sqlite_warden::storage::resolve(&source)
         .map_err(|e| CliError::Io { context: format!("resolving `{}`", source.display()), source: e })?;
     // The units pass only --config: a flag that changes any setting would be silently lost.
     let from_file = Settings::resolve(Some(&source), Overrides::default())?;
@@ -236,7 +236,7 @@ fn next_steps(out: &Path, opts: &DeployOptions) -> Vec<String> {
         .collect();
     let mut steps = Vec::new();
     let installed: Vec<String> = units.iter().map(|u| shell_word(&system.join(u).to_string_lossy())).collect();
-    if std::path::absolute(out).ok().as_deref() != Some(system) {
+    if sqlite_warden::storage::resolve(out).ok().as_deref() != Some(system) {
         let sources: Vec<String> = units.iter().map(|u| shell_word(&out.join(u).to_string_lossy())).collect();
         steps.push(format!("install -m 0644 -t /etc/systemd/system {}", sources.join(" ")));
     }

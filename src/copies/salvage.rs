@@ -176,7 +176,7 @@ fn io_err<'a>(action: &'static str, path: &'a Path) -> impl Fn(std::io::Error) -
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {
-    match (std::path::absolute(a), std::path::absolute(b)) {
+    match (crate::storage::resolve(a), crate::storage::resolve(b)) {
         (Ok(a), Ok(b)) => a == b,
         _ => false,
     }

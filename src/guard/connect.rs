@@ -167,6 +167,9 @@ pub fn refusal_to_error(r: Refusal) -> OpenError {
             path: path.clone(),
             source: AuditError::Io { path, source: std::io::Error::other(message) },
         },
+        RefusalKind::WriterElsewhere => OpenError::WriterLocked(LockError::HeldElsewhere { db: path }),
+        RefusalKind::Forked { holder_pid } => OpenError::WriterLocked(LockError::Forked { db: path, holder_pid }),
+        RefusalKind::LockReplaced { lock_path } => OpenError::WriterLocked(LockError::Replaced { db: path, lock_path }),
         RefusalKind::LockUnavailable => OpenError::WriterLocked(LockError::Io {
             lock_path: crate::guard::lock::lock_path_for(&path),
             source: std::io::Error::other(message),

@@ -31,6 +31,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 
 use serde::{Deserialize, Serialize};
 
+use crate::guard::inode_lock::{self, Inode, InodeLock};
 use crate::util::identity::{ProcessIdentity, now_rfc3339};
 
 /// Suffix of the lock file; avoids SQLite's own `-journal`, `-wal`, `-shm`, `-mj` and the
@@ -143,11 +144,10 @@ pub enum RecordState {
     Released,
 }
 
-/// The lock file for a database.
+/// The lock file for a database: beside the file the name resolves to (symlinks and `..`
+/// resolved), so every alias of one database finds the same lock file.
 pub fn lock_path_for(db: &Path) -> PathBuf {
-    let mut s = db.as_os_str().to_owned();
-    s.push(LOCK_SUFFIX);
-    PathBuf::from(s)
+    crate::format::names::lock(&crate::storage::resolve(db).unwrap_or_else(|_| db.to_owned()))
 }
 
 struct HeldLock {
@@ -158,6 +158,12 @@ struct HeldLock {
     /// Inherited from a session runner ([`INHERIT_FD_ENV`]): the runner holds the same open
     /// file description, so releasing here never frees the lock while the runner lives.
     inherited: bool,
+    /// The process that took it. A child forked from it inherits this registry in its copy
+    /// of memory, but is not the writer: it must not join the hold.
+    pid: u32,
+    /// The database's inode lock, once taken (see `guard::inode_lock`); `None` while the
+    /// database does not exist yet, and for an inherited lock (the runner holds it).
+    inode: Option<Inode>,
 }
 
 /// Environment variable through which `warden run` hands its writer lock to the engine it
@@ -320,13 +326,19 @@ impl WriterLock {
     /// [`LockError::Held`] with the holder's record when another writer has it;
     /// [`LockError::Io`] when the lock file cannot be created, locked or written.
     pub fn acquire(db: &Path, scope: WriterScope) -> Result<Acquired, LockError> {
-        let lock_path = lock_path_for(db);
+        let resolved = crate::storage::resolve(db)
+            .map_err(|source| LockError::Io { lock_path: crate::format::names::lock(db), source })?;
+        let db = resolved.as_path();
+        let lock_path = crate::format::names::lock(db);
         let err = io_err(lock_path.clone());
         let mut reg = registry();
         for _attempt in 0..8 {
             if let Ok(md) = std::fs::metadata(&lock_path) {
                 let key = key_of(&md);
                 if let Some(h) = reg.get_mut(&key) {
+                    if h.pid != std::process::id() {
+                        return Err(LockError::Forked { db: db.to_owned(), holder_pid: h.pid });
+                    }
                     if h.scope == WriterScope::Process && scope == WriterScope::Process {
                         h.refs += 1;
                         let holder = h.record.holder.clone();
@@ -357,7 +369,10 @@ impl WriterLock {
                 });
                 let key = key_of(&md);
                 let holder = record.holder.clone();
-                reg.insert(key, HeldLock { file, refs: 1, scope, record, inherited: true });
+                reg.insert(
+                    key,
+                    HeldLock { file, refs: 1, scope, record, inherited: true, pid: std::process::id(), inode: None },
+                );
                 let lock = WriterLock { key, db: db.to_owned(), lock_path, released: false };
                 return Ok(Acquired { lock, newly_taken: false, previous: None, holder, inherited: true });
             }
@@ -385,6 +400,13 @@ impl WriterLock {
                 Ok(md) if key_of(&md) == key_of(&ours) => {}
                 _ => continue,
             }
+            // The file itself, whatever name reached it: a writer through a hard link or a
+            // bind mount has its own lock file, but not its own inode.
+            let inode = match inode_lock::lock(db).map_err(&err)? {
+                InodeLock::Taken(i) => Some(i),
+                InodeLock::NoFile => None,
+                InodeLock::Busy(_) => return Err(LockError::HeldElsewhere { db: db.to_owned() }),
+            };
             let previous = read_record(&mut file);
             let record = LockRecord {
                 schema: 1,
@@ -396,7 +418,10 @@ impl WriterLock {
             write_record(&mut file, &record).map_err(&err)?;
             let key = key_of(&ours);
             let holder = record.holder.clone();
-            reg.insert(key, HeldLock { file, refs: 1, scope, record, inherited: false });
+            reg.insert(
+                key,
+                HeldLock { file, refs: 1, scope, record, inherited: false, pid: std::process::id(), inode },
+            );
             let lock = WriterLock { key, db: db.to_owned(), lock_path, released: false };
             return Ok(Acquired { lock, newly_taken: true, previous, holder, inherited: false });
         }
@@ -428,6 +453,36 @@ impl WriterLock {
         let h = reg.get(&self.key).ok_or_else(|| err(io::Error::other("the lock is not held")))?;
         // dup(2) never copies FD_CLOEXEC: the duplicate is inherited across exec.
         nix::unistd::dup(&h.file).map_err(|e| err(e.into()))
+    }
+
+    /// Re-validates the hold at the start of a write transaction (cheap: one `stat`):
+    /// this process took it (not a forked child), the lock file at the path is still the one
+    /// locked (not deleted or replaced, which would let a second engine lock a new file), and
+    /// the database's inode lock is held, taken now if the file did not exist before.
+    ///
+    /// # Errors
+    /// [`LockError::Forked`], [`LockError::Replaced`] or [`LockError::HeldElsewhere`]: the
+    /// write must not start.
+    pub fn check_write(&self) -> Result<(), LockError> {
+        let mut reg = registry();
+        let Some(h) = reg.get_mut(&self.key) else {
+            return Err(LockError::Replaced { db: self.db.clone(), lock_path: self.lock_path.clone() });
+        };
+        if h.pid != std::process::id() {
+            return Err(LockError::Forked { db: self.db.clone(), holder_pid: h.pid });
+        }
+        match std::fs::metadata(&self.lock_path) {
+            Ok(md) if key_of(&md) == self.key => {}
+            _ => return Err(LockError::Replaced { db: self.db.clone(), lock_path: self.lock_path.clone() }),
+        }
+        if h.inode.is_none() && !h.inherited {
+            match inode_lock::lock(&self.db).map_err(io_err(self.lock_path.clone()))? {
+                InodeLock::Taken(i) => h.inode = Some(i),
+                InodeLock::NoFile => {}
+                InodeLock::Busy(_) => return Err(LockError::HeldElsewhere { db: self.db.clone() }),
+            }
+        }
+        Ok(())
     }
 
     /// The lock file.
@@ -482,6 +537,9 @@ impl WriterLock {
                 *parked_inherited() = Some((self.key, h.file));
                 return;
             }
+            if let Some(inode) = h.inode {
+                inode_lock::unlock(inode);
+            }
             h.record.state = RecordState::Released;
             if close_state.is_some() {
                 h.record.last_close = close_state;
@@ -534,6 +592,7 @@ pub enum LockState {
 /// [`LockError::Io`] when the lock file exists but cannot be read or tested.
 pub fn inspect(db: &Path) -> Result<LockStatus, LockError> {
     let lock_path = lock_path_for(db);
+    let db = &crate::storage::resolve(db).unwrap_or_else(|_| db.to_owned());
     let err = io_err(lock_path.clone());
     let mut file = match File::open(&lock_path) {
         Ok(f) => f,
@@ -566,6 +625,38 @@ pub enum LockError {
         lock_path: PathBuf,
         /// Who holds it, as the holder recorded it (diagnostic only).
         holder: Option<Box<Holder>>,
+    },
+    /// The database file is locked by a writer that reached it through another name: a
+    /// hard link, a bind mount, another path to the same directory.
+    #[error(
+        "`{db}` already has a writer that opened it under another name (a hard link, a bind-mounted file or another path to it)\n(hint: find it with `fuser -v {}`; one file has exactly one writer, whatever its name)",
+        db.display()
+    )]
+    HeldElsewhere {
+        /// The database (resolved).
+        db: PathBuf,
+    },
+    /// A process forked from the writer tried to write: it shares the writer's memory and
+    /// descriptors, but it is not the writer.
+    #[error(
+        "refusing to write `{db}` from a forked child of the writer (pid {holder_pid})\n(hint: open the database in the parent only, or start the child with exec / the `spawn` start method)"
+    )]
+    Forked {
+        /// The database.
+        db: PathBuf,
+        /// The writer process the child was forked from.
+        holder_pid: u32,
+    },
+    /// The lock file was deleted or replaced while the lock was held: a second engine could
+    /// now lock a new file of that name.
+    #[error(
+        "the writer lock file `{lock_path}` of `{db}` was removed or replaced while this engine held it; refusing to write\n(hint: never delete `*-warden.lock` files; stop every engine of this database and start one again)"
+    )]
+    Replaced {
+        /// The database.
+        db: PathBuf,
+        /// The lock file.
+        lock_path: PathBuf,
     },
     /// The lock file could not be opened, locked or written.
     #[error("cannot use the writer lock file `{lock_path}`: {source}")]

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod connect;
 pub mod error;
 pub mod extension;
+mod inode_lock;
 pub mod lock;
 mod open;
 pub mod policy;

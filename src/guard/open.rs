@@ -81,7 +81,8 @@ impl Shim for RoleVfs {
 /// Records a refusal (audit, the thread's last refusal) and says how SQLite sees it.
 fn refused(shared: &Shared, role: Role, refusal: Refusal, flags: i32) -> Refused {
     let (rc, errno) = match refusal.kind {
-        RefusalKind::WriterLocked { .. } => (ffi::SQLITE_BUSY, libc::EWOULDBLOCK),
+        RefusalKind::WriterLocked { .. } | RefusalKind::WriterElsewhere => (ffi::SQLITE_BUSY, libc::EWOULDBLOCK),
+        RefusalKind::Forked { .. } | RefusalKind::LockReplaced { .. } => (ffi::SQLITE_READONLY, libc::EPERM),
         RefusalKind::NotWritable => (ffi::SQLITE_READONLY, libc::EROFS),
         RefusalKind::UnsafeUriParameter { .. } => (ffi::SQLITE_CANTOPEN, libc::EPERM),
         RefusalKind::AuditUnavailable | RefusalKind::LockUnavailable => (ffi::SQLITE_CANTOPEN, libc::EIO),
@@ -254,6 +255,19 @@ impl GuardedFile for FileState {
         None
     }
 
+    /// The start of a write transaction: the hold is re-validated (see
+    /// [`WriterLock::check_write`]); a lost or foreign hold refuses the write, audited.
+    fn begin_write(&mut self) -> Result<(), Refused> {
+        let Some(lock) = &self.lock else { return Ok(()) };
+        match lock.check_write() {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let refusal = lock_refusal(e, &self.path, Some(Box::new(self.verdict.clone())));
+                Err(refused(&self.shared, self.role, refusal, ffi::SQLITE_OPEN_MAIN_DB))
+            }
+        }
+    }
+
     fn wants_header_on_close(&self) -> bool {
         self.lock.as_ref().is_some_and(WriterLock::is_last)
     }
@@ -360,18 +374,25 @@ fn pre_open(shared: &Shared, role: Role, path: &Path, flags: i32, uri: UriFlags)
                     message: format!("warden: `{}` already has a writer: {text}", db.display()),
                 });
             }
-            Err(e) => {
-                return Err(Refusal {
-                    kind: RefusalKind::LockUnavailable,
-                    path: path.to_owned(),
-                    verdict: Some(Box::new(plan.verdict)),
-                    message: format!("warden: {e}"),
-                });
-            }
+            Err(e) => return Err(lock_refusal(e, path, Some(Box::new(plan.verdict)))),
         },
         _ => {}
     }
     Ok(plan)
+}
+
+/// A refusal for a writer-lock failure other than "held by that holder".
+fn lock_refusal(e: LockError, path: &Path, verdict: Option<Box<FsVerdict>>) -> Refusal {
+    let kind = match &e {
+        LockError::HeldElsewhere { .. } => RefusalKind::WriterElsewhere,
+        LockError::Forked { holder_pid, .. } => RefusalKind::Forked { holder_pid: *holder_pid },
+        LockError::Replaced { lock_path, .. } => RefusalKind::LockReplaced { lock_path: lock_path.clone() },
+        LockError::Held { lock_path, holder, .. } => {
+            RefusalKind::WriterLocked { lock_path: lock_path.clone(), holder: holder.clone() }
+        }
+        LockError::Io { .. } => RefusalKind::LockUnavailable,
+    };
+    Refusal { kind, path: path.to_owned(), verdict, message: format!("warden: {e}") }
 }
 
 /// Checks made once the parent has opened the file; returns extra audit records (drift,
@@ -466,7 +487,7 @@ fn open_record(
 fn refusal_record(shared: &Shared, role: Role, refusal: &Refusal, flags: i32, rc: i32) -> AuditRecord {
     let event = match refusal.kind {
         RefusalKind::WalRefused => AuditEvent::WalRefused,
-        RefusalKind::WriterLocked { .. } => AuditEvent::WriterLockBusy,
+        RefusalKind::WriterLocked { .. } | RefusalKind::WriterElsewhere => AuditEvent::WriterLockBusy,
         _ => AuditEvent::OpenRefused,
     };
     let mut r = AuditRecord::new(event);

@@ -137,6 +137,19 @@ pub enum RefusalKind {
     AuditUnavailable,
     /// The lock file could not be used.
     LockUnavailable,
+    /// The database file is locked by a writer that reached it under another name (a hard
+    /// link, a bind mount).
+    WriterElsewhere,
+    /// A process forked from the writer tried to write.
+    Forked {
+        /// The writer it was forked from.
+        holder_pid: u32,
+    },
+    /// The lock file was removed or replaced while the lock was held.
+    LockReplaced {
+        /// The lock file.
+        lock_path: PathBuf,
+    },
 }
 
 /// A refusal: its kind, the database, the verdict it was based on, and the message.

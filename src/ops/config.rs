@@ -266,7 +266,7 @@ impl Settings {
         };
         let rel = |p: PathBuf| if p.is_absolute() || base.as_os_str().is_empty() { p } else { base.join(p) };
         let database = overrides.database.or_else(|| fc.database.map(rel)).ok_or(ConfigError::NoDatabase)?;
-        let database = std::path::absolute(&database)
+        let database = crate::storage::resolve(&database)
             .map_err(|e| ConfigError::Invalid { key: "database", message: format!("`{}`: {e}", database.display()) })?;
         let backup_dir = overrides
             .backup_dir

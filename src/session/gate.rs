@@ -342,7 +342,11 @@ pub fn check_only(db: &Path, opts: &CheckOptions) -> Result<GateReport, BackupEr
                 Access::LockTaken
             }
             Err(crate::guard::lock::LockError::Held { holder, .. }) => Access::Live(holder),
+            Err(crate::guard::lock::LockError::HeldElsewhere { .. }) => Access::Live(None),
             Err(crate::guard::lock::LockError::Io { lock_path, source }) => return Err(lock_io(lock_path, source)),
+            Err(other) => {
+                return Err(lock_io(crate::guard::lock::lock_path_for(db), std::io::Error::other(other.to_string())));
+            }
         },
         LockState::FreeAfterCrash => Access::Unlocked(
             "the last writer died without releasing the writer lock; the lock was left untouched as evidence (`warden status`)",

@@ -168,7 +168,7 @@ pub fn run(
     on_event: &mut dyn FnMut(RunEvent<'_>),
 ) -> RunReport {
     config.cancel = Some(signals.cancel_flag());
-    if let Ok(abs) = std::path::absolute(&config.db) {
+    if let Ok(abs) = crate::storage::resolve(&config.db) {
         config.db = abs;
     }
     let notify = Notifier::from_env();

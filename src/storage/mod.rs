@@ -15,6 +15,7 @@
 pub mod magic;
 pub mod mountinfo;
 pub mod probe;
+pub mod resolve;
 
 use std::fmt;
 use std::io;
@@ -24,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 pub use mountinfo::{MountEntry, MountTable};
 pub use probe::{FsProbe, PathFacts, RealProbe, SimulatedProbe};
+pub use resolve::resolve;
 
 /// What kind of storage a path lives on, from SQLite's point of view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -45,12 +45,13 @@ pub trait FsProbe: Send + Sync + std::fmt::Debug {
     fn mounts(&self) -> Result<Arc<MountTable>, ProbeError>;
 
     /// Facts about `path` or, when it does not exist yet, about its nearest existing
-    /// ancestor (where it would be created). Relative paths are made absolute first.
+    /// ancestor (where it would be created). The path is [`resolve`](crate::storage::resolve)d
+    /// first: the verdict is about the file a symlink points to, not the link.
     ///
     /// # Errors
     /// [`ProbeError::Path`] when no ancestor can be examined.
     fn facts_nearest(&self, path: &Path) -> Result<PathFacts, ProbeError> {
-        let abs = absolute(path).map_err(|source| ProbeError::Path { path: path.to_owned(), source })?;
+        let abs = crate::storage::resolve(path).map_err(|source| ProbeError::Path { path: path.to_owned(), source })?;
         let mut cur: &Path = &abs;
         loop {
             match self.facts(cur) {

@@ -246,6 +246,13 @@ unsafe extern "C" fn f_lock(f: *mut ffi::sqlite3_file, level: c_int) -> c_int {
         // SAFETY: f is open; forwarding.
         unsafe {
             let (st, real, m) = parts(f);
+            // Once per write transaction, not per I/O: the safe half re-validates the hold.
+            if level == ffi::SQLITE_LOCK_RESERVED
+                && !st.read_only
+                && let Err(r) = st.hooks.begin_write()
+            {
+                return refuse(r);
+            }
             let rc = m.xLock.map_or(ffi::SQLITE_IOERR_LOCK, |g| g(real, level));
             if rc == ffi::SQLITE_OK && level == ffi::SQLITE_LOCK_RESERVED {
                 st.stats.write_txns += 1;
@@ -377,7 +384,16 @@ unsafe extern "C" fn f_shm_lock(f: *mut ffi::sqlite3_file, off: c_int, n: c_int,
     guarded(ffi::SQLITE_IOERR_SHMLOCK, || {
         // SAFETY: f is open; forwarding.
         unsafe {
-            let (_, real, m) = parts(f);
+            let (st, real, m) = parts(f);
+            // In WAL mode a write transaction takes the WAL write lock (slot 0 of the
+            // wal-index, exclusive) instead of RESERVED: the same once-per-transaction check.
+            if off == 0
+                && flags == ffi::SQLITE_SHM_LOCK | ffi::SQLITE_SHM_EXCLUSIVE
+                && !st.read_only
+                && let Err(r) = st.hooks.begin_write()
+            {
+                return refuse(r);
+            }
             m.xShmLock.map_or(ffi::SQLITE_IOERR_SHMLOCK, |g| g(real, off, n, flags))
         }
     })

@@ -86,6 +86,8 @@ pub(crate) trait GuardedFile: Send {
     fn vetoed_write(&mut self);
     /// `PRAGMA name[=value]` reached the file (`SQLITE_FCNTL_PRAGMA`); `None` lets it through.
     fn pragma(&mut self, name: &str, value: Option<&str>, stats: &IoStats) -> Option<PragmaAnswer>;
+    /// A write transaction starts (SQLite asks for a RESERVED lock): `Err` refuses it.
+    fn begin_write(&mut self) -> Result<(), Refused>;
     /// The header should be read just before the file is closed (the last engine reference).
     fn wants_header_on_close(&self) -> bool;
     /// The file was closed by the parent with `rc`.

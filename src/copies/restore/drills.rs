@@ -138,7 +138,7 @@ fn remove_stale_scratch(parent: &Path) {
 /// [`RestoreError`] when the drill could not be run at all (the scratch directory cannot
 /// be made, no space, the store cannot be read).
 pub fn drill(db: &Path, store: &BackupStore, opts: &DrillOptions) -> Result<DrillReport, RestoreError> {
-    let db = std::path::absolute(db).map_err(io_err("resolving", db))?;
+    let db = crate::storage::resolve(db).map_err(io_err("resolving", db))?;
     let started = Started::now();
     let mut record = DrillRecord {
         schema: 1,

@@ -22,7 +22,7 @@ pub(super) fn restore_elsewhere(
     opts: &RestoreOptions,
 ) -> Result<RestoreReport, RestoreError> {
     let started = Started::now();
-    let to = std::path::absolute(to).map_err(io_err("resolving", to))?;
+    let to = crate::storage::resolve(to).map_err(io_err("resolving", to))?;
     let target = if to.is_dir() { to.join(file_name(db)) } else { to };
     if target == db {
         return Err(RestoreError::Usage {

@@ -139,7 +139,7 @@ pub use self::recovery::{intent_path, pending, recover_interrupted};
 /// re-verification is reported as [`RestoreOutcome::VerificationFailed`] instead, with
 /// nothing changed.
 pub fn restore(db: &Path, store: &BackupStore, opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
-    let db = std::path::absolute(db).map_err(io_err("resolving", db))?;
+    let db = crate::storage::resolve(db).map_err(io_err("resolving", db))?;
     match &opts.to {
         Some(to) => restore_elsewhere(&db, to, store, opts),
         None => restore_in_place(&db, store, opts),

@@ -188,7 +188,7 @@ pub(super) fn recover_locked(
 /// [`RestoreError::WriterLocked`] when a writer holds the database,
 /// [`RestoreError::InterruptedConflict`] when a file is in the way, I/O errors.
 pub fn recover_interrupted(db: &Path, opts: &RestoreOptions) -> Result<Option<RecoveryReport>, RestoreError> {
-    let db = std::path::absolute(db).map_err(io_err("resolving", db))?;
+    let db = crate::storage::resolve(db).map_err(io_err("resolving", db))?;
     let intent_path = state_dir_of(&db, opts).join(INTENT_FILE);
     if read_intent(&intent_path)?.is_none() {
         return Ok(None);

@@ -64,10 +64,10 @@ use sqlite::{journal, sqlite};
 /// Runs every check on `opts.db` and reports. Never fails; never changes anything but its
 /// own temporary `fsync` file.
 pub fn run(opts: &DoctorOptions) -> DoctorReport {
-    let db = crate::storage::probe::absolute(&opts.db).unwrap_or_else(|_| opts.db.clone());
+    let db = crate::storage::resolve(&opts.db).unwrap_or_else(|_| opts.db.clone());
     let dir = crate::util::atomic::parent_of(&db).to_owned();
     let backup_dir = opts.backup_dir.clone().unwrap_or_else(|| SessionConfig::state_dir(&db).join("backups"));
-    let backup_dir = crate::storage::probe::absolute(&backup_dir).unwrap_or(backup_dir);
+    let backup_dir = crate::storage::resolve(&backup_dir).unwrap_or(backup_dir);
     let session_dir = opts.session_dir.clone().unwrap_or_else(|| SessionConfig::state_dir(&db).join("sessions"));
     let classify = |p: &Path| crate::storage::classify(opts.probe.as_ref(), p).map_err(|e| e.to_string());
     let cx = Ctx {

@@ -27,7 +27,7 @@ pub(super) struct Builder {
 impl Builder {
     /// Checks `to` (absent, its directory present) and creates the temporary directory.
     pub(super) fn start(to: &Path) -> Result<Builder, MigrateError> {
-        let dir = std::path::absolute(to).map_err(io_err("resolving", to))?;
+        let dir = crate::storage::resolve(to).map_err(io_err("resolving", to))?;
         if exists(&dir) {
             return Err(MigrateError::TargetExists { path: dir });
         }

@@ -100,7 +100,7 @@ pub struct ExportReport {
 /// [`MigrateError::CopyFailedCheck`].
 pub fn export(db: &Path, to: &Path, opts: &ExportOptions) -> Result<ExportReport, MigrateError> {
     let started = Instant::now();
-    let db = std::path::absolute(db).map_err(io_err("resolving", db))?;
+    let db = crate::storage::resolve(db).map_err(io_err("resolving", db))?;
     if !db.is_file() {
         return Err(MigrateError::Missing { db });
     }

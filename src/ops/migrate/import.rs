@@ -291,10 +291,10 @@ pub fn import(bundle: &Path, target: &Path, opts: &ImportOptions) -> Result<Impo
         });
     }
     let guard = guard_or_default(opts.guard.as_ref())?;
-    let target = std::path::absolute(target).map_err(io_err("resolving", target))?;
+    let target = crate::storage::resolve(target).map_err(io_err("resolving", target))?;
     let state_dir = names::state_dir(&target);
     let session_dir = opts.session_dir.clone().unwrap_or_else(|| state_dir.join(SESSIONS_DIR));
-    let session_dir = std::path::absolute(&session_dir).map_err(io_err("resolving", &session_dir))?;
+    let session_dir = crate::storage::resolve(&session_dir).map_err(io_err("resolving", &session_dir))?;
     if !bundle.is_dir() {
         return Err(MigrateError::BundleMissing { path: bundle.to_owned() });
     }

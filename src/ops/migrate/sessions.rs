@@ -76,7 +76,7 @@ pub fn export_sessions(
     opts: &SessionsExportOptions,
 ) -> Result<SessionsExportReport, MigrateError> {
     let started = Instant::now();
-    let db = std::path::absolute(db).map_err(io_err("resolving", db))?;
+    let db = crate::storage::resolve(db).map_err(io_err("resolving", db))?;
     let session_dir = opts.session_dir.clone().unwrap_or_else(|| SessionConfig::state_dir(&db).join(SESSIONS_DIR));
     let mut b = Builder::start(to)?;
     let mut messages = Vec::new();

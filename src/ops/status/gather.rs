@@ -47,7 +47,7 @@ fn free_space(dir: &Path, required: u64) -> DirSpace {
 }
 
 fn same_db(a: &Path, b: &Path) -> bool {
-    a == b || std::path::absolute(a).ok() == std::path::absolute(b).ok()
+    a == b || crate::storage::resolve(a).ok() == crate::storage::resolve(b).ok()
 }
 
 /// Collects the health of a guarded database. Reads only; never takes the writer lock or
