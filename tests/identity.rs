@@ -18,9 +18,9 @@ use std::time::Duration;
 
 use common::proc::{ENGINE, WARDEN, skip_or_fail};
 use common::{Scratch, local_guard};
+use sqlite_warden::OpenError;
 use sqlite_warden::guard::connect::{EngineOptions, open_engine};
 use sqlite_warden::guard::lock::LockError;
-use sqlite_warden::OpenError;
 
 fn engine(s: &Scratch, db: &Path) -> Command {
     let mut c = Command::new(ENGINE);
@@ -183,10 +183,7 @@ fn in_one_process_two_names_of_one_file_share_the_hold() {
     let e = open_engine(s.path("h.db"), &opts).map(|_| ()).unwrap_err();
     holder.kill().unwrap();
     holder.wait().unwrap();
-    assert!(
-        matches!(e, OpenError::WriterLocked(LockError::HeldElsewhere { .. } | LockError::Held { .. })),
-        "{e:?}"
-    );
+    assert!(matches!(e, OpenError::WriterLocked(LockError::HeldElsewhere { .. } | LockError::Held { .. })), "{e:?}");
 }
 
 /// A fresh directory on the real sshfs mount, or `None` (skipped loudly; a failure in CI).
@@ -225,7 +222,8 @@ fn a_symlink_into_the_sshfs_mount_is_judged_by_its_target() {
     // A symlinked directory anywhere on the path.
     let ldir = s.path("ldir");
     symlink(&remote, &ldir).unwrap();
-    let run = warden(&s).args(["run", "--db"]).arg(ldir.join("e.db")).arg("--").arg("touch").arg(&marker).output().unwrap();
+    let run =
+        warden(&s).args(["run", "--db"]).arg(ldir.join("e.db")).arg("--").arg("touch").arg(&marker).output().unwrap();
     assert_eq!(run.status.code(), Some(69), "{}", String::from_utf8_lossy(&run.stderr));
     assert!(!marker.exists());
 

@@ -223,9 +223,9 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Probe(_) => exit::NOINPUT,
-            CliError::Lock(LockError::Held { .. }) => exit::TEMPFAIL,
-            CliError::Lock(_) | CliError::Io { .. } => exit::IOERR,
-            CliError::Open(e) => open_exit_code(e),
+            CliError::Lock(e) => e.exit_code(),
+            CliError::Io { .. } => exit::IOERR,
+            CliError::Open(e) => e.exit_code(),
             CliError::Register(_) | CliError::Demo(_) => exit::SOFTWARE,
             CliError::Config(_) | CliError::Prune(sqlite_warden::copies::prune::PruneError::Policy(_)) => exit::CONFIG,
             CliError::Usage(_) => exit::USAGE,
@@ -243,18 +243,9 @@ fn backup_exit_code(e: &sqlite_warden::copies::backup::BackupError) -> u8 {
         B::Missing { .. } => exit::NOINPUT,
         B::HotJournal { .. } => exit::TEMPFAIL,
         B::Changing { .. } => exit::DATAERR,
-        B::Source { source, .. } => open_exit_code(source),
+        B::Source { source, .. } => source.exit_code(),
         B::Cancelled { .. } => exit::CANCELLED,
         B::NoSpace { .. } | B::DiskFull { .. } | B::Io { .. } | B::Sqlite { .. } => exit::IOERR,
-    }
-}
-
-fn open_exit_code(e: &OpenError) -> u8 {
-    match e {
-        OpenError::WriterLocked(LockError::Held { .. }) => exit::TEMPFAIL,
-        OpenError::Missing { .. } => exit::NOINPUT,
-        OpenError::NotAFilePath { .. } => exit::USAGE,
-        _ => exit::UNAVAILABLE,
     }
 }
 

@@ -353,12 +353,7 @@ impl SnapshotError {
             SnapshotError::Missing { .. } => exit::NOINPUT,
             SnapshotError::CheckFailed { .. } => exit::DATAERR,
             SnapshotError::HotJournal { .. } => exit::TEMPFAIL,
-            SnapshotError::Source { source, .. } => match source {
-                OpenError::Missing { .. } => exit::NOINPUT,
-                OpenError::WriterLocked(crate::guard::lock::LockError::Held { .. }) => exit::TEMPFAIL,
-                OpenError::NotAFilePath { .. } => exit::USAGE,
-                _ => exit::UNAVAILABLE,
-            },
+            SnapshotError::Source { source, .. } => source.exit_code(),
             SnapshotError::Cancelled { .. } => exit::CANCELLED,
             SnapshotError::NoSpace { .. }
             | SnapshotError::DiskFull { .. }

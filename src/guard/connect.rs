@@ -324,6 +324,20 @@ pub fn open_tool(path: impl AsRef<Path>, opts: &ToolOptions) -> Result<Connectio
     Ok(conn)
 }
 
+impl OpenError {
+    /// The exit code for this error (the table in `util::exit`), the same for every command
+    /// that opens a database.
+    pub fn exit_code(&self) -> u8 {
+        use crate::util::exit;
+        match self {
+            OpenError::WriterLocked(e) => e.exit_code(),
+            OpenError::Missing { .. } => exit::NOINPUT,
+            OpenError::NotAFilePath { .. } => exit::USAGE,
+            _ => exit::UNAVAILABLE,
+        }
+    }
+}
+
 /// Opening a guarded connection failed or was refused.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

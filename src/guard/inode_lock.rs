@@ -17,6 +17,7 @@
 //! registry in `guard::lock` refuses to let a child use.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -75,16 +76,18 @@ pub(crate) fn lock(db: &Path) -> io::Result<InodeLock> {
     };
     let inode = (md.dev(), md.ino());
     let mut fds = descriptors();
-    if !fds.contains_key(&inode) {
-        // Write access is what F_WRLCK needs; the engine needs it anyway.
-        let file = OpenOptions::new().read(true).write(true).custom_flags(libc::O_CLOEXEC).open(db)?;
-        let got = file.metadata()?;
-        if (got.dev(), got.ino()) != inode {
-            return Err(io::Error::other("the database was replaced while it was being locked"));
+    let file = match fds.entry(inode) {
+        Entry::Occupied(e) => e.into_mut(),
+        Entry::Vacant(e) => {
+            // Write access is what F_WRLCK needs; the engine needs it anyway.
+            let file = OpenOptions::new().read(true).write(true).custom_flags(libc::O_CLOEXEC).open(db)?;
+            let got = file.metadata()?;
+            if (got.dev(), got.ino()) != inode {
+                return Err(io::Error::other("the database was replaced while it was being locked"));
+            }
+            e.insert(file)
         }
-        fds.insert(inode, file);
-    }
-    let file = &fds[&inode];
+    };
     Ok(if setlk(file, libc::F_WRLCK)? { InodeLock::Taken(inode) } else { InodeLock::Busy(inode) })
 }
 

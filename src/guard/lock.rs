@@ -669,6 +669,19 @@ pub enum LockError {
     },
 }
 
+impl LockError {
+    /// The exit code for this error (the table in `util::exit`): another writer or a lost
+    /// hold is a temporary failure, a forked child may not write, the rest is I/O.
+    pub fn exit_code(&self) -> u8 {
+        use crate::util::exit;
+        match self {
+            LockError::Held { .. } | LockError::HeldElsewhere { .. } | LockError::Replaced { .. } => exit::TEMPFAIL,
+            LockError::Forked { .. } => exit::NOPERM,
+            LockError::Io { .. } => exit::IOERR,
+        }
+    }
+}
+
 pub(crate) fn holder_text(h: Option<&Holder>) -> String {
     match h {
         Some(h) => h.describe(),

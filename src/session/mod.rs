@@ -248,8 +248,7 @@ impl SessionError {
             SessionError::SqliteTooOld { .. } | SessionError::Register(_) => exit::SOFTWARE,
             SessionError::Probe(_) | SessionError::StorageRefused { .. } => exit::UNAVAILABLE,
             SessionError::NoSpace { .. } => exit::CANTCREAT,
-            SessionError::WriterLocked(LockError::Held { .. }) => exit::TEMPFAIL,
-            SessionError::WriterLocked(_) => exit::IOERR,
+            SessionError::WriterLocked(e) => e.exit_code(),
             SessionError::GateFailed { report } => match report.failure {
                 Some(GateFailure::Missing | GateFailure::Empty) => exit::NOINPUT,
                 _ => exit::DATAERR,

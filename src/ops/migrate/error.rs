@@ -261,12 +261,7 @@ impl MigrateError {
 }
 
 fn open_exit_code(e: &OpenError) -> u8 {
-    match e {
-        OpenError::Missing { .. } => exit::NOINPUT,
-        OpenError::WriterLocked(LockError::Held { .. }) => exit::TEMPFAIL,
-        OpenError::NotAFilePath { .. } => exit::USAGE,
-        _ => exit::UNAVAILABLE,
-    }
+    e.exit_code()
 }
 
 impl From<Failure> for MigrateError {
