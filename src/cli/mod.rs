@@ -238,15 +238,7 @@ impl CliError {
 }
 
 fn backup_exit_code(e: &sqlite_warden::copies::backup::BackupError) -> u8 {
-    use sqlite_warden::copies::backup::BackupError as B;
-    match e {
-        B::Missing { .. } => exit::NOINPUT,
-        B::HotJournal { .. } => exit::TEMPFAIL,
-        B::Changing { .. } => exit::DATAERR,
-        B::Source { source, .. } => source.exit_code(),
-        B::Cancelled { .. } => exit::CANCELLED,
-        B::NoSpace { .. } | B::DiskFull { .. } | B::Io { .. } | B::Sqlite { .. } => exit::IOERR,
-    }
+    e.exit_code()
 }
 
 /// Runs one subcommand.

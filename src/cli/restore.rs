@@ -52,6 +52,11 @@ pub struct RestoreArgs {
     /// hash and integrity checks.
     #[arg(long, requires = "from")]
     allow_crash_copy: bool,
+    /// Accept the backup named with --from even though it belongs to another database (its
+    /// manifest names another identity or path, e.g. a database of the same file name that
+    /// shares the backup directory).
+    #[arg(long, requires = "from")]
+    allow_foreign: bool,
     /// Print one JSON document on stdout instead of text.
     #[arg(long)]
     json: bool,
@@ -98,6 +103,7 @@ fn restore_cmd(args: RestoreArgs) -> Result<ExitCode, CliError> {
         to: args.to,
         dry_run: args.dry_run,
         allow_crash_copy: args.allow_crash_copy,
+        allow_foreign: args.allow_foreign,
         check_budget: settings.budget,
         state_dir: None,
         guard: Some(guard),

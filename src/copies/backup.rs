@@ -65,6 +65,8 @@ pub const DATA_EXT: &str = "sqlite";
 pub const MANIFEST_EXT: &str = "json";
 const STORE_LOCK: &str = ".warden-store.lock";
 const SCRATCH_PREFIX: &str = ".scratch";
+/// Where recovery sets aside data files whose manifest was never published.
+pub const QUARANTINE_DIR: &str = "quarantine";
 
 /// What a backup's manifest records. Schema 1; readers ignore unknown fields.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,8 +81,12 @@ pub struct Manifest {
     pub kind: BackupKind,
     /// When the copy was taken (RFC 3339 UTC).
     pub created: String,
-    /// The database it copies.
+    /// The database it copies (its resolved path).
     pub source: PathBuf,
+    /// The database's stable identity (`copies::identity`); absent in backups made before
+    /// warden recorded one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db_id: Option<String>,
     /// The session it belongs to.
     pub session_id: Option<String>,
     /// Size of the data file in bytes.
@@ -119,6 +125,7 @@ impl Manifest {
             kind,
             created: crate::util::identity::now_rfc3339(),
             source: db.to_owned(),
+            db_id: None,
             session_id: opts.session_id.clone(),
             size: 0,
             page_size: 0,
@@ -226,6 +233,30 @@ pub struct BackupOutcome {
 /// [`BackupOutcome::integrity`].
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
+    /// The database is an empty file: there is nothing to back up, and a "verified" copy of
+    /// nothing must never become the newest good backup.
+    #[error(
+        "`{db}` is an empty file: no tables, no data; refusing to publish a backup of it\n(hint: a lost or replaced file? `warden backups` lists the last good backups; `warden restore` installs one)"
+    )]
+    Empty {
+        /// The database.
+        db: PathBuf,
+    },
+    /// The database or the backup directory is on storage warden refuses.
+    #[error(
+        "refusing to back up: the {what} `{path}` is on {}\n(reason: {})\n(hint: backups must be written to, and taken from, a local disk; `warden fs {}` explains the verdict)",
+        verdict.describe(),
+        verdict.reason,
+        path.display()
+    )]
+    StorageRefused {
+        /// The path judged.
+        path: PathBuf,
+        /// `database` or `backup directory`.
+        what: &'static str,
+        /// The verdict.
+        verdict: Box<crate::storage::FsVerdict>,
+    },
     /// Not enough free space for the copy.
     #[error(
         "not enough space for a backup in `{dir}`: need {needed} bytes, {available} free\n(hint: free space there, lower retention, or point backups at another local disk)"
@@ -327,6 +358,24 @@ impl From<Failure> for BackupError {
     }
 }
 
+impl BackupError {
+    /// The exit code for this error (the table in `util::exit`).
+    pub fn exit_code(&self) -> u8 {
+        use crate::util::exit;
+        match self {
+            BackupError::Missing { .. } | BackupError::Empty { .. } => exit::NOINPUT,
+            BackupError::StorageRefused { .. } => exit::UNAVAILABLE,
+            BackupError::HotJournal { .. } => exit::TEMPFAIL,
+            BackupError::Changing { .. } => exit::DATAERR,
+            BackupError::Source { source, .. } => source.exit_code(),
+            BackupError::Cancelled { .. } => exit::CANCELLED,
+            BackupError::NoSpace { .. } | BackupError::DiskFull { .. } | BackupError::Io { .. } | BackupError::Sqlite { .. } => {
+                exit::IOERR
+            }
+        }
+    }
+}
+
 fn io_err<'a>(action: &'static str, path: &'a Path) -> impl Fn(io::Error) -> BackupError + 'a {
     move |source| BackupError::Io { action, path: path.to_owned(), source }
 }
@@ -336,6 +385,8 @@ fn io_err<'a>(action: &'static str, path: &'a Path) -> impl Fn(io::Error) -> Bac
 pub struct BackupStore {
     dir: PathBuf,
     stem: String,
+    /// The database, resolved: backups belong to the file, not to a name.
+    db: PathBuf,
 }
 
 /// Holds the store's lock while alive.
@@ -349,8 +400,9 @@ pub struct StoreLock {
 pub struct Recovered {
     /// Leftover temporary files and scratch directories removed.
     pub temp_removed: Vec<PathBuf>,
-    /// Data files whose manifest was never published, removed (they were never listed).
-    pub orphan_data_removed: Vec<PathBuf>,
+    /// Data files whose manifest was never published, moved into `quarantine/` (they were
+    /// never listed; nothing a user may own is deleted).
+    pub orphan_data_quarantined: Vec<PathBuf>,
     /// Manifests whose data file is gone, removed.
     pub orphan_manifests_removed: Vec<PathBuf>,
 }
@@ -358,7 +410,7 @@ pub struct Recovered {
 impl Recovered {
     /// Nothing was found.
     pub fn is_empty(&self) -> bool {
-        self.temp_removed.is_empty() && self.orphan_data_removed.is_empty() && self.orphan_manifests_removed.is_empty()
+        self.temp_removed.is_empty() && self.orphan_data_quarantined.is_empty() && self.orphan_manifests_removed.is_empty()
     }
 }
 
@@ -416,10 +468,13 @@ pub fn pause_point(point: &str) {
 }
 
 impl BackupStore {
-    /// The store in `dir` for the database `db` (files are named after `db`'s file name).
+    /// The store in `dir` for the database `db` (files are named after `db`'s file name,
+    /// and belong to it only when their manifest names its identity or its resolved path:
+    /// see [`crate::copies::identity::belongs`]).
     pub fn new(dir: impl Into<PathBuf>, db: &Path) -> Self {
+        let db = crate::storage::resolve(db).unwrap_or_else(|_| db.to_owned());
         let stem = db.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "db".into());
-        BackupStore { dir: dir.into(), stem }
+        BackupStore { dir: dir.into(), stem, db }
     }
 
     /// The directory.
@@ -432,11 +487,26 @@ impl BackupStore {
     /// # Errors
     /// [`BackupError::Io`] when it cannot be created.
     pub fn ensure_dir(&self) -> Result<(), BackupError> {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.dir)
-            .map_err(io_err("creating the backup directory", &self.dir))
+        atomic::create_dir_synced(&self.dir, 0o700).map_err(io_err("creating the backup directory", &self.dir))
+    }
+
+    /// Refuses a database or a backup directory on storage the guard would refuse an engine
+    /// on: backups copy from a local disk onto a local disk, whichever command takes them.
+    fn judge_storage(&self, db: &Path, opts: &BackupOptions) -> Result<(), BackupError> {
+        let guard = match &opts.guard {
+            Some(g) => g.clone(),
+            None => crate::guard::vfs::default_guard()
+                .map_err(|e| BackupError::Io { action: "registering the guard for", path: db.to_owned(), source: io::Error::other(e.to_string()) })?,
+        };
+        for (path, what) in [(db, "database"), (self.dir.as_path(), "backup directory")] {
+            let v = guard
+                .classify(path)
+                .map_err(|e| BackupError::Io { action: "examining the storage of", path: path.to_owned(), source: io::Error::other(e.to_string()) })?;
+            if !v.kind.is_local() {
+                return Err(BackupError::StorageRefused { path: path.to_owned(), what, verdict: Box::new(v) });
+            }
+        }
+        Ok(())
     }
 
     /// Takes the store's lock, waiting for another warden using the store to finish.
@@ -449,9 +519,24 @@ impl BackupStore {
         Ok(StoreLock { _lock: lock })
     }
 
+    /// A file name this store may have written: `<stem>-<stamp>-...` with exactly this
+    /// database's file name as the stem (a database called `e.db-x` never matches `e.db`).
     fn is_ours(&self, name: &str) -> bool {
-        name.starts_with(&format!("{}-", self.stem))
+        let Some(rest) = name.strip_prefix(self.stem.as_str()).and_then(|r| r.strip_prefix('-')) else {
+            return false;
+        };
+        // The stamp: `YYYYmmddTHHMMSS.mmmZ` (copy::stamp), then `-`.
+        let b = rest.as_bytes();
+        b.len() > 21
+            && b[..8].iter().all(u8::is_ascii_digit)
+            && b[8] == b'T'
+            && b[9..15].iter().all(u8::is_ascii_digit)
+            && b[15] == b'.'
+            && b[16..19].iter().all(u8::is_ascii_digit)
+            && b[19] == b'Z'
+            && b[20] == b'-'
     }
+
 
     /// Removes what killed runs left behind. Call with the store's lock held.
     ///
@@ -479,8 +564,15 @@ impl BackupStore {
             if let Some(stem) = name.strip_suffix(&format!(".{DATA_EXT}")) {
                 let m = self.dir.join(format!("{stem}.{MANIFEST_EXT}"));
                 if !m.exists() {
-                    std::fs::remove_file(&path).map_err(io_err("removing unpublished copy", &path))?;
-                    out.orphan_data_removed.push(path);
+                    // A data file without a manifest was never listed, but it is a copy of
+                    // someone's database (maybe another database of this name): set aside,
+                    // never deleted.
+                    let q = self.dir.join(QUARANTINE_DIR);
+                    atomic::create_dir_synced(&q, 0o700).map_err(io_err("creating", &q))?;
+                    let to = q.join(name);
+                    atomic::rename_noreplace(&path, &to).map_err(io_err("quarantining unpublished copy", &path))?;
+                    atomic::sync_dir(&q).map_err(io_err("syncing", &q))?;
+                    out.orphan_data_quarantined.push(to);
                 }
             } else if let Some(stem) = name.strip_suffix(&format!(".{MANIFEST_EXT}")) {
                 let d = self.dir.join(format!("{stem}.{DATA_EXT}"));
@@ -503,6 +595,35 @@ impl BackupStore {
     /// # Errors
     /// [`BackupError::Io`] when the directory cannot be read.
     pub fn list(&self) -> Result<Vec<BackupRecord>, BackupError> {
+        let ours = crate::copies::identity::load(&self.db);
+        Ok(self
+            .list_named()?
+            .into_iter()
+            .filter(|r| {
+                crate::copies::identity::belongs(r.manifest.db_id.as_deref(), &r.manifest.source, ours.as_deref(), &self.db)
+            })
+            .collect())
+    }
+
+    /// Published backups with this database's file name that belong to **another**
+    /// database (another identity or path), newest first: never restored, pruned or
+    /// counted, unless an operator names one explicitly.
+    ///
+    /// # Errors
+    /// As [`BackupStore::list`].
+    pub fn list_foreign(&self) -> Result<Vec<BackupRecord>, BackupError> {
+        let ours = crate::copies::identity::load(&self.db);
+        Ok(self
+            .list_named()?
+            .into_iter()
+            .filter(|r| {
+                !crate::copies::identity::belongs(r.manifest.db_id.as_deref(), &r.manifest.source, ours.as_deref(), &self.db)
+            })
+            .collect())
+    }
+
+    /// Every published backup whose file name is this database's, newest first.
+    fn list_named(&self) -> Result<Vec<BackupRecord>, BackupError> {
         let mut out = Vec::new();
         for name in copy::dir_names(&self.dir)? {
             if !self.is_ours(&name) || name.contains(TMP_MARK) || !name.ends_with(&format!(".{MANIFEST_EXT}")) {
@@ -612,6 +733,11 @@ impl BackupStore {
         if !db.exists() {
             return Err(BackupError::Missing { db: db.to_owned() });
         }
+        if copy::size_of(db) == 0 && copy::size_of(&sidecar(db, "-wal")) == 0 {
+            return Err(BackupError::Empty { db: db.to_owned() });
+        }
+        self.judge_storage(db, opts)?;
+        let db_id = crate::copies::identity::ensure(&self.db).map_err(io_err("recording the identity of", &self.db))?;
         let lock = self.lock()?;
         self.recover(&lock)?;
         let needed = Self::space_needed(db);
@@ -672,6 +798,7 @@ impl BackupStore {
             kind,
             created: crate::util::identity::now_rfc3339(),
             source: db.to_owned(),
+            db_id: Some(db_id.clone()),
             session_id: opts.session_id.clone(),
             size,
             page_size,

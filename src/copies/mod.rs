@@ -7,6 +7,7 @@
 pub mod backup;
 pub mod check;
 pub(crate) mod copy;
+pub mod identity;
 pub mod kind;
 pub mod prune;
 pub mod restore;

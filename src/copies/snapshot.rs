@@ -261,6 +261,27 @@ pub struct SnapshotSummary {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SnapshotError {
+    /// The database is an empty file: a snapshot of nothing would look like a real one.
+    #[error("`{db}` is an empty file: no tables, no data; refusing to publish a snapshot of it\n(hint: a lost or replaced file? `warden backups` lists the last good backups)")]
+    Empty {
+        /// The database.
+        db: PathBuf,
+    },
+    /// The database or the snapshot directory is on storage warden refuses.
+    #[error(
+        "refusing to snapshot: the {what} `{path}` is on {}\n(reason: {})\n(hint: snapshots are read from, and written to, a local disk; `warden fs {}` explains the verdict)",
+        verdict.describe(),
+        verdict.reason,
+        path.display()
+    )]
+    StorageRefused {
+        /// The path judged.
+        path: PathBuf,
+        /// `database` or `snapshot directory`.
+        what: &'static str,
+        /// The verdict.
+        verdict: Box<crate::storage::FsVerdict>,
+    },
     /// The database is missing.
     #[error("`{db}` does not exist; there is nothing to snapshot\n(hint: check --db or `database` in warden.toml)")]
     Missing {
@@ -350,7 +371,8 @@ impl SnapshotError {
     pub fn exit_code(&self) -> u8 {
         use crate::util::exit;
         match self {
-            SnapshotError::Missing { .. } => exit::NOINPUT,
+            SnapshotError::Missing { .. } | SnapshotError::Empty { .. } => exit::NOINPUT,
+            SnapshotError::StorageRefused { .. } => exit::UNAVAILABLE,
             SnapshotError::CheckFailed { .. } => exit::DATAERR,
             SnapshotError::HotJournal { .. } => exit::TEMPFAIL,
             SnapshotError::Source { source, .. } => source.exit_code(),
@@ -402,12 +424,7 @@ pub struct DirLock {
 /// # Errors
 /// [`SnapshotError::Io`] when the directory or lock file cannot be made or locked.
 pub fn lock_dir(dir: &Path) -> Result<DirLock, SnapshotError> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o750)
-        .create(dir)
-        .map_err(io_err("creating the snapshot directory", dir))?;
+    atomic::create_dir_synced(dir, 0o750).map_err(io_err("creating the snapshot directory", dir))?;
     let lock = copy::lock_exclusive(&dir.join(LOCK_NAME), "opening the snapshot lock")?;
     Ok(DirLock { _lock: lock })
 }
@@ -600,6 +617,22 @@ fn repoint_latest(dir: &Path, target: &Path) -> Result<PathBuf, SnapshotError> {
     Ok(latest)
 }
 
+/// Refuses a database or a snapshot directory on storage the guard would refuse an engine on.
+fn judge_storage(db: &Path, dir: &Path, guard: Option<&Guard>) -> Result<(), SnapshotError> {
+    let guard = match guard {
+        Some(g) => g.clone(),
+        None => crate::guard::vfs::default_guard()
+            .map_err(|e| io_err("registering the guard for", db)(io::Error::other(e.to_string())))?,
+    };
+    for (path, what) in [(db, "database"), (dir, "snapshot directory")] {
+        let v = guard.classify(path).map_err(|e| io_err("examining the storage of", path)(io::Error::other(e.to_string())))?;
+        if !v.kind.is_local() {
+            return Err(SnapshotError::StorageRefused { path: path.to_owned(), what, verdict: Box::new(v) });
+        }
+    }
+    Ok(())
+}
+
 /// Takes a snapshot of `db`, publishes it, re-points `latest.sqlite` at it and applies the
 /// snapshots' retention. Safe while the engine runs: the copy goes through SQLite's locks.
 ///
@@ -612,7 +645,11 @@ pub fn take(db: impl AsRef<Path>, opts: &SnapshotOptions) -> Result<SnapshotRepo
     if !db.exists() {
         return Err(SnapshotError::Missing { db: db.to_owned() });
     }
+    if copy::size_of(db) == 0 && copy::size_of(&sidecar(db, "-wal")) == 0 {
+        return Err(SnapshotError::Empty { db: db.to_owned() });
+    }
     let dir = opts.dir_for(db);
+    judge_storage(db, &dir, opts.guard.as_ref())?;
     let stem = stem_of(db);
     let lock = lock_dir(&dir)?;
     let recovered = recover(&dir, &stem, &lock)?;

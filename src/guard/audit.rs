@@ -21,7 +21,7 @@
 
 use std::fs::OpenOptions;
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -310,7 +310,7 @@ impl AuditLog {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 if let Some(dir) = self.path.parent() {
-                    std::fs::DirBuilder::new().recursive(true).mode(0o750).create(dir)?;
+                    crate::util::atomic::create_dir_synced(dir, 0o750)?;
                 }
                 open()?
             }

@@ -38,7 +38,6 @@ pub mod health;
 pub mod notify;
 pub mod run;
 
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -58,6 +57,7 @@ use crate::guard::vfs::RegisterError;
 use crate::guard::vfs::{self, Guard};
 use crate::storage::FsVerdict;
 use crate::storage::ProbeError;
+use crate::util::atomic;
 use crate::util::progress::Progress;
 
 /// Everything a session needs. [`SessionConfig::new`] gives the documented defaults.
@@ -255,7 +255,8 @@ impl SessionError {
             },
             SessionError::Backup(e) if e.is_space() => exit::IOERR,
             SessionError::Backup(BackupError::Changing { .. }) => exit::DATAERR,
-            SessionError::Backup(BackupError::Missing { .. }) => exit::NOINPUT,
+            SessionError::Backup(BackupError::Missing { .. } | BackupError::Empty { .. }) => exit::NOINPUT,
+            SessionError::Backup(BackupError::StorageRefused { .. }) => exit::UNAVAILABLE,
             SessionError::Backup(_) => exit::IOERR,
             SessionError::Artifact { .. } => exit::CANTCREAT,
             SessionError::Aborted { .. } => exit::CANCELLED,
@@ -354,6 +355,8 @@ impl Session {
         let session_dir = config.session_dir();
         let mut artifact = HealthArtifact::new(&id, &config.db, &backup_dir);
         let artifact_path = session_dir.join(format!("{id}.json"));
+        // Set once the session directory was judged local and created.
+        let session_dir_ok = std::cell::Cell::new(false);
         let fail = |mut artifact: HealthArtifact, step: Step, error: SessionError| {
             artifact.status = if matches!(error, SessionError::Aborted { .. }) {
                 SessionStatus::Aborted
@@ -365,34 +368,59 @@ impl Session {
             artifact.exit_code = Some(i32::from(error.exit_code()));
             artifact.finished_at = Some(crate::util::identity::now_rfc3339());
             artifact.durations.total_ms = ms(started.elapsed());
-            let artifact_path = match artifact.write(&artifact_path) {
-                Ok(()) => Some(artifact_path.clone()),
-                Err(e) => {
-                    tracing::error!(artifact = %artifact_path.display(), error = %e, "the session artifact could not be written");
-                    None
+            // Never onto storage that was just refused: the refusal goes to stderr only.
+            let artifact_path = if !session_dir_ok.get() {
+                None
+            } else {
+                match artifact.write(&artifact_path) {
+                    Ok(()) => Some(artifact_path.clone()),
+                    Err(e) => {
+                        tracing::error!(artifact = %artifact_path.display(), error = %e, "the session artifact could not be written");
+                        None
+                    }
                 }
             };
             Box::new(BeginFailure { error, step, artifact: Box::new(artifact), artifact_path })
         };
 
-        if let Err(source) = std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o750)
-            .create(&session_dir)
+        let guard = match config.guard.clone().map_or_else(vfs::default_guard, Ok) {
+            Ok(g) => g,
+            Err(e) => return Err(fail(artifact, Step::Config, e.into())),
+        };
+        // Every directory warden writes is judged like the database, before any is created:
+        // a symlinked `<db>.warden` or a --session-dir on a network mount must receive
+        // nothing, not even the refusal.
+        let audit_dir = atomic::parent_of(guard.audit_path()).to_owned();
+        let mut written = vec![(session_dir.clone(), "session directory"), (audit_dir, "audit directory")];
+        if config.snapshot_every.is_some() {
+            written.push((config.snapshot_dir(), "snapshot directory"));
+        }
+        for (i, (dir, what)) in written.into_iter().enumerate() {
+            match guard.classify(&dir) {
+                Ok(v) if v.kind.is_local() => {}
+                Ok(v) => {
+                    // The session directory is judged first: when it passed, the refusal
+                    // is recorded there.
+                    session_dir_ok.set(i > 0 && atomic::create_dir_synced(&session_dir, 0o750).is_ok());
+                    artifact.storage = Some(v.clone());
+                    let e = SessionError::StorageRefused { path: dir, what, verdict: Box::new(v) };
+                    return Err(fail(artifact, Step::Storage, e));
+                }
+                Err(e) => return Err(fail(artifact, Step::Storage, e.into())),
+            }
+        }
+        if let Err(source) = crate::util::atomic::create_dir_synced(&session_dir, 0o750)
             .and_then(|()| artifact.write(&artifact_path))
         {
             return Err(fail(artifact, Step::Config, SessionError::Artifact { path: artifact_path.clone(), source }));
         }
+        session_dir_ok.set(true);
 
         // 1. SQLite floor.
         if vfs::sqlite_version_number() < vfs::SQLITE_FLOOR {
             let e = SessionError::SqliteTooOld { found: rusqlite::version().to_owned(), floor: "3.51.3" };
             return Err(fail(artifact, Step::SqliteVersion, e));
         }
-        let guard = match config.guard.clone().map_or_else(vfs::default_guard, Ok) {
-            Ok(g) => g,
-            Err(e) => return Err(fail(artifact, Step::Config, e.into())),
-        };
 
         // 2. Storage of the database and of the backups.
         let store = BackupStore::new(&backup_dir, &config.db);
@@ -406,9 +434,6 @@ impl Session {
                 SessionError::StorageRefused { path: config.db.clone(), what: "database", verdict: Box::new(verdict) };
             return Err(fail(artifact, Step::Storage, e));
         }
-        if let Err(e) = store.ensure_dir() {
-            return Err(fail(artifact, Step::Storage, e.into()));
-        }
         match guard.classify(&backup_dir) {
             Ok(v) if v.kind.is_local() => {}
             Ok(v) => {
@@ -417,6 +442,9 @@ impl Session {
                 return Err(fail(artifact, Step::Storage, e));
             }
             Err(e) => return Err(fail(artifact, Step::Storage, e.into())),
+        }
+        if let Err(e) = store.ensure_dir() {
+            return Err(fail(artifact, Step::Storage, e.into()));
         }
 
         // 3. Free space.
@@ -615,6 +643,10 @@ impl Session {
             post.error = Some("the engine never started; the pre-session backup is current".into());
         } else if !db.exists() {
             post.error = Some("the database does not exist after the session".into());
+        } else if std::fs::metadata(&db).is_ok_and(|m| m.len() == 0)
+            && std::fs::metadata(crate::format::names::wal(&db)).map_or(true, |m| m.len() == 0)
+        {
+            post.error = Some("the database is still an empty file after the session: nothing to back up".into());
         } else {
             let kind = if outcome.is_clean() { BackupKind::Post } else { BackupKind::PostCrash };
             post.kind = Some(kind);

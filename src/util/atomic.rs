@@ -42,6 +42,28 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Creates `dir` and any missing parents with permissions `mode`, and makes each new entry
+/// durable by syncing the directory it was made in: a directory created without that can
+/// vanish after a power cut, together with the first backup written into it.
+///
+/// # Errors
+/// The I/O error of creating or syncing a directory (an existing `dir` is fine).
+pub fn create_dir_synced(dir: &Path, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let parent = parent_of(dir);
+    if parent != dir {
+        create_dir_synced(parent, mode)?;
+    }
+    match std::fs::DirBuilder::new().mode(mode).create(dir) {
+        Ok(()) => sync_dir(parent),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Parent directory of `path` (`.` for a bare file name).
 pub fn parent_of(path: &Path) -> &Path {
     match path.parent() {

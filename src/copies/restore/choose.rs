@@ -11,9 +11,20 @@ use crate::copies::kind::BackupKind;
 
 /// Finds the backup `from` names: an id, a data file name in the store, or a path to a
 /// data file whose manifest is beside it.
-fn find_backup(store: &BackupStore, from: &str) -> Result<BackupRecord, RestoreError> {
+fn find_backup(store: &BackupStore, from: &str, allow_foreign: bool, db: &Path) -> Result<BackupRecord, RestoreError> {
     let not_found = || RestoreError::NotFound { from: from.to_owned(), dir: store.dir().to_owned() };
-    let all = store.list().map_err(store_err)?;
+    let mut all = store.list().map_err(store_err)?;
+    let foreign = store.list_foreign().map_err(store_err)?;
+    if let Some(f) = foreign.iter().find(|r| r.manifest.id == from || r.manifest.file == from) {
+        if !allow_foreign {
+            return Err(RestoreError::Foreign {
+                id: f.manifest.id.clone(),
+                source_db: f.manifest.source.clone(),
+                db: db.to_owned(),
+            });
+        }
+        all.push(f.clone());
+    }
     let name = from.rsplit('/').next().unwrap_or(from);
     if let Some(r) = all.iter().find(|r| r.manifest.id == from || (!from.contains('/') && r.manifest.file == from)) {
         return Ok(r.clone());
@@ -44,7 +55,7 @@ pub(super) fn choose(
     opts: &RestoreOptions,
 ) -> Result<(BackupRecord, Option<String>), RestoreError> {
     let rec = match &opts.from {
-        Some(from) => find_backup(store, from)?,
+        Some(from) => find_backup(store, from, opts.allow_foreign, db)?,
         None => store
             .newest_good()
             .map_err(store_err)?

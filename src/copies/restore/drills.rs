@@ -209,7 +209,7 @@ pub fn drill(db: &Path, store: &BackupStore, opts: &DrillOptions) -> Result<Dril
     }
     let path = opts.record_path.clone().unwrap_or_else(|| drill_record_path(&db));
     let written = (|| {
-        std::fs::DirBuilder::new().recursive(true).mode(0o750).create(atomic::parent_of(&path))?;
+        atomic::create_dir_synced(atomic::parent_of(&path), 0o750)?;
         let bytes = serde_json::to_vec_pretty(&record).map_err(io::Error::other)?;
         atomic::write_atomic(&path, &bytes, 0o640)
     })();

@@ -47,6 +47,18 @@ pub enum RestoreError {
         /// `a post-crash copy` or `unverified`.
         what: &'static str,
     },
+    /// The backup named belongs to another database.
+    #[error(
+        "backup `{id}` is a backup of another database (`{source_db}`), not of `{db}`; refusing to restore it\n(hint: name the right backup with --from (`warden backups` lists this database's), or pass --allow-foreign if you really mean to install the other database's data here)"
+    )]
+    Foreign {
+        /// The backup.
+        id: String,
+        /// The database it was taken of.
+        source_db: PathBuf,
+        /// The database being restored.
+        db: PathBuf,
+    },
     /// A writer (an engine or a session) holds the database.
     #[error(
         "refusing to restore `{db}` while a writer holds it: {holder}\n(hint: stop that engine or session first; `warden lock {db}` shows the holder; nothing was changed)"
@@ -173,7 +185,9 @@ impl RestoreError {
     pub fn exit_code(&self) -> u8 {
         match self {
             RestoreError::NoBackup { .. } | RestoreError::NotFound { .. } => exit::NOINPUT,
-            RestoreError::NotGood { .. } | RestoreError::UnreadableIntent { .. } => exit::DATAERR,
+            RestoreError::NotGood { .. } | RestoreError::Foreign { .. } | RestoreError::UnreadableIntent { .. } => {
+                exit::DATAERR
+            }
             RestoreError::WriterLocked { .. } => exit::TEMPFAIL,
             RestoreError::TargetExists { .. }
             | RestoreError::CannotCreate { .. }

@@ -3,7 +3,7 @@
 //! Does not own the pieces it calls (`choose`, `verify`, `install`, `recovery`, `guard`).
 
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use super::choose::choose;
@@ -126,12 +126,8 @@ pub(super) fn restore_in_place(
     {
         report.messages.push(format!("could not give the restored file its owner {uid}:{gid}: {e}"));
     }
-    std::fs::DirBuilder::new().recursive(true).mode(0o750).create(&state).map_err(io_err("creating", &state))?;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&replaced_dir)
-        .map_err(io_err("creating", &replaced_dir))?;
+    atomic::create_dir_synced(&state, 0o750).map_err(io_err("creating", &state))?;
+    atomic::create_dir_synced(&replaced_dir, 0o700).map_err(io_err("creating", &replaced_dir))?;
     sync_dir(atomic::parent_of(&replaced_dir))?;
     let moves = plan_moves(db, &replaced_dir);
     let intent = RestoreIntent {

@@ -34,6 +34,10 @@ pub struct RestoreOptions {
     /// Accept a named `post-crash` copy, or one whose manifest says unverified. It must
     /// still pass the hash and integrity checks now. Default `false`.
     pub allow_crash_copy: bool,
+    /// Accept a backup named by `from` that belongs to another database (another identity
+    /// or path, e.g. a database of the same file name sharing the backup directory). Never
+    /// considered without `from`. Default `false`.
+    pub allow_foreign: bool,
     /// Time budget of the integrity check (exceeding it fails the verification); `None`
     /// for no limit.
     pub check_budget: Option<Duration>,
