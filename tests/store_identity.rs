@@ -42,7 +42,8 @@ fn tag_of(path: &Path) -> String {
 }
 
 fn backup_ids(s: &Scratch, db: &Path, dir: &Path) -> Vec<String> {
-    let (code, out, err) = run(s, &["backups", "--json", "--db", db.to_str().unwrap(), "--backup-dir", dir.to_str().unwrap()]);
+    let (code, out, err) =
+        run(s, &["backups", "--json", "--db", db.to_str().unwrap(), "--backup-dir", dir.to_str().unwrap()]);
     assert_eq!(code, Some(0), "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
     let list = v.as_array().or_else(|| v["backups"].as_array()).cloned().unwrap_or_default();
@@ -79,7 +80,8 @@ fn two_databases_of_one_name_sharing_a_backup_dir_never_restore_each_other() {
     assert_eq!(tag_of(&a), "A", "restore installed another database's backup");
 
     // Naming B's backup for A is refused, unless asked for explicitly.
-    let (code, _, err) = run(&s, &["restore", "-q", "--db", path(&a), "--backup-dir", path(&shared), "--from", &ids_b[0]]);
+    let (code, _, err) =
+        run(&s, &["restore", "-q", "--db", path(&a), "--backup-dir", path(&shared), "--from", &ids_b[0]]);
     assert_eq!(code, Some(65), "{err}");
     assert!(err.contains("another database") && err.contains("--allow-foreign"), "{err}");
     assert_eq!(tag_of(&a), "A");
@@ -136,7 +138,12 @@ fn backup_and_snapshot_of_an_empty_database_publish_nothing() {
     let snaps = s.path("snaps");
     let (code, _, err) = run(&s, &["snapshot", "--db", path(&db), "--snapshot-dir", path(&snaps)]);
     assert_eq!(code, Some(66), "{err}");
-    assert!(std::fs::read_dir(&snaps).map(|d| d.filter_map(Result::ok).filter(|e| e.path().extension().is_some_and(|x| x == "sqlite")).count()).unwrap_or(0) == 0);
+    assert!(
+        std::fs::read_dir(&snaps)
+            .map(|d| d.filter_map(Result::ok).filter(|e| e.path().extension().is_some_and(|x| x == "sqlite")).count())
+            .unwrap_or(0)
+            == 0
+    );
 }
 
 /// A fresh directory on the real sshfs mount, or `None` (a loud skip; a failure in CI).

@@ -262,7 +262,9 @@ pub struct SnapshotSummary {
 #[non_exhaustive]
 pub enum SnapshotError {
     /// The database is an empty file: a snapshot of nothing would look like a real one.
-    #[error("`{db}` is an empty file: no tables, no data; refusing to publish a snapshot of it\n(hint: a lost or replaced file? `warden backups` lists the last good backups)")]
+    #[error(
+        "`{db}` is an empty file: no tables, no data; refusing to publish a snapshot of it\n(hint: a lost or replaced file? `warden backups` lists the last good backups)"
+    )]
     Empty {
         /// The database.
         db: PathBuf,
@@ -625,7 +627,9 @@ fn judge_storage(db: &Path, dir: &Path, guard: Option<&Guard>) -> Result<(), Sna
             .map_err(|e| io_err("registering the guard for", db)(io::Error::other(e.to_string())))?,
     };
     for (path, what) in [(db, "database"), (dir, "snapshot directory")] {
-        let v = guard.classify(path).map_err(|e| io_err("examining the storage of", path)(io::Error::other(e.to_string())))?;
+        let v = guard
+            .classify(path)
+            .map_err(|e| io_err("examining the storage of", path)(io::Error::other(e.to_string())))?;
         if !v.kind.is_local() {
             return Err(SnapshotError::StorageRefused { path: path.to_owned(), what, verdict: Box::new(v) });
         }

@@ -409,8 +409,8 @@ impl Session {
                 Err(e) => return Err(fail(artifact, Step::Storage, e.into())),
             }
         }
-        if let Err(source) = crate::util::atomic::create_dir_synced(&session_dir, 0o750)
-            .and_then(|()| artifact.write(&artifact_path))
+        if let Err(source) =
+            crate::util::atomic::create_dir_synced(&session_dir, 0o750).and_then(|()| artifact.write(&artifact_path))
         {
             return Err(fail(artifact, Step::Config, SessionError::Artifact { path: artifact_path.clone(), source }));
         }

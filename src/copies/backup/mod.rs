@@ -51,13 +51,19 @@ use crate::copies::copy::{
     self, CheckSpec, Failure, OnlineCopy, TempGuard, io_is_full, is_damage, is_disk_full, is_hot_journal,
 };
 use crate::copies::kind::BackupKind;
-use crate::guard::connect::OpenError;
 use crate::guard::vfs::Guard;
 use crate::util::atomic::{self, TMP_MARK};
 use crate::util::fmt::ms;
 use crate::util::progress::{Phase, Progress};
 
 pub use crate::copies::check::{CheckMode, IntegrityReport, check_file};
+
+mod error;
+mod manifest;
+
+pub use error::BackupError;
+pub(crate) use error::io_err;
+pub use manifest::{BackupRecord, BackupRef, Manifest, Timings};
 
 /// Suffix of backup data files.
 pub const DATA_EXT: &str = "sqlite";
@@ -67,116 +73,6 @@ const STORE_LOCK: &str = ".warden-store.lock";
 const SCRATCH_PREFIX: &str = ".scratch";
 /// Where recovery sets aside data files whose manifest was never published.
 pub const QUARANTINE_DIR: &str = "quarantine";
-
-/// What a backup's manifest records. Schema 1; readers ignore unknown fields.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Manifest {
-    /// Manifest schema version.
-    pub schema: u32,
-    /// The backup's id (the file stem).
-    pub id: String,
-    /// The data file's name, in the same directory.
-    pub file: String,
-    /// Why it was taken.
-    pub kind: BackupKind,
-    /// When the copy was taken (RFC 3339 UTC).
-    pub created: String,
-    /// The database it copies (its resolved path).
-    pub source: PathBuf,
-    /// The database's stable identity (`copies::identity`); absent in backups made before
-    /// warden recorded one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub db_id: Option<String>,
-    /// The session it belongs to.
-    pub session_id: Option<String>,
-    /// Size of the data file in bytes.
-    pub size: u64,
-    /// Page size of the copy.
-    pub page_size: u32,
-    /// Page count of the copy.
-    pub page_count: u64,
-    /// SHA-256 of the data file, lowercase hex.
-    pub sha256: String,
-    /// The check of the copy.
-    pub integrity: IntegrityReport,
-    /// The copy passed its check and its hash is recorded: it may be restored.
-    pub verified: bool,
-    /// How the copy was made: `backup_api` or `private_copy_recovered`.
-    pub method: String,
-    /// Bytes of `-wal` and `-journal` beside the source when it was copied.
-    pub source_sidecar_bytes: u64,
-    /// Durations of the phases.
-    pub timings: Timings,
-    /// SQLite that made and checked the copy.
-    pub sqlite_version: String,
-    /// warden that made it.
-    pub warden_version: String,
-    /// Host that made it.
-    pub host: String,
-}
-
-impl Manifest {
-    /// The manifest of a copy that could not be made or checked: never published.
-    fn unpublished(id: &str, kind: BackupKind, db: &Path, opts: &BackupOptions, integrity: IntegrityReport) -> Self {
-        Manifest {
-            schema: 1,
-            id: id.to_owned(),
-            file: String::new(),
-            kind,
-            created: crate::util::identity::now_rfc3339(),
-            source: db.to_owned(),
-            db_id: None,
-            session_id: opts.session_id.clone(),
-            size: 0,
-            page_size: 0,
-            page_count: 0,
-            sha256: String::new(),
-            integrity,
-            verified: false,
-            method: "none".into(),
-            source_sidecar_bytes: 0,
-            timings: Timings::default(),
-            sqlite_version: sqlite_version(),
-            warden_version: env!("CARGO_PKG_VERSION").to_owned(),
-            host: crate::util::identity::ProcessIdentity::current().host,
-        }
-    }
-
-    /// A backup that may be restored as a known-good state: verified, and not a post-crash
-    /// copy.
-    pub fn is_good(&self) -> bool {
-        self.verified && self.kind.can_be_good()
-    }
-
-    /// When it was taken.
-    pub fn created_at(&self) -> Option<jiff::Timestamp> {
-        self.created.parse().ok()
-    }
-}
-
-/// Phase durations of one backup, in milliseconds.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Timings {
-    /// Copying.
-    pub copy_ms: u64,
-    /// Integrity check (runs beside hashing).
-    pub check_ms: u64,
-    /// Hash and fsync (runs beside the check).
-    pub hash_ms: u64,
-    /// Everything, lock to publication.
-    pub total_ms: u64,
-}
-
-/// A published backup: its manifest and where its files are.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct BackupRecord {
-    /// The manifest as published.
-    pub manifest: Manifest,
-    /// The data file.
-    pub path: PathBuf,
-    /// The manifest file.
-    pub manifest_path: PathBuf,
-}
 
 /// How to take one backup.
 #[derive(Clone, Default)]
@@ -229,157 +125,6 @@ pub struct BackupOutcome {
     pub manifest: Manifest,
 }
 
-/// Why a backup could not be taken. A copy that fails its check is not an error: see
-/// [`BackupOutcome::integrity`].
-#[derive(Debug, thiserror::Error)]
-pub enum BackupError {
-    /// The database is an empty file: there is nothing to back up, and a "verified" copy of
-    /// nothing must never become the newest good backup.
-    #[error(
-        "`{db}` is an empty file: no tables, no data; refusing to publish a backup of it\n(hint: a lost or replaced file? `warden backups` lists the last good backups; `warden restore` installs one)"
-    )]
-    Empty {
-        /// The database.
-        db: PathBuf,
-    },
-    /// The database or the backup directory is on storage warden refuses.
-    #[error(
-        "refusing to back up: the {what} `{path}` is on {}\n(reason: {})\n(hint: backups must be written to, and taken from, a local disk; `warden fs {}` explains the verdict)",
-        verdict.describe(),
-        verdict.reason,
-        path.display()
-    )]
-    StorageRefused {
-        /// The path judged.
-        path: PathBuf,
-        /// `database` or `backup directory`.
-        what: &'static str,
-        /// The verdict.
-        verdict: Box<crate::storage::FsVerdict>,
-    },
-    /// Not enough free space for the copy.
-    #[error(
-        "not enough space for a backup in `{dir}`: need {needed} bytes, {available} free\n(hint: free space there, lower retention, or point backups at another local disk)"
-    )]
-    NoSpace {
-        /// The backup directory.
-        dir: PathBuf,
-        /// Bytes needed.
-        needed: u64,
-        /// Bytes available.
-        available: u64,
-    },
-    /// The disk filled up during the copy; nothing was published and the previous backups
-    /// are untouched.
-    #[error(
-        "the disk holding `{dir}` filled up during the backup; nothing was published and earlier backups are untouched\n(hint: free space or lower retention, then retry)"
-    )]
-    DiskFull {
-        /// The backup directory.
-        dir: PathBuf,
-    },
-    /// The source could not be opened through the guard.
-    #[error("cannot read `{db}` for a backup: {source}")]
-    Source {
-        /// The database.
-        db: PathBuf,
-        /// Why.
-        #[source]
-        source: OpenError,
-    },
-    /// The database is missing.
-    #[error("`{db}` does not exist; there is nothing to back up")]
-    Missing {
-        /// The database.
-        db: PathBuf,
-    },
-    /// The set has a hot journal or WAL and the caller does not hold the writer lock.
-    #[error(
-        "`{db}` has a hot rollback journal: an engine is mid-transaction or died\n(hint: run the backup inside a session (`warden run`), which holds the writer lock and recovers a private copy)"
-    )]
-    HotJournal {
-        /// The database.
-        db: PathBuf,
-    },
-    /// The set changed while it was being copied privately, though the writer lock was held:
-    /// something writes it outside warden.
-    #[error(
-        "`{db}` changed while warden copied it, although warden holds its writer lock: something writes it outside warden\n(hint: find it with `fuser -v {db}*`; the engine must be the only writer)"
-    )]
-    Changing {
-        /// The database.
-        db: PathBuf,
-    },
-    /// A SQLite call failed.
-    #[error("{action} `{path}`: {source}")]
-    Sqlite {
-        /// What was being done.
-        action: &'static str,
-        /// On which file.
-        path: PathBuf,
-        /// SQLite's error.
-        #[source]
-        source: rusqlite::Error,
-    },
-    /// A file operation failed.
-    #[error("{action} `{path}`: {source}")]
-    Io {
-        /// What was being done.
-        action: &'static str,
-        /// On which file.
-        path: PathBuf,
-        /// The error.
-        #[source]
-        source: io::Error,
-    },
-    /// Stopped on request.
-    #[error("backup of `{db}` cancelled")]
-    Cancelled {
-        /// The database.
-        db: PathBuf,
-    },
-}
-
-impl BackupError {
-    /// True for the disk-space errors (exit code 74 at the CLI).
-    pub fn is_space(&self) -> bool {
-        matches!(self, BackupError::NoSpace { .. } | BackupError::DiskFull { .. })
-    }
-}
-
-impl From<Failure> for BackupError {
-    fn from(f: Failure) -> Self {
-        match f {
-            Failure::Source { db, source } => BackupError::Source { db, source },
-            Failure::Sqlite { action, path, source } => BackupError::Sqlite { action, path, source },
-            Failure::Io { action, path, source } => BackupError::Io { action, path, source },
-            Failure::Cancelled { db } => BackupError::Cancelled { db },
-        }
-    }
-}
-
-impl BackupError {
-    /// The exit code for this error (the table in `util::exit`).
-    pub fn exit_code(&self) -> u8 {
-        use crate::util::exit;
-        match self {
-            BackupError::Missing { .. } | BackupError::Empty { .. } => exit::NOINPUT,
-            BackupError::StorageRefused { .. } => exit::UNAVAILABLE,
-            BackupError::HotJournal { .. } => exit::TEMPFAIL,
-            BackupError::Changing { .. } => exit::DATAERR,
-            BackupError::Source { source, .. } => source.exit_code(),
-            BackupError::Cancelled { .. } => exit::CANCELLED,
-            BackupError::NoSpace { .. } | BackupError::DiskFull { .. } | BackupError::Io { .. } | BackupError::Sqlite { .. } => {
-                exit::IOERR
-            }
-        }
-    }
-}
-
-fn io_err<'a>(action: &'static str, path: &'a Path) -> impl Fn(io::Error) -> BackupError + 'a {
-    move |source| BackupError::Io { action, path: path.to_owned(), source }
-}
-
 /// The directory of one database's backups.
 #[derive(Debug, Clone)]
 pub struct BackupStore {
@@ -410,7 +155,9 @@ pub struct Recovered {
 impl Recovered {
     /// Nothing was found.
     pub fn is_empty(&self) -> bool {
-        self.temp_removed.is_empty() && self.orphan_data_quarantined.is_empty() && self.orphan_manifests_removed.is_empty()
+        self.temp_removed.is_empty()
+            && self.orphan_data_quarantined.is_empty()
+            && self.orphan_manifests_removed.is_empty()
     }
 }
 
@@ -440,7 +187,7 @@ fn nonempty(p: &Path) -> bool {
     std::fs::metadata(p).is_ok_and(|m| m.len() > 0)
 }
 
-fn sqlite_version() -> String {
+pub(super) fn sqlite_version() -> String {
     rusqlite::version().to_owned()
 }
 
@@ -495,13 +242,18 @@ impl BackupStore {
     fn judge_storage(&self, db: &Path, opts: &BackupOptions) -> Result<(), BackupError> {
         let guard = match &opts.guard {
             Some(g) => g.clone(),
-            None => crate::guard::vfs::default_guard()
-                .map_err(|e| BackupError::Io { action: "registering the guard for", path: db.to_owned(), source: io::Error::other(e.to_string()) })?,
+            None => crate::guard::vfs::default_guard().map_err(|e| BackupError::Io {
+                action: "registering the guard for",
+                path: db.to_owned(),
+                source: io::Error::other(e.to_string()),
+            })?,
         };
         for (path, what) in [(db, "database"), (self.dir.as_path(), "backup directory")] {
-            let v = guard
-                .classify(path)
-                .map_err(|e| BackupError::Io { action: "examining the storage of", path: path.to_owned(), source: io::Error::other(e.to_string()) })?;
+            let v = guard.classify(path).map_err(|e| BackupError::Io {
+                action: "examining the storage of",
+                path: path.to_owned(),
+                source: io::Error::other(e.to_string()),
+            })?;
             if !v.kind.is_local() {
                 return Err(BackupError::StorageRefused { path: path.to_owned(), what, verdict: Box::new(v) });
             }
@@ -536,7 +288,6 @@ impl BackupStore {
             && b[19] == b'Z'
             && b[20] == b'-'
     }
-
 
     /// Removes what killed runs left behind. Call with the store's lock held.
     ///
@@ -600,7 +351,12 @@ impl BackupStore {
             .list_named()?
             .into_iter()
             .filter(|r| {
-                crate::copies::identity::belongs(r.manifest.db_id.as_deref(), &r.manifest.source, ours.as_deref(), &self.db)
+                crate::copies::identity::belongs(
+                    r.manifest.db_id.as_deref(),
+                    &r.manifest.source,
+                    ours.as_deref(),
+                    &self.db,
+                )
             })
             .collect())
     }
@@ -617,7 +373,12 @@ impl BackupStore {
             .list_named()?
             .into_iter()
             .filter(|r| {
-                !crate::copies::identity::belongs(r.manifest.db_id.as_deref(), &r.manifest.source, ours.as_deref(), &self.db)
+                !crate::copies::identity::belongs(
+                    r.manifest.db_id.as_deref(),
+                    &r.manifest.source,
+                    ours.as_deref(),
+                    &self.db,
+                )
             })
             .collect())
     }
@@ -946,37 +707,4 @@ fn verify_copy(tmp: &Path, opts: &BackupOptions) -> Result<(IntegrityReport, Str
         report.error = Some("the copy changed while it was being checked".into());
     }
     Ok((report, checked.sha256, ms(checked.hash_time), checked.pages))
-}
-
-/// A backup as the artifact names it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BackupRef {
-    /// Backup id.
-    pub id: String,
-    /// Data file.
-    pub path: PathBuf,
-    /// Why it was taken.
-    pub kind: BackupKind,
-    /// When (RFC 3339 UTC).
-    pub created: String,
-    /// SHA-256 of the data file.
-    pub sha256: String,
-    /// Bytes.
-    pub size: u64,
-    /// Passed its check.
-    pub verified: bool,
-}
-
-impl From<&BackupRecord> for BackupRef {
-    fn from(r: &BackupRecord) -> Self {
-        BackupRef {
-            id: r.manifest.id.clone(),
-            path: r.path.clone(),
-            kind: r.manifest.kind,
-            created: r.manifest.created.clone(),
-            sha256: r.manifest.sha256.clone(),
-            size: r.manifest.size,
-            verified: r.manifest.verified,
-        }
-    }
 }
