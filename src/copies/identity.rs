@@ -1,7 +1,7 @@
 //! A database's stable identity, recorded in every backup it has.
 //!
-//! Owns: the random id kept in `<db>.warden/identity` (created with the database's first
-//! backup), and the rule that says whether a manifest belongs to a database. Backups know
+//! Owns: the random id kept in `<db>.warden/identity` (created by the database's first
+//! guarded session; a backup records it when it exists), and the rule that says whether a manifest belongs to a database. Backups know
 //! their database by this id and by the resolved path they were taken from, never by the
 //! file name alone: two databases called `engine.db` sharing one backup directory must
 //! never restore, prune or report each other's backups. Does not own where backups live

@@ -473,6 +473,14 @@ impl Session {
             return Err(fail(artifact, Step::WriterLock, e));
         }
         let _ = lock.set_session(&id);
+        // The database's stable identity, recorded in every backup from here on.
+        if let Err(source) =
+            crate::copies::identity::ensure(&crate::storage::resolve(&config.db).unwrap_or_else(|_| config.db.clone()))
+        {
+            drop(lock);
+            let path = crate::format::names::state_dir(&config.db).join(crate::copies::identity::IDENTITY_FILE);
+            return Err(fail(artifact, Step::WriterLock, SessionError::Artifact { path, source }));
+        }
         if let Some(prev) = acquired.previous.filter(|p| p.state == crate::guard::lock::RecordState::Held) {
             tracing::warn!(db = %config.db.display(), holder = %prev.holder.describe(), "the previous writer never released the lock: it crashed or was killed");
         }

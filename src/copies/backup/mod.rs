@@ -498,7 +498,9 @@ impl BackupStore {
             return Err(BackupError::Empty { db: db.to_owned() });
         }
         self.judge_storage(db, opts)?;
-        let db_id = crate::copies::identity::ensure(&self.db).map_err(io_err("recording the identity of", &self.db))?;
+        // Read, never created here: a check or a scratch copy must create nothing beside the
+        // database (a guarded session creates the identity, `Session::begin`).
+        let db_id = crate::copies::identity::load(&self.db);
         let lock = self.lock()?;
         self.recover(&lock)?;
         let needed = Self::space_needed(db);
@@ -559,7 +561,7 @@ impl BackupStore {
             kind,
             created: crate::util::identity::now_rfc3339(),
             source: db.to_owned(),
-            db_id: Some(db_id.clone()),
+            db_id: db_id.clone(),
             session_id: opts.session_id.clone(),
             size,
             page_size,
