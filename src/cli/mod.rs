@@ -224,7 +224,7 @@ fn backup_exit_code(e: &sqlite_warden::copies::backup::BackupError) -> u8 {
     use sqlite_warden::copies::backup::BackupError as B;
     match e {
         B::Missing { .. } => 66,
-        B::HotJournal { .. } => 75,
+        B::HotJournal { .. } | B::Unsettled { .. } => 75,
         B::Changing { .. } => 65,
         B::Source { source, .. } => open_exit_code(source),
         B::Cancelled { .. } => 130,
