@@ -1,6 +1,8 @@
 //! The session's writer lock handed to the engine (`WARDEN_LOCK_FD`), with real processes:
 //! the engine may reconnect within its session, and the lock outlives a `kill -9` of warden
-//! for as long as the engine lives, so nobody can start a second writer in between.
+//! for as long as the engine lives, so nobody can start a second writer in between. (A
+//! well-behaved engine stops at once when warden dies, on the SIGTERM its parent-death signal
+//! sends, see tests/supervisor_death.rs; the engine here ignores SIGTERM to live on.)
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -81,7 +83,8 @@ fn the_engine_can_reconnect_within_its_session() {
 fn the_lock_outlives_a_killed_warden_while_the_engine_runs() {
     let d = tempfile::tempdir().unwrap();
     let db = d.path().join("e.db");
-    let (mut warden, engine) = start_session(d.path(), &db, &["--trades", "5", "--hold-ms", "60000"]);
+    let (mut warden, engine) =
+        start_session(d.path(), &db, &["--trades", "5", "--hold-ms", "60000", "--ignore-sigterm"]);
     let _reap = Reap(vec![engine]);
     let st = lock_state(d.path(), &db);
     assert_eq!(st["state"], "held");

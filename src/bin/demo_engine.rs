@@ -6,13 +6,16 @@
 //!
 //! ```text
 //! warden-demo-engine [--db PATH] [--trades N] [--interval-ms MS] [--create] [--hold-ms MS]
-//!                    [--exit-code N] [--reopen] [--wait-for FILE] [--spawn-child CMD...]
+//!                    [--exit-code N] [--reopen] [--wait-for FILE] [--ignore-sigterm]
+//!                    [--spawn-child CMD...]
 //! ```
 //!
 //! Under `warden run` the database comes from `WARDEN_DB`. Each trade is one transaction
 //! that also bumps `ledger.trades`, so any consistent copy satisfies
 //! `SELECT count(*) FROM trades` = `SELECT trades FROM ledger`. SIGTERM, SIGINT and SIGHUP
-//! stop it early and cleanly (exit 0), as a well-behaved engine would.
+//! stop it early and cleanly (exit 0), as a well-behaved engine would; `--ignore-sigterm`
+//! plays an engine that does not (SIGTERM, also the one `warden run`'s death sends, is then
+//! ignored; SIGINT and SIGHUP still stop it).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,6 +35,7 @@ struct Args {
     exit_code: u8,
     reopen: bool,
     wait_for: Option<PathBuf>,
+    ignore_sigterm: bool,
     child: Vec<String>,
 }
 
@@ -45,6 +49,7 @@ fn parse() -> Result<Args, String> {
         exit_code: 0,
         reopen: false,
         wait_for: None,
+        ignore_sigterm: false,
         child: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
@@ -61,6 +66,7 @@ fn parse() -> Result<Args, String> {
             "--wait-for" => a.wait_for = Some(PathBuf::from(val()?)),
             "--create" => a.create = true,
             "--reopen" => a.reopen = true,
+            "--ignore-sigterm" => a.ignore_sigterm = true,
             "--spawn-child" => {
                 a.child = it.by_ref().collect();
             }
@@ -89,8 +95,11 @@ fn main() -> ExitCode {
         }
     };
     let stop = Arc::new(AtomicBool::new(false));
+    // With --ignore-sigterm, SIGTERM sets a flag nobody reads: handled, so it does not kill.
+    let ignored = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT, signal_hook::consts::SIGHUP] {
-        if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
+        let flag = if sig == signal_hook::consts::SIGTERM && args.ignore_sigterm { &ignored } else { &stop };
+        if let Err(e) = signal_hook::flag::register(sig, flag.clone()) {
             eprintln!("warden-demo-engine: cannot handle signals: {e}");
             return ExitCode::from(70);
         }

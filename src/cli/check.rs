@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args as ClapArgs;
-use sqlite_warden::copies::backup::BackupError;
 use sqlite_warden::session::gate::{self, CheckOptions, GateFailure, GateReport};
 use sqlite_warden::util::exit;
 
@@ -24,16 +23,19 @@ integrity_check (or quick_check) and foreign_key_check on a private copy in a sc
 directory that is always removed. Nothing is published; the database is never written.
 With a writer running, the copy is a consistent snapshot taken with the online backup API.
 With no writer, warden holds the writer lock during the check (an engine starting meanwhile
-is refused) so that a journal or WAL is recovered on the copy, never on the original; after a
-crashed writer the lock is left alone, as evidence for `warden status`.
+is refused); after a crashed writer, or beside a database no guarded engine uses, the lock is
+left alone (as evidence for `warden status`, and to create no lock file). Either way a
+journal or WAL (a hot journal of a writer that died included) is recovered on the private
+copy, never on the original: the database and its -wal, -journal and -shm stay
+byte-identical, and nothing is created beside them.
 
 Exit codes:
   0   the gate passed
   65  the gate failed: damage found (or the time budget ran out)
   66  the database is missing or empty
   74  I/O error, or no room for the private copy (see --scratch-dir)
-  75  a hot journal left by a writer that died needs the writer lock to be recovered:
-      start a session (`warden run`), which recovers it under the lock
+  75  a writer outside warden kept changing the files while they were copied: check
+      again once it is idle
   130 interrupted
 
 Examples:
@@ -74,15 +76,6 @@ pub fn check(args: CheckArgs) -> Result<ExitCode, CliError> {
     };
     let report = match gate::check_only(&db, &opts) {
         Ok(r) => r,
-        Err(e @ BackupError::HotJournal { .. }) => {
-            return Err(CliError::Failed {
-                message: format!(
-                    "{}\n(hint: `warden check` does not take the lock of a writer that died, to keep that evidence; a session (`warden run`) recovers the journal under the lock and gates the result)",
-                    e.to_string().lines().next().unwrap_or_default()
-                ),
-                code: exit::TEMPFAIL,
-            });
-        }
         Err(e) if e.is_space() => {
             return Err(CliError::Failed {
                 message: format!(

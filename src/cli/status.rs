@@ -29,7 +29,8 @@ Exit codes (several problems: the most severe, in this order: 11 13 14 12 15 10 
   13  the writer lock was never released by its last holder: an engine died
   14  the database or backup directory is not on local storage, or SQLite < 3.51.3
   12  the last session ended badly (engine failed, abandoned, no post-session backup,
-      engine not started, refused)
+      engine not started, refused), or its supervisor died: the artifact says running
+      but `warden run` is gone (its engine may still run, unsupervised)
   15  free space below the floor (room for the next backup, or --min-free-bytes)
   10  no good backup, or the newest is older than --max-backup-age
   16  the last restore drill failed
@@ -143,6 +144,9 @@ fn render_status(r: &StatusReport) -> String {
                 Some(f) => t.push_str(&format!(", ended {}", short_ts(f))),
                 None => t.push_str(&format!(", started {}", short_ts(&s.started_at))),
             }
+            if let Some(gone) = &s.supervisor_gone {
+                t.push_str(&format!(", but its supervisor (pid {}) is GONE: {gone}", s.supervisor_pid));
+            }
             let _ = writeln!(o, "  last session: {t}");
         }
         None => {
@@ -179,6 +183,9 @@ fn render_status(r: &StatusReport) -> String {
         None => {
             let _ = writeln!(o, "  drill:        none recorded");
         }
+    }
+    if let Some(lr) = &r.last_restore {
+        let _ = writeln!(o, "  restored:     {} ({}), {}", lr.backup.id, lr.backup.kind, short_ts(&lr.finished_at));
     }
     if let Some(rs) = &r.restore {
         let state = if rs.running { "running" } else { "INTERRUPTED" };

@@ -5,7 +5,8 @@
 //! Owns: the copy with SQLite's online backup API from a read-only tooling connection
 //! ([`online_copy`]); making the copy one self-contained rollback-journal file
 //! ([`finalize`]); the byte-for-byte copy of a set that SQLite then recovers privately
-//! ([`copy_set`]); checking it on one thread while it is hashed and `fsync`ed on another
+//! ([`copy_set`]), when a set needs one ([`needs_private_copy`]) and whether it held still
+//! meanwhile ([`set_state`]); checking it on one thread while it is hashed and `fsync`ed on another
 //! ([`check_and_hash`]); SHA-256 of a file or of the bytes a copy writes ([`sha256_file`],
 //! [`copy_hashed`]); free space and the room a copy needs ([`free_bytes`],
 //! [`with_headroom`]); the lock of a directory of copies ([`lock_exclusive`]); removing the
@@ -218,6 +219,46 @@ impl Drop for TempGuard {
             }
         }
     }
+}
+
+/// A set's sidecars and identity, to notice changes during a private copy: size, mtime and
+/// inode of the database, its `-wal` and its `-journal`, and the first bytes of the database
+/// and of the `-wal` (the change counter of a commit, the salts of a WAL restart), which
+/// change even when a write lands within the same clock tick as the last one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SetState(Vec<Option<(u64, i64, i64, u64)>>, Vec<Vec<u8>>);
+
+/// The [`SetState`] of `db` now (headers read through SQLite's `unix` VFS, as [`copy_set`]
+/// reads the files).
+pub(crate) fn set_state(db: &Path) -> SetState {
+    let files = [db.to_owned(), sidecar(db, "-wal"), sidecar(db, "-journal")];
+    let heads = [db.to_owned(), sidecar(db, "-wal")]
+        .iter()
+        .map(|p| crate::format::header::read_raw_header(p).unwrap_or_default())
+        .collect();
+    SetState(
+        files
+            .iter()
+            .map(|p| std::fs::metadata(p).ok().map(|m| (m.len(), m.mtime(), m.mtime_nsec(), m.ino())))
+            .collect(),
+        heads,
+    )
+}
+
+/// True when a read-only SQLite open of `db` could change the set (rebuild or create its
+/// `-shm`, create a `-wal`) or could not read it (a hot journal): it has a non-empty `-wal`,
+/// a `-journal`, a `-shm`, or a WAL-mode header. Such a set is copied byte for byte
+/// ([`copy_set`]) and recovered privately instead (see
+/// [`crate::copies::backup::BackupOptions::private_copy_unlocked`]).
+pub fn needs_private_copy(db: &Path) -> bool {
+    let nonempty = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.len() > 0);
+    // The header is read through SQLite's VFS: this runs in processes that may hold SQLite
+    // locks on `db`.
+    let header_says_wal = || crate::format::header::read_header(db).ok().flatten().is_some_and(|h| h.wal);
+    nonempty(&sidecar(db, "-wal"))
+        || sidecar(db, "-journal").exists()
+        || sidecar(db, "-shm").exists()
+        || header_says_wal()
 }
 
 /// Copies the set at `db` byte for byte to `to`: the database, its `-wal` and its

@@ -13,6 +13,11 @@
 //! - tooling connections are read-only at three levels (the VFS downgrades the open,
 //!   `query_only`, and `SQLITE_DBCONFIG_DEFENSIVE`) and cannot `ATTACH` (limit 0, which also
 //!   stops `VACUUM INTO`), so a reader cannot write the guarded file through another name.
+//!   The limit is the host's to raise, so it is not what holds: every connection on the
+//!   tooling VFS, the factory's included, is also restricted when it opens (attached files
+//!   read-only, and an authorizer that refuses any `ATTACH` but in-memory databases and files
+//!   through the tooling VFS itself; see `guard::open`), and [`open_tool`] checks that this
+//!   took effect.
 //!
 //! # Analysis reads snapshots ([`crate::copies::snapshot::open_snapshot`])
 //! The operators' rule: the engine is the only writer, and analysis reads snapshots or
@@ -318,7 +323,9 @@ pub fn open_tool(path: impl AsRef<Path>, opts: &ToolOptions) -> Result<Connectio
     // A reader must never checkpoint (and so write) the engine's database on close.
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true).map_err(&e)?;
     conn.set_limit(rusqlite::limits::Limit::SQLITE_LIMIT_ATTACHED, 0).map_err(&e)?;
-    if ffi::db_readonly(&conn) != 1 {
+    // Set up by the guard when the connection opened (raising the limit does not lift it).
+    let attach_write = ffi::db_flag(&conn, ffi::DBCONFIG_ENABLE_ATTACH_WRITE, None);
+    if ffi::db_readonly(&conn) != 1 || attach_write != Ok(false) {
         return Err(OpenError::NotReadOnly { path: path.to_owned() });
     }
     Ok(conn)

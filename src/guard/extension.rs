@@ -29,6 +29,12 @@
 //!
 //! On every connection opened through the guard, `PRAGMA warden_status` answers for that
 //! connection (role, verdict, lock, I/O counters) as it does in Rust.
+//!
+//! Registering the guard also registers, once per process, SQLite's auto-extension hook on
+//! the host's SQLite: every connection the host opens afterwards with its main database on
+//! `warden-ro` is restricted before the host gets it (attached databases read-only, and
+//! `ATTACH` only of in-memory databases or through `warden-ro` itself), exactly as the Rust
+//! factory's tooling connections are; see `guard::open::restrict_tool_connection`.
 
 use std::path::Path;
 use std::sync::Arc;

@@ -4,6 +4,7 @@
 //! Owns every decision about a single open of a database. Does not own copies of the
 //! database (`copies`) or the session lifecycle (`session`).
 
+mod attach;
 pub mod audit;
 pub mod connect;
 pub mod error;

@@ -76,6 +76,62 @@ impl Shim for RoleVfs {
             Err(r) => Err(refused(&self.shared, self.role, r, req.flags)),
         }
     }
+
+    /// Every connection whose main database is on the tooling VFS, whoever opened it (the
+    /// factory, a host through the extension, plain rusqlite by VFS name), is restricted
+    /// before the host gets it: see [`restrict_tool_connection`].
+    fn connection_opened(&self, conn: &rusqlite::Connection) -> Result<(), String> {
+        match self.role {
+            Role::Engine => Ok(()),
+            Role::Tool => restrict_tool_connection(conn),
+        }
+    }
+
+    fn may_attach(&self, name: Option<&str>) -> bool {
+        let Some(why) = crate::guard::attach::attach_refusal(name, &self.shared.tool_name) else { return true };
+        let mut r = AuditRecord::new(AuditEvent::RoViolation);
+        r.role = Some(self.role);
+        r.vfs = Some(self.shared.vfs_name(self.role).to_owned());
+        r.db = Some(PathBuf::from(name.unwrap_or("<not a literal>")));
+        r.decision = Some("refuse".into());
+        r.reason = Some(format!(
+            "a tooling connection tried to ATTACH `{}`: {why}; refused (tooling may attach only in-memory databases and files through its own read-only VFS)",
+            name.unwrap_or("<not a literal>")
+        ));
+        audit_best_effort(&self.shared, &mut r);
+        false
+    }
+}
+
+/// What makes a tooling connection unable to write anything through `ATTACH`, for a user
+/// who has only SQL (no pragma, no SQL function undoes either):
+/// - `SQLITE_DBCONFIG_ENABLE_ATTACH_WRITE` and `_CREATE` off: every attached database is
+///   opened read-only, whatever its URI (`vfs=unix`, `mode=rw`) asks for, and none is
+///   created. This holds even if the host replaces the authorizer below; only the host's
+///   own `sqlite3_db_config` call could switch it back on. (`VACUUM INTO` switches both on
+///   for its own target internally; the authorizer still vets that target's name.)
+/// - the `ATTACH` authorizer: anything but an in-memory database or a file through this same
+///   tooling VFS is refused outright, read-only or not, and audited (`ro_violation`), so an
+///   attached file is always judged, downgraded and audited by the guard.
+///
+/// # Errors
+/// A message when a setting does not take (the open then fails: fail closed).
+pub(crate) fn restrict_tool_connection(conn: &rusqlite::Connection) -> Result<(), String> {
+    use crate::sys::sqlite::{DBCONFIG_ENABLE_ATTACH_CREATE, DBCONFIG_ENABLE_ATTACH_WRITE, db_flag};
+    for (op, what) in [(DBCONFIG_ENABLE_ATTACH_WRITE, "ATTACH_WRITE"), (DBCONFIG_ENABLE_ATTACH_CREATE, "ATTACH_CREATE")]
+    {
+        match db_flag(conn, op, Some(false)) {
+            Ok(false) => {}
+            Ok(true) => return Err(format!("SQLITE_DBCONFIG_ENABLE_{what} stayed on for a tooling connection")),
+            Err(rc) => {
+                return Err(format!(
+                    "cannot switch off SQLITE_DBCONFIG_ENABLE_{what} for a tooling connection (SQLite {}, code {rc})",
+                    rusqlite::version()
+                ));
+            }
+        }
+    }
+    crate::sys::hooks::restrict_attach(conn)
 }
 
 /// Records a refusal (audit, the thread's last refusal) and says how SQLite sees it.

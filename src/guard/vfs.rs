@@ -150,6 +150,10 @@ pub fn register(name: &str, config: GuardConfig) -> Result<Guard, RegisterError>
             (shared.vfs_name(role).to_owned(), shim)
         })
         .collect();
+    // Before any connection can open on the new objects: the per-connection hook through
+    // which every tooling connection is restricted as it opens (`open::restrict_tool_connection`).
+    crate::sys::hooks::install()
+        .map_err(|code| RegisterError::Sqlite { name: "sqlite3_auto_extension".to_owned(), code })?;
     crate::sys::vfs::register(&parent, objects).map_err(|f| match f {
         RegisterFailure::InvalidName(name) => RegisterError::InvalidName { name },
         RegisterFailure::ParentMissing(name) => RegisterError::ParentMissing { name },

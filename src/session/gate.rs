@@ -307,19 +307,27 @@ enum Access {
 ///   or WAL is recovered on the private copy, never on the original;
 /// - **free after a crash**: the lock is *not* taken, because taking and releasing it would
 ///   erase the evidence that the last writer died (`warden status` exit 13, and the engine's
-///   `unclean_previous_close` audit record at its next open). The backup API reads under
-///   SQLite's own locking; a hot rollback journal then cannot be read
-///   ([`BackupError::HotJournal`]);
+///   `unclean_previous_close` audit record at its next open);
 /// - **never used** (no lock file): the lock is not taken either (that would create a lock
-///   file beside a database no guarded engine uses); as above.
+///   file beside a database no guarded engine uses).
+///
+/// In the last two cases the originals must still stay byte-identical, and a read-only
+/// SQLite open would not leave them so (it rebuilds a `-shm`, creates a `-wal` beside a
+/// WAL-mode file, and cannot read past a hot journal). So a set with a `-wal`, `-journal` or
+/// `-shm` is copied byte for byte and recovered on the private copy, exactly as under the
+/// lock ([`BackupOptions::private_copy_unlocked`]): a hot journal left by a dead writer is
+/// rolled back there, its WAL replayed there. The copy is repeated until the set held still
+/// while it was copied; one that keeps changing (a writer outside warden at work) fails with
+/// [`BackupError::Unsettled`]. A plain database file is read with the backup API, under
+/// SQLite's own locking, which writes nothing.
 ///
 /// The returned report's last `reasons` entry says which of these applied. A missing or
 /// empty database fails the gate ([`GateFailure::Missing`], [`GateFailure::Empty`]).
 ///
 /// # Errors
 /// [`BackupError`] when the check could not be run at all: the scratch directory cannot be
-/// made or has no room ([`BackupError::NoSpace`]), an I/O or SQLite error, a hot journal
-/// that needs the writer lock, a cancel, or a set that changed under the lock.
+/// made or has no room ([`BackupError::NoSpace`]), an I/O or SQLite error, a cancel, a set
+/// that changed under the lock, or one that never held still without it.
 pub fn check_only(db: &Path, opts: &CheckOptions) -> Result<GateReport, BackupError> {
     use crate::guard::lock::{LockState, WriterLock, WriterScope};
     let lock_io = |lock_path: PathBuf, source: std::io::Error| BackupError::Io {
@@ -366,12 +374,16 @@ pub fn check_only(db: &Path, opts: &CheckOptions) -> Result<GateReport, BackupEr
         check: opts.check,
         check_budget: opts.budget,
         writer_lock_held: taken.is_some(),
+        // Without the lock the originals are still never opened where opening would change
+        // them: a set with sidecars is copied byte for byte and recovered on the copy.
+        private_copy_unlocked: matches!(access, Access::Unlocked(_)),
         guard: opts.guard.clone(),
         cancel: opts.cancel.clone(),
         keep_unverified: false,
         progress: opts.progress.clone(),
     };
     let live = matches!(access, Access::Live(_));
+    let private = crate::copies::backup::needs_private_copy(db);
     let mut attempt = 0;
     let mut report = loop {
         attempt += 1;
@@ -395,6 +407,9 @@ pub fn check_only(db: &Path, opts: &CheckOptions) -> Result<GateReport, BackupEr
             crate::guard::lock::holder_text(holder.as_deref())
         ),
         Access::LockTaken => "no writer was running: warden held the writer lock during the check, so the set was stable and any journal or WAL was recovered on the private copy".into(),
+        Access::Unlocked(why) if private => format!(
+            "read without the writer lock ({why}): the set was copied byte for byte, held still while it was copied, and its journal or WAL was recovered on the private copy; the originals were only read"
+        ),
         Access::Unlocked(why) => format!("read without the writer lock ({why}): SQLite's own locking kept the copy consistent"),
     });
     Ok(report)

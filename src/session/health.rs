@@ -191,6 +191,12 @@ pub struct HealthArtifact {
     pub versions: Versions,
     /// Who ran it.
     pub runner: crate::util::identity::ProcessIdentity,
+    /// When the runner started and in which pid namespace: with `runner.pid` and
+    /// `runner.boot_id` it tells a live runner from a later process that reuses its pid
+    /// (`warden status` reports a `running` session whose runner is gone as
+    /// `supervisor_died`). Absent in artifacts written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner_start: Option<crate::util::identity::ProcessStart>,
 }
 
 /// Free space at start.
@@ -236,6 +242,7 @@ impl HealthArtifact {
             exit_code: None,
             versions: Versions { warden: env!("CARGO_PKG_VERSION").to_owned(), sqlite: rusqlite::version().to_owned() },
             runner: crate::util::identity::ProcessIdentity::current(),
+            runner_start: crate::util::identity::ProcessStart::current(),
         }
     }
 

@@ -497,6 +497,7 @@ impl Session {
             check: config.check,
             check_budget: config.check_budget,
             writer_lock_held: true,
+            private_copy_unlocked: false,
             guard: Some(guard.clone()),
             cancel: config.cancel.clone(),
             keep_unverified: false,
@@ -666,6 +667,8 @@ impl Session {
                 check: self.config.check,
                 check_budget: self.config.check_budget,
                 writer_lock_held: alone,
+                // Not alone: an engine connection of this process may still write.
+                private_copy_unlocked: false,
                 guard: Some(self.guard.clone()),
                 cancel: None,
                 keep_unverified: true,

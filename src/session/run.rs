@@ -17,6 +17,11 @@
 //! The engine runs in its own process group, so a Ctrl-C on the terminal reaches warden
 //! only, which forwards it once; the engine should not read from the terminal.
 //!
+//! The engine never outlives warden unnoticed: it is spawned with a parent-death signal
+//! (SIGTERM, `PR_SET_PDEATHSIG`, set between fork and exec in `sys::process`), so a `kill -9`
+//! of warden stops it too, and an engine that ignores SIGTERM is reported by `warden status`
+//! as `supervisor_died` (the artifact says `running`, its runner is gone).
+//!
 //! Periodic analysis snapshots ([`SessionConfig::snapshot_every`], off by default): while
 //! the engine runs, warden polls it every 100 ms instead of blocking in `wait`, and every
 //! interval (first one interval after the engine starts) takes a snapshot
@@ -281,6 +286,10 @@ fn spawn_and_wait(
     if session.create_allowed() {
         cmd.env("WARDEN_CREATE", "1");
     }
+    // The engine must not outlive its supervisor unnoticed: when warden dies (`kill -9`
+    // included), the kernel sends the engine SIGTERM, which a well-behaved engine answers by
+    // closing cleanly. This thread spawns and then waits, so it lives as long as the engine.
+    crate::sys::process::signal_when_parent_dies(&mut cmd, nix::sys::signal::Signal::SIGTERM);
     let spawned = cmd.spawn();
     drop(fd);
     let mut child = match spawned {

@@ -1,7 +1,9 @@
 //! Every `unsafe` block of the crate lives under this module, and nothing else does.
 //!
 //! Owns: the VFS objects and their callbacks ([`vfs`], [`file`]), the writer-lock
-//! descriptor handoff ([`handoff`]), and small SQLite helpers that need raw handles
+//! descriptor handoff ([`handoff`]), the per-connection hooks (the auto-extension and the
+//! tooling connections' `ATTACH` authorizer, [`hooks`]), the engine child's parent-death
+//! signal ([`process`]), and small SQLite helpers that need raw handles
 //! ([`sqlite`]): reading a file through a VFS instead of a `std::fs` descriptor, the VFS a
 //! connection runs on. Does not own any decision: the safe half in `guard` decides behind
 //! the [`shim::Shim`] trait, and this layer turns pointers into Rust values and back.
@@ -14,6 +16,8 @@
 
 pub(crate) mod file;
 pub(crate) mod handoff;
+pub(crate) mod hooks;
+pub(crate) mod process;
 pub(crate) mod shim;
 pub(crate) mod sqlite;
 pub(crate) mod vfs;

@@ -53,6 +53,19 @@ pub(crate) struct Opened {
 pub(crate) trait Shim: Send + Sync + 'static {
     /// Decides a main-database open before the parent sees it.
     fn open(&self, req: &OpenRequest<'_>) -> Result<Box<dyn PendingOpen>, Refused>;
+
+    /// A connection whose main database runs on this VFS object was opened: called from
+    /// SQLite's auto-extension ([`super::hooks`]), before the host gets the connection, so
+    /// the safe half can configure it. `Err` fails the open with that message.
+    fn connection_opened(&self, _conn: &rusqlite::Connection) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Asked by the authorizer [`super::hooks::restrict_attach`] installs: may the connection
+    /// `ATTACH` the file `name`? `None`: the name is not a string literal (or not UTF-8).
+    fn may_attach(&self, _name: Option<&str>) -> bool {
+        true
+    }
 }
 
 /// An open the safe half allowed, waiting for the parent.

@@ -1,8 +1,8 @@
 //! Small SQLite helpers that need raw handles.
 //!
 //! Owns: [`VfsFile`], a file read through a registered VFS instead of a `std::fs`
-//! descriptor; the VFS a connection's main database runs on; `sqlite3_db_readonly`; making
-//! a VFS the default. Does not own what is read or why: `format` decodes, callers decide.
+//! descriptor; the VFS a connection's main database runs on; `sqlite3_db_readonly`; boolean
+//! `sqlite3_db_config` options; making a VFS the default. Does not own what is read or why: `format` decodes, callers decide.
 //!
 //! Why [`VfsFile`] exists: closing *any* descriptor of a file drops every POSIX lock the
 //! process holds on it, SQLite's included (sqlite.org/howtocorrupt.html, 2.2). SQLite's
@@ -39,6 +39,30 @@ pub(crate) fn connection_vfs_name(conn: &rusqlite::Connection) -> Option<String>
 pub(crate) fn db_readonly(conn: &rusqlite::Connection) -> c_int {
     // SAFETY: live handle; a valid schema name.
     unsafe { ffi::sqlite3_db_readonly(conn.handle(), c"main".as_ptr()) }
+}
+
+/// `SQLITE_DBCONFIG_ENABLE_ATTACH_CREATE` (SQLite 3.49.0; the extension API's bindings
+/// predate it): may `ATTACH` create a database file?
+pub(crate) const DBCONFIG_ENABLE_ATTACH_CREATE: c_int = 1020;
+/// `SQLITE_DBCONFIG_ENABLE_ATTACH_WRITE` (SQLite 3.49.0): may `ATTACH` open a database for
+/// writing? Off, every attached database is opened read-only, whatever its URI says.
+pub(crate) const DBCONFIG_ENABLE_ATTACH_WRITE: c_int = 1021;
+
+/// A boolean `sqlite3_db_config` option of `conn`: switched to `set` when given, and its
+/// value after the call.
+///
+/// # Errors
+/// SQLite's result code (an option this SQLite does not know is `SQLITE_ERROR`).
+pub(crate) fn db_flag(conn: &rusqlite::Connection, op: c_int, set: Option<bool>) -> Result<bool, c_int> {
+    let mut now: c_int = -1;
+    let want = set.map_or(-1, c_int::from);
+    // SAFETY: a live handle; boolean options take (int, int*) ("The first argument is 1, 0,
+    // or -1 to enable, disable, or leave unchanged", sqlite.org/c3ref/c_dbconfig_defensive.html).
+    let rc = unsafe { ffi::sqlite3_db_config(conn.handle(), op, want, &raw mut now) };
+    if rc != ffi::SQLITE_OK {
+        return Err(rc);
+    }
+    Ok(now == 1)
 }
 
 /// Makes the registered VFS `name` SQLite's default (the loadable extension's

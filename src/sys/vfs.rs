@@ -68,6 +68,16 @@ unsafe fn vfs_data(vfs: *mut ffi::sqlite3_vfs) -> &'static VfsData {
     unsafe { &*((*vfs).pAppData as *const VfsData) }
 }
 
+/// Our state behind `vfs`, when `vfs` is one of the objects [`register`] created (a
+/// connection's main VFS, found through `SQLITE_FCNTL_VFS_POINTER`, may be anyone's).
+pub(super) fn data_of(vfs: *mut ffi::sqlite3_vfs) -> Option<&'static VfsData> {
+    if vfs.is_null() || !ours().contains(&(vfs as usize)) {
+        return None;
+    }
+    // SAFETY: `vfs` is one of our registered objects (checked just above).
+    Some(unsafe { vfs_data(vfs) })
+}
+
 /// # Safety
 /// `vfs` must be one of ours; its parent is a registered VFS.
 unsafe fn parent(vfs: *mut ffi::sqlite3_vfs) -> *mut ffi::sqlite3_vfs {

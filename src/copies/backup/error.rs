@@ -88,6 +88,15 @@ pub enum BackupError {
         /// The database.
         db: PathBuf,
     },
+    /// The set kept changing while it was copied privately without the writer lock: a writer
+    /// outside warden is active.
+    #[error(
+        "`{db}` kept changing while warden copied it, and no guarded engine holds its writer lock: a writer outside warden is active\n(hint: find it with `fuser -v {db}*`; check again once it is idle, or run the engine under warden)"
+    )]
+    Unsettled {
+        /// The database.
+        db: PathBuf,
+    },
     /// A SQLite call failed.
     #[error("{action} `{path}`: {source}")]
     Sqlite {
@@ -143,7 +152,7 @@ impl BackupError {
         match self {
             BackupError::Missing { .. } | BackupError::Empty { .. } => exit::NOINPUT,
             BackupError::StorageRefused { .. } => exit::UNAVAILABLE,
-            BackupError::HotJournal { .. } => exit::TEMPFAIL,
+            BackupError::HotJournal { .. } | BackupError::Unsettled { .. } => exit::TEMPFAIL,
             BackupError::Changing { .. } => exit::DATAERR,
             BackupError::Source { source, .. } => source.exit_code(),
             BackupError::Cancelled { .. } => exit::CANCELLED,

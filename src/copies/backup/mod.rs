@@ -38,7 +38,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -89,6 +89,15 @@ pub struct BackupOptions {
     /// be made in steps (with progress) and a set with a `-wal`/`-journal` may be copied
     /// privately and recovered. Never set it while an engine may be writing.
     pub writer_lock_held: bool,
+    /// Never open the original set through SQLite when that would change it, even without
+    /// the writer lock: a set with a `-wal`, `-journal` or `-shm` (or a WAL-mode header) is
+    /// copied byte for byte and recovered on the private copy, as with
+    /// [`BackupOptions::writer_lock_held`]. A read-only SQLite open would rebuild the `-shm`,
+    /// create a `-wal` beside a WAL-mode file, or fail on a hot journal. Without the lock a
+    /// writer outside warden may be active, so the copy is repeated until the set held still
+    /// while it was copied ([`BackupError::Unsettled`] otherwise). For `warden check`, which
+    /// promises to leave every original file byte-identical.
+    pub private_copy_unlocked: bool,
     /// The guard whose tooling VFS reads the source (its audit log records the read);
     /// `None` uses the default guard.
     pub guard: Option<Guard>,
@@ -109,6 +118,7 @@ impl std::fmt::Debug for BackupOptions {
             .field("check", &self.check)
             .field("check_budget", &self.check_budget)
             .field("writer_lock_held", &self.writer_lock_held)
+            .field("private_copy_unlocked", &self.private_copy_unlocked)
             .field("keep_unverified", &self.keep_unverified)
             .finish_non_exhaustive()
     }
@@ -161,31 +171,10 @@ impl Recovered {
     }
 }
 
-/// A set's sidecars and identity, to notice changes during a private copy.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct SetState(Vec<Option<(u64, i64, i64, u64)>>);
-
 /// `db` with `suffix` appended (`-wal`, `-journal`, `-shm`).
 pub use crate::format::names::sidecar;
 
-fn set_state(db: &Path) -> SetState {
-    let files = [db.to_owned(), sidecar(db, "-wal"), sidecar(db, "-journal")];
-    SetState(
-        files
-            .iter()
-            .map(|p| std::fs::metadata(p).ok().map(|m| (m.len(), m.mtime(), m.mtime_nsec(), m.ino())))
-            .collect(),
-    )
-}
-
-/// Read through SQLite's VFS: this runs in processes that may hold SQLite locks on `db`.
-fn header_says_wal(db: &Path) -> bool {
-    crate::format::header::read_header(db).ok().flatten().is_some_and(|h| h.wal)
-}
-
-fn nonempty(p: &Path) -> bool {
-    std::fs::metadata(p).is_ok_and(|m| m.len() > 0)
-}
+pub use crate::copies::copy::needs_private_copy;
 
 pub(super) fn sqlite_version() -> String {
     rusqlite::version().to_owned()
@@ -606,11 +595,7 @@ impl BackupStore {
         // A read-only SQLite open of a WAL-mode database creates its -wal and rebuilds its
         // -shm; of a set with a hot journal it fails. With the lock held, copy such sets
         // privately so the originals stay byte-identical.
-        let needs_private = nonempty(&sidecar(db, "-wal"))
-            || sidecar(db, "-journal").exists()
-            || sidecar(db, "-shm").exists()
-            || header_says_wal(db);
-        if needs_private && opts.writer_lock_held {
+        if needs_private_copy(db) && (opts.writer_lock_held || opts.private_copy_unlocked) {
             self.private_copy(db, tmp, opts)?;
             return Ok("private_copy_recovered");
         }
@@ -637,15 +622,23 @@ impl BackupStore {
         std::fs::DirBuilder::new().mode(0o700).create(&scratch).map_err(io_err("creating", &scratch))?;
         let _cleanup = TempGuard::new(vec![scratch.clone()]);
         let copy_db = scratch.join("db");
-        for attempt in 0..2 {
-            let before = set_state(db);
+        // Under the lock nothing but a writer outside warden can change the set; without it
+        // (`private_copy_unlocked`) such a writer may simply be busy, so try a few more times.
+        let attempts = if opts.writer_lock_held { 2 } else { 5 };
+        for attempt in 1..=attempts {
+            let before = copy::set_state(db);
             copy::copy_set(db, &copy_db, opts.cancel.as_ref())?;
-            if set_state(db) == before {
+            if copy::set_state(db) == before {
                 break;
             }
-            if attempt == 1 {
-                return Err(BackupError::Changing { db: db.to_owned() });
+            if attempt == attempts {
+                return Err(if opts.writer_lock_held {
+                    BackupError::Changing { db: db.to_owned() }
+                } else {
+                    BackupError::Unsettled { db: db.to_owned() }
+                });
             }
+            std::thread::sleep(Duration::from_millis(50 * attempt));
         }
         if let Some(p) = &opts.progress {
             p.update(Phase::Copy, 1, 1);

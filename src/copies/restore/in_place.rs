@@ -15,6 +15,7 @@ use super::model::{
     INTENT_FILE, RecoveryAction, RecoveryReport, RestoreIntent, RestoreOptions, RestoreOutcome, RestoreReport,
     SIDECARS, Started, base_report, octal,
 };
+use super::record::RestoreRecord;
 use super::recovery::{conflict, decide, observe, read_intent, recover_locked};
 use super::verify::{no_verification, verify_beside};
 use crate::copies::backup::{BackupRecord, BackupRef, BackupStore, pause_point, sidecar};
@@ -215,6 +216,12 @@ pub(super) fn restore_in_place(
         crate::util::identity::who()
     );
     audit_restored(opts.guard.as_ref(), db, reason, &mut report);
+    let record = RestoreRecord::now(db, BackupRef::from(&rec), report.replaced_dir.clone(), false);
+    if let Err(e) = record.write(&state) {
+        report
+            .messages
+            .push(format!("the restore is complete but its record for `warden status` could not be written: {e}"));
+    }
     release(lock, db);
     report.duration_ms = ms(started.clock.elapsed());
     Ok(report)

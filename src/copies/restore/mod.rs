@@ -33,7 +33,8 @@
 //!    mode (and owner, when running as root), or `0600` when there was none; syncs the
 //!    directory. No `-wal`, `-shm` or `-journal` is left beside it.
 //! 8. Removes the intent record, audits `restored` (which backup and its SHA-256, the target,
-//!    what was moved aside, who), and releases the lock recording the restored file as the
+//!    what was moved aside, who), writes `<db>.warden/restores/latest.json` ([`RestoreRecord`],
+//!    which `warden status` reads), and releases the lock recording the restored file as the
 //!    last clean close, so the next engine open does not report a change outside warden.
 //!
 //! With [`RestoreOptions::to`], the copy is verified the same way and renamed to a new path
@@ -67,6 +68,8 @@
 //!                                              exists only while a restore runs or was killed
 //! <db>.warden/replaced/<YYYYmmddTHHMMSS.mmmZ>/ what one restore moved aside (0700): <name>,
 //!                                              <name>-wal, <name>-journal, <name>-shm
+//! <db>.warden/restores/latest.json             the last in-place restore (RestoreRecord,
+//!                                              schema 1), also one finished by recovery
 //! <db>.warden/drills/latest.json               the last drill's DrillRecord (schema 1)
 //! ```
 //! `replaced/` is never pruned by warden: remove a directory once the restore is trusted.
@@ -109,6 +112,7 @@ mod guard;
 mod in_place;
 mod install;
 mod model;
+mod record;
 mod recovery;
 mod verify;
 
@@ -128,6 +132,7 @@ pub use self::model::{
     INTENT_FILE, MovedFile, REPLACED_DIR, RecoveryAction, RecoveryReport, RestoreIntent, RestoreOptions,
     RestoreOutcome, RestoreReport, SIDECARS, Verification,
 };
+pub use self::record::{RESTORE_LATEST, RESTORES_DIR, RestoreRecord, latest_restore, restore_record_path};
 pub use self::recovery::{intent_path, pending, recover_interrupted};
 
 /// Restores a backup over `db` (or to [`RestoreOptions::to`]); see the module docs for

@@ -10,6 +10,7 @@ use super::files::{exists, state_dir_of, sync_dir};
 use super::guard::{audit, audit_record, release, take_lock};
 use super::install::sweep_sidecars;
 use super::model::{INTENT_FILE, RecoveryAction, RecoveryReport, RestoreIntent, RestoreOptions};
+use super::record::RestoreRecord;
 use crate::copies::copy;
 use crate::format::names;
 use crate::guard::audit::AuditEvent;
@@ -177,6 +178,13 @@ pub(super) fn recover_locked(
         ),
     );
     let _ = audit(guard, &mut rec);
+    if action != RecoveryAction::RolledBack {
+        // The verified backup is in place now: `warden status` must know, as after any restore.
+        let record = RestoreRecord::now(db, intent.backup.clone(), Some(intent.replaced_dir.clone()), true);
+        if let Err(e) = record.write(atomic::parent_of(intent_path)) {
+            details.push(format!("the restore record for `warden status` could not be written: {e}"));
+        }
+    }
     tracing::warn!(db = %db.display(), action = verb, "an interrupted restore was found and {verb}");
     Ok(RecoveryReport { action, performed: true, intent, details })
 }

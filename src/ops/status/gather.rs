@@ -195,6 +195,12 @@ pub fn collect(opts: &StatusOptions) -> StatusReport {
         storage.error = Some(storage_errors.join("; "));
     }
 
+    // The last restore: sessions and gates from before it were about the database it replaced.
+    let last_restore = crate::copies::restore::latest_restore(&opts.restore_record).filter(|r| same_db(&r.db, db));
+    let restored_at = last_restore.as_ref().and_then(|r| r.finished_at.parse::<Timestamp>().ok());
+    let before_restore =
+        |started_at: &str| restored_at.is_some_and(|r| started_at.parse::<Timestamp>().is_ok_and(|t| t < r));
+
     // Sessions.
     let (last_session, last_gate) = match health::list(&opts.session_dir) {
         Ok(mut all) => {
@@ -229,7 +235,7 @@ pub fn collect(opts: &StatusOptions) -> StatusReport {
             (None, None)
         }
     };
-    if let Some(g) = last_gate.as_ref().filter(|g| !g.passed) {
+    if let Some(g) = last_gate.as_ref().filter(|g| !g.passed && !before_restore(&g.at)) {
         problems.push(Problem::new(
             ProblemKind::GateFailed,
             format!(
@@ -240,8 +246,8 @@ pub fn collect(opts: &StatusOptions) -> StatusReport {
             ),
         ));
     }
-    if let Some(s) = &last_session
-        && let Some(p) = judge_session(s, held, last_gate.as_ref())
+    if let Some(s) = last_session.as_ref().filter(|s| !before_restore(&s.started_at))
+        && let Some(p) = judge_session(s, held, last_gate.as_ref(), db)
     {
         problems.push(p);
     }
@@ -403,6 +409,7 @@ pub fn collect(opts: &StatusOptions) -> StatusReport {
         backups,
         drill,
         restore,
+        last_restore,
         disk,
         sqlite,
         max_backup_age_seconds: opts.max_backup_age.as_secs(),
@@ -411,16 +418,19 @@ pub fn collect(opts: &StatusOptions) -> StatusReport {
 
 /// The problem the last session poses, if any. A failed gate is reported from
 /// `last_gate` already.
-fn judge_session(s: &SessionInfo, lock_held: bool, last_gate: Option<&GateInfo>) -> Option<Problem> {
+fn judge_session(s: &SessionInfo, lock_held: bool, last_gate: Option<&GateInfo>, db: &Path) -> Option<Problem> {
     let why = s.error.as_deref().map(|e| format!(": {}", first_line(e))).unwrap_or_default();
     let bad = |m: String| Some(Problem::new(ProblemKind::SessionEndedBadly, m));
     match s.status {
         SessionStatus::Completed | SessionStatus::Aborted => None,
-        SessionStatus::Running if lock_held => None,
-        SessionStatus::Running => bad(format!(
-            "session {} is still marked running but nobody holds the writer lock: warden was killed mid-session (no post-session backup)",
-            s.id
-        )),
+        SessionStatus::Running => match &s.supervisor_gone {
+            Some(gone) => Some(Problem::new(ProblemKind::SupervisorDied, supervisor_died(s, gone, lock_held, db))),
+            None if lock_held => None,
+            None => bad(format!(
+                "session {} is still marked running but nobody holds the writer lock: warden was killed mid-session (no post-session backup)",
+                s.id
+            )),
+        },
         SessionStatus::CompletedWithoutBackup => {
             bad(format!("session {}: the engine closed cleanly but the post-session backup failed{why}", s.id))
         }
@@ -456,6 +466,31 @@ fn judge_session(s: &SessionInfo, lock_held: bool, last_gate: Option<&GateInfo>)
             }
         }
     }
+}
+
+/// The message of a `running` session whose supervisor is gone (`gone` says how that is
+/// known): what became of the engine, and what to do.
+fn supervisor_died(s: &SessionInfo, gone: &str, lock_held: bool, db: &Path) -> String {
+    let engine = match (s.engine_pid, lock_held) {
+        (Some(e), true) => format!("its engine (pid {e}) is still running unsupervised and holds the writer lock"),
+        (Some(e), false) => format!("its engine (pid {e}) is no longer running"),
+        (None, true) => "the writer lock is still held".to_owned(),
+        (None, false) => "its engine had not started".to_owned(),
+    };
+    let hint = match (s.engine_pid, lock_held) {
+        (Some(e), true) => format!(
+            "stop the engine (`kill {e}`), then `warden check {}` and start a new session with `warden run`",
+            db.display()
+        ),
+        _ => format!(
+            "`warden check {}`, then start a new session with `warden run`, which gates the database and takes fresh backups; if the check fails, restore a verified backup with `warden restore`",
+            db.display()
+        ),
+    };
+    format!(
+        "supervisor died: `warden run` (pid {}) of session {} is gone ({gone}) while the session was running; {engine}; no post-session backup will be taken\n(hint: {hint})",
+        s.supervisor_pid, s.id
+    )
 }
 
 fn read_drill(path: &Path, now: Timestamp) -> Option<DrillInfo> {

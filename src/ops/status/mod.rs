@@ -24,10 +24,15 @@
 //! | `11` | the most recent integrity gate failed, a session was refused for damage, the database is missing or empty, or a restore was interrupted (its intent record is there and nobody holds the lock; sessions refuse until `warden restore` finishes it) | `gate_failed`, `database_missing`, `restore_interrupted` |
 //! | `13` | the writer lock is free but its last holder never released it: an engine died (crash, `kill -9`); or the lock could not be read | `writer_died`, `lock_unreadable` |
 //! | `14` | the database or the backup directory is not on local storage (or could not be judged), or SQLite is older than 3.51.3 | `storage_not_local`, `storage_unknown`, `sqlite_too_old` |
-//! | `12` | the last session ended badly: `engine_failed`, `abandoned` (or still `running` with nobody holding the lock), `completed_without_backup`, `engine_not_started`, or refused at a step other than the lock (another session holding the lock is not a problem) | `session_ended_badly`, `sessions_unreadable` |
+//! | `12` | the last session ended badly: `engine_failed`, `abandoned` (or still `running` with nobody holding the lock), `completed_without_backup`, `engine_not_started`, or refused at a step other than the lock (another session holding the lock is not a problem); or its artifact says `running` but its supervisor (`warden run`) is gone, judged by pid, start time, pid namespace and boot id, never by the pid alone: no post-session backup will come, and its engine may still run unsupervised with the lock | `session_ended_badly`, `supervisor_died`, `sessions_unreadable` |
 //! | `15` | free space in the database's or the backup directory below the floor: room for one more backup (database + `-wal` + `-journal`, +10 %, +1 MiB), or `--min-free-bytes` when larger | `disk_headroom` |
 //! | `10` | no good backup, the newest good one is older than `--max-backup-age` (default 26 h), or the backups could not be listed | `no_good_backup`, `backup_stale`, `backups_unreadable` |
 //! | `16` | the last restore drill (`<db>.warden/drills/latest.json`, written by `warden drill`) failed or its record is unreadable | `drill_failed` |
+//!
+//! A successful in-place restore (`<db>.warden/restores/latest.json`, written by `warden
+//! restore`) ends the problems of sessions and gates that started before it: they describe
+//! the database it replaced, and a restore is what they recommend. They stay visible as
+//! history (`last_session`, `last_gate`); the restore is in `last_restore`.
 //!
 //! Severity, most severe first, is the order of the table: **11 > 13 > 14 > 12 > 15 > 10 >
 //! 16** ([`SEVERITY`]). Damage found comes first; then a writer that died (damage possible,

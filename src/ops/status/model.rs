@@ -51,6 +51,9 @@ pub struct StatusOptions {
     /// The newest restore-drill record (default `<db>.warden/drills/latest.json`); a missing
     /// file means no drill has run, which is not a problem.
     pub drill_record: PathBuf,
+    /// The record of the last in-place restore (default `<db>.warden/restores/latest.json`):
+    /// sessions and gates from before it describe a database that was replaced since.
+    pub restore_record: PathBuf,
     /// The newest good backup may be at most this old (default [`DEFAULT_MAX_BACKUP_AGE`]).
     pub max_backup_age: Duration,
     /// Free-space floor in bytes for the database's and the backup directory; the floor is
@@ -69,6 +72,7 @@ impl std::fmt::Debug for StatusOptions {
             .field("backup_dir", &self.backup_dir)
             .field("session_dir", &self.session_dir)
             .field("drill_record", &self.drill_record)
+            .field("restore_record", &self.restore_record)
             .field("max_backup_age", &self.max_backup_age)
             .field("min_free_bytes", &self.min_free_bytes)
             .field("now", &self.now)
@@ -85,6 +89,7 @@ impl StatusOptions {
             backup_dir: state.join("backups"),
             session_dir: state.join("sessions"),
             drill_record: crate::copies::restore::drill_record_path(&db),
+            restore_record: crate::copies::restore::restore_record_path(&db),
             db,
             max_backup_age: DEFAULT_MAX_BACKUP_AGE,
             min_free_bytes: None,
@@ -125,6 +130,9 @@ pub enum ProblemKind {
     SqliteTooOld,
     /// The last session ended badly (12).
     SessionEndedBadly,
+    /// The session's artifact says `running` but its supervisor (`warden run`) is gone: no
+    /// post-session backup will come, and its engine may still be running unsupervised (12).
+    SupervisorDied,
     /// The session artifacts could not be read (12).
     SessionsUnreadable,
     /// Free space is below the floor (15).
@@ -150,7 +158,9 @@ impl ProblemKind {
             ProblemKind::StorageNotLocal | ProblemKind::StorageUnknown | ProblemKind::SqliteTooOld => {
                 exit::STATUS_STORAGE
             }
-            ProblemKind::SessionEndedBadly | ProblemKind::SessionsUnreadable => exit::STATUS_SESSION,
+            ProblemKind::SessionEndedBadly | ProblemKind::SupervisorDied | ProblemKind::SessionsUnreadable => {
+                exit::STATUS_SESSION
+            }
             ProblemKind::DiskHeadroom => exit::STATUS_DISK,
             ProblemKind::NoGoodBackup | ProblemKind::BackupStale | ProblemKind::BackupsUnreadable => {
                 exit::STATUS_BACKUP
@@ -171,6 +181,7 @@ impl ProblemKind {
             ProblemKind::StorageUnknown => "storage_unknown",
             ProblemKind::SqliteTooOld => "sqlite_too_old",
             ProblemKind::SessionEndedBadly => "session_ended_badly",
+            ProblemKind::SupervisorDied => "supervisor_died",
             ProblemKind::SessionsUnreadable => "sessions_unreadable",
             ProblemKind::DiskHeadroom => "disk_headroom",
             ProblemKind::NoGoodBackup => "no_good_backup",
@@ -265,6 +276,14 @@ pub struct SessionInfo {
     pub engine_exit_code: Option<i32>,
     /// The signal that killed the engine.
     pub engine_signal: Option<i32>,
+    /// The engine's pid, once it was started.
+    pub engine_pid: Option<u32>,
+    /// The supervisor (`warden run`) that ran the session.
+    pub supervisor_pid: u32,
+    /// For a `running` session whose supervisor is gone: how that is known (the pid is gone,
+    /// reused by a later process, or the host rebooted). `None` while it lives, or when it
+    /// cannot be judged from here (another host or pid namespace).
+    pub supervisor_gone: Option<String>,
     /// The artifact.
     pub artifact: PathBuf,
 }
@@ -281,6 +300,12 @@ impl SessionInfo {
             exit_code: a.exit_code,
             engine_exit_code: a.engine.as_ref().and_then(|e| e.exit_code),
             engine_signal: a.engine.as_ref().and_then(|e| e.signal),
+            engine_pid: a.engine.as_ref().and_then(|e| e.pid),
+            supervisor_pid: a.runner.pid,
+            supervisor_gone: (a.status == SessionStatus::Running)
+                .then(|| crate::util::identity::process_gone(&a.runner, a.runner_start.as_ref()))
+                .flatten()
+                .map(str::to_owned),
             artifact: path.to_owned(),
         }
     }
@@ -471,6 +496,10 @@ pub struct StatusReport {
     pub drill: Option<DrillInfo>,
     /// A restore in progress or interrupted (`<db>.warden/restore-in-progress.json`).
     pub restore: Option<RestoreInfo>,
+    /// The last restore that replaced the database (`<db>.warden/restores/latest.json`).
+    /// Problems of sessions and gates that started before it are not reported: they were
+    /// about the database it replaced.
+    pub last_restore: Option<crate::copies::restore::RestoreRecord>,
     /// Disk headroom.
     pub disk: DiskInfo,
     /// The linked SQLite.

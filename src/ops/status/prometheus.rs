@@ -96,7 +96,8 @@ pub fn prometheus_text(r: &StatusReport) -> String {
     }
     if let Some(s) = &r.last_session {
         let ok =
-            !r.problems.iter().any(|p| p.kind == ProblemKind::SessionEndedBadly) && s.status != SessionStatus::Refused;
+            !r.problems.iter().any(|p| matches!(p.kind, ProblemKind::SessionEndedBadly | ProblemKind::SupervisorDied))
+                && s.status != SessionStatus::Refused;
         f.one("warden_last_session_ok", "1 when the last session completed or is running.", bit(ok));
     }
     if let Some(state) = r.writer_lock.state {
