@@ -132,6 +132,10 @@ pub struct LockRecord {
     /// The `warden run` session holding the lock, when one does.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub session: Option<String>,
+    /// The one process the session handed the lock to ([`INHERIT_FD_ENV`]): only it may
+    /// adopt the inherited descriptor, not a grandchild or another process that inherited it.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub engine_pid: Option<u32>,
 }
 
 /// Whether the record was written by a live holder or at a clean release.
@@ -164,6 +168,10 @@ struct HeldLock {
     /// The database's inode lock, once taken (see `guard::inode_lock`); `None` while the
     /// database does not exist yet, and for an inherited lock (the runner holds it).
     inode: Option<Inode>,
+    /// The record of a previous holder that died holding the lock: written back when this
+    /// hold ends without a clean close, so a failed open never erases the evidence that the
+    /// engine before it crashed.
+    crashed_before: Option<LockRecord>,
 }
 
 /// Environment variable through which `warden run` hands its writer lock to the engine it
@@ -195,7 +203,29 @@ fn take_inherited(lock_path: &Path) -> Option<File> {
         }
     }
     let fd: i32 = std::env::var(INHERIT_FD_ENV).ok()?.trim().parse().ok()?;
+    if !handed_to_us(lock_path) {
+        return None;
+    }
     crate::sys::handoff::adopt(fd, want.dev(), want.ino())
+}
+
+/// True when the lock record names this process as the one the session handed the lock
+/// to. The runner records the engine's pid right after starting it, so a freshly started
+/// engine may read the record a moment before it is there: wait for it, briefly.
+fn handed_to_us(lock_path: &Path) -> bool {
+    let me = std::process::id();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        // Reading the lock file through a descriptor of its own and closing it releases
+        // nothing: the lock is an OFD lock on the runner's description, and the lock file
+        // holds no SQLite locks.
+        let pid = File::open(lock_path).ok().and_then(|mut f| read_record(&mut f)).and_then(|r| r.engine_pid);
+        match pid {
+            Some(p) => return p == me,
+            None if std::time::Instant::now() >= deadline => return false,
+            None => std::thread::sleep(std::time::Duration::from_millis(5)),
+        }
+    }
 }
 
 type Key = (u64, u64);
@@ -366,12 +396,22 @@ impl WriterLock {
                     holder: Holder::current(),
                     last_close: None,
                     session: None,
+                    engine_pid: None,
                 });
                 let key = key_of(&md);
                 let holder = record.holder.clone();
                 reg.insert(
                     key,
-                    HeldLock { file, refs: 1, scope, record, inherited: true, pid: std::process::id(), inode: None },
+                    HeldLock {
+                        file,
+                        refs: 1,
+                        scope,
+                        record,
+                        inherited: true,
+                        pid: std::process::id(),
+                        inode: None,
+                        crashed_before: None,
+                    },
                 );
                 let lock = WriterLock { key, db: db.to_owned(), lock_path, released: false };
                 return Ok(Acquired { lock, newly_taken: false, previous: None, holder, inherited: true });
@@ -414,13 +454,23 @@ impl WriterLock {
                 holder: Holder::current(),
                 last_close: previous.as_ref().and_then(|p| p.last_close.clone()),
                 session: None,
+                engine_pid: None,
             };
             write_record(&mut file, &record).map_err(&err)?;
             let key = key_of(&ours);
             let holder = record.holder.clone();
             reg.insert(
                 key,
-                HeldLock { file, refs: 1, scope, record, inherited: false, pid: std::process::id(), inode },
+                HeldLock {
+                    file,
+                    refs: 1,
+                    scope,
+                    record,
+                    inherited: false,
+                    pid: std::process::id(),
+                    inode,
+                    crashed_before: previous.clone().filter(|p| p.state == RecordState::Held),
+                },
             );
             let lock = WriterLock { key, db: db.to_owned(), lock_path, released: false };
             return Ok(Acquired { lock, newly_taken: true, previous, holder, inherited: false });
@@ -438,6 +488,20 @@ impl WriterLock {
             return Ok(());
         };
         h.record.session = Some(session.to_owned());
+        write_record(&mut h.file, &h.record).map_err(io_err(self.lock_path.clone()))
+    }
+
+    /// Names the process the lock is handed to (the engine `warden run` started): only that
+    /// process may adopt the inherited descriptor.
+    ///
+    /// # Errors
+    /// [`LockError::Io`] when the record cannot be written.
+    pub fn set_engine_pid(&self, pid: u32) -> Result<(), LockError> {
+        let mut reg = registry();
+        let Some(h) = reg.get_mut(&self.key) else {
+            return Ok(());
+        };
+        h.record.engine_pid = Some(pid);
         write_record(&mut h.file, &h.record).map_err(io_err(self.lock_path.clone()))
     }
 
@@ -539,6 +603,16 @@ impl WriterLock {
             }
             if let Some(inode) = h.inode {
                 inode_lock::unlock(inode);
+            }
+            if close_state.is_none()
+                && let Some(crashed) = h.crashed_before.take()
+            {
+                // No clean close happened in this hold: the last clean state is still the
+                // crashed engine's, and so is the evidence.
+                if let Err(e) = write_record(&mut h.file, &crashed) {
+                    tracing::warn!(lock = %self.lock_path.display(), error = %e, "could not restore the crash record");
+                }
+                return;
             }
             h.record.state = RecordState::Released;
             if close_state.is_some() {
@@ -723,6 +797,7 @@ mod tests {
             holder: Holder::current(),
             last_close: None,
             session: Some("s".into()),
+            engine_pid: None,
         };
         let mut bytes = serde_json::to_vec(&rec).unwrap();
         bytes.extend_from_slice(b"\n\"tail of an older record\"}}");

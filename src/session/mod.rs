@@ -461,6 +461,17 @@ impl Session {
 
         // 4. The writer lock, held from here to `finish`.
         let acquired = match WriterLock::acquire(&config.db, WriterScope::Process) {
+            Ok(a) if !a.newly_taken && !a.inherited => {
+                // This very process already has an engine connection open: joining its hold
+                // would run the gate and byte-copy a set that may be mid-write.
+                let e = LockError::Held {
+                    db: config.db.clone(),
+                    lock_path: a.lock.lock_path().to_owned(),
+                    holder: Some(Box::new(a.holder.clone())),
+                };
+                drop(a);
+                return Err(fail(artifact, Step::WriterLock, SessionError::WriterLocked(e)));
+            }
             Ok(a) => a,
             Err(e) => return Err(fail(artifact, Step::WriterLock, SessionError::WriterLocked(e))),
         };

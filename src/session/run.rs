@@ -303,6 +303,11 @@ fn spawn_and_wait(
         }
     };
     signals.set_target(Some(child.id()));
+    if let Some(l) = session.writer_lock()
+        && let Err(e) = l.set_engine_pid(child.id())
+    {
+        tracing::warn!(error = %e, "could not name the engine in the lock record; it will not adopt the lock");
+    }
     let command = opts.command.iter().map(|a| a.to_string_lossy().into_owned()).collect();
     session.engine_started(command, Some(child.id()));
     on_event(RunEvent::EngineStarted { pid: child.id() });
