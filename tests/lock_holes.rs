@@ -56,14 +56,19 @@ fn session_begin_refuses_to_join_a_hold_of_its_own_process() {
     let s = Scratch::new();
     let g = local_guard(&s);
     let db = s.path("e.db");
-    let engine = open_engine(&db, &EngineOptions { guard: Some(g.clone()), create: true, ..Default::default() }).unwrap();
+    let engine =
+        open_engine(&db, &EngineOptions { guard: Some(g.clone()), create: true, ..Default::default() }).unwrap();
     engine.execute_batch("CREATE TABLE t(v); INSERT INTO t VALUES (1);").unwrap();
     let mut c = SessionConfig::new(&db);
     c.guard = Some(g);
     c.backup_dir = Some(s.path("backups"));
     c.session_dir = Some(s.path("sessions"));
     let f = Session::begin(c).map(|_| ()).unwrap_err();
-    assert!(matches!(f.error, SessionError::WriterLocked(_)), "a session joined the hold of an open engine connection: {}", f.error);
+    assert!(
+        matches!(f.error, SessionError::WriterLocked(_)),
+        "a session joined the hold of an open engine connection: {}",
+        f.error
+    );
     assert_eq!(f.error.exit_code(), 75);
     assert_eq!(std::fs::read_dir(s.path("backups")).map(|d| d.count()).unwrap_or(0), 0, "nothing was copied");
     // The engine connection keeps its hold.
@@ -154,5 +159,9 @@ print(os.WEXITSTATUS(st), e.execute('SELECT count(*) FROM t').fetchall()[0][0])
     let out = Command::new("python3").arg("-c").arg(code).env("WARDEN_AUDIT_DIR", s.audit_dir()).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(stdout.trim(), "12 1", "the forked child wrote as if it were the writer (child exit 10 + refusals, rows)");
+    assert_eq!(
+        stdout.trim(),
+        "12 1",
+        "the forked child wrote as if it were the writer (child exit 10 + refusals, rows)"
+    );
 }

@@ -406,6 +406,9 @@ impl Session {
                     let e = SessionError::StorageRefused { path: dir, what, verdict: Box::new(v) };
                     return Err(fail(artifact, Step::Storage, e));
                 }
+                // A snapshot directory that cannot even be examined is not network storage:
+                // periodic snapshots then fail and are reported, and never stop the engine.
+                Err(_) if what == "snapshot directory" => {}
                 Err(e) => return Err(fail(artifact, Step::Storage, e.into())),
             }
         }
