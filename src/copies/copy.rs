@@ -534,6 +534,38 @@ fn thread_read_bytes(tid: i32) -> u64 {
         .unwrap_or(0)
 }
 
+/// True for a database that is an empty file with no non-empty `-wal`: nothing to copy, and
+/// a "verified" copy of it must never count as a good state.
+pub(crate) fn is_empty_db(db: &Path) -> bool {
+    size_of(db) == 0 && size_of(&sidecar(db, "-wal")) == 0
+}
+
+/// Why [`first_not_local`] could not judge a path: what it was doing, the path, the cause.
+pub(crate) type JudgeFailure = (&'static str, PathBuf, io::Error);
+
+/// The first of `paths` on storage the guard would refuse an engine on, with its verdict:
+/// copies are read from, and written to, a local disk, whichever command makes them.
+pub(crate) fn first_not_local(
+    guard: Option<&Guard>,
+    paths: &[(&Path, &'static str)],
+) -> Result<Option<(PathBuf, &'static str, crate::storage::FsVerdict)>, JudgeFailure> {
+    let first = paths.first().map_or_else(PathBuf::new, |(p, _)| p.to_path_buf());
+    let guard = match guard {
+        Some(g) => g.clone(),
+        None => crate::guard::vfs::default_guard()
+            .map_err(|e| ("registering the guard for", first, io::Error::other(e.to_string())))?,
+    };
+    for &(path, what) in paths {
+        let v = guard
+            .classify(path)
+            .map_err(|e| ("examining the storage of", path.to_owned(), io::Error::other(e.to_string())))?;
+        if !v.kind.is_local() {
+            return Ok(Some((path.to_owned(), what, v)));
+        }
+    }
+    Ok(None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -621,20 +621,11 @@ fn repoint_latest(dir: &Path, target: &Path) -> Result<PathBuf, SnapshotError> {
 
 /// Refuses a database or a snapshot directory on storage the guard would refuse an engine on.
 fn judge_storage(db: &Path, dir: &Path, guard: Option<&Guard>) -> Result<(), SnapshotError> {
-    let guard = match guard {
-        Some(g) => g.clone(),
-        None => crate::guard::vfs::default_guard()
-            .map_err(|e| io_err("registering the guard for", db)(io::Error::other(e.to_string())))?,
-    };
-    for (path, what) in [(db, "database"), (dir, "snapshot directory")] {
-        let v = guard
-            .classify(path)
-            .map_err(|e| io_err("examining the storage of", path)(io::Error::other(e.to_string())))?;
-        if !v.kind.is_local() {
-            return Err(SnapshotError::StorageRefused { path: path.to_owned(), what, verdict: Box::new(v) });
-        }
+    match copy::first_not_local(guard, &[(db, "database"), (dir, "snapshot directory")]) {
+        Ok(None) => Ok(()),
+        Ok(Some((path, what, v))) => Err(SnapshotError::StorageRefused { path, what, verdict: Box::new(v) }),
+        Err((action, path, source)) => Err(io_err(action, &path)(source)),
     }
-    Ok(())
 }
 
 /// Takes a snapshot of `db`, publishes it, re-points `latest.sqlite` at it and applies the
@@ -649,7 +640,7 @@ pub fn take(db: impl AsRef<Path>, opts: &SnapshotOptions) -> Result<SnapshotRepo
     if !db.exists() {
         return Err(SnapshotError::Missing { db: db.to_owned() });
     }
-    if copy::size_of(db) == 0 && copy::size_of(&sidecar(db, "-wal")) == 0 {
+    if copy::is_empty_db(db) {
         return Err(SnapshotError::Empty { db: db.to_owned() });
     }
     let dir = opts.dir_for(db);

@@ -666,9 +666,7 @@ impl Session {
             post.error = Some("the engine never started; the pre-session backup is current".into());
         } else if !db.exists() {
             post.error = Some("the database does not exist after the session".into());
-        } else if std::fs::metadata(&db).is_ok_and(|m| m.len() == 0)
-            && std::fs::metadata(crate::format::names::wal(&db)).map_or(true, |m| m.len() == 0)
-        {
+        } else if crate::copies::copy::is_empty_db(&db) {
             post.error = Some("the database is still an empty file after the session: nothing to back up".into());
         } else {
             let kind = if outcome.is_clean() { BackupKind::Post } else { BackupKind::PostCrash };

@@ -229,25 +229,11 @@ impl BackupStore {
     /// Refuses a database or a backup directory on storage the guard would refuse an engine
     /// on: backups copy from a local disk onto a local disk, whichever command takes them.
     fn judge_storage(&self, db: &Path, opts: &BackupOptions) -> Result<(), BackupError> {
-        let guard = match &opts.guard {
-            Some(g) => g.clone(),
-            None => crate::guard::vfs::default_guard().map_err(|e| BackupError::Io {
-                action: "registering the guard for",
-                path: db.to_owned(),
-                source: io::Error::other(e.to_string()),
-            })?,
-        };
-        for (path, what) in [(db, "database"), (self.dir.as_path(), "backup directory")] {
-            let v = guard.classify(path).map_err(|e| BackupError::Io {
-                action: "examining the storage of",
-                path: path.to_owned(),
-                source: io::Error::other(e.to_string()),
-            })?;
-            if !v.kind.is_local() {
-                return Err(BackupError::StorageRefused { path: path.to_owned(), what, verdict: Box::new(v) });
-            }
+        match copy::first_not_local(opts.guard.as_ref(), &[(db, "database"), (&self.dir, "backup directory")]) {
+            Ok(None) => Ok(()),
+            Ok(Some((path, what, v))) => Err(BackupError::StorageRefused { path, what, verdict: Box::new(v) }),
+            Err((action, path, source)) => Err(BackupError::Io { action, path, source }),
         }
-        Ok(())
     }
 
     /// Takes the store's lock, waiting for another warden using the store to finish.
@@ -483,7 +469,7 @@ impl BackupStore {
         if !db.exists() {
             return Err(BackupError::Missing { db: db.to_owned() });
         }
-        if copy::size_of(db) == 0 && copy::size_of(&sidecar(db, "-wal")) == 0 {
+        if copy::is_empty_db(db) {
             return Err(BackupError::Empty { db: db.to_owned() });
         }
         self.judge_storage(db, opts)?;
