@@ -10,11 +10,20 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     cli::init_logging(args.verbose);
-    match cli::run(args) {
+    let code = match cli::run(args) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("warden: {err}");
             ExitCode::from(err.exit_code())
         }
+    };
+    // Output that could not be written (other than to a reader that went away) turns a
+    // success into an I/O error; a failure keeps its own code.
+    match cli::stdout_failure() {
+        Some(e) if code == ExitCode::SUCCESS => {
+            eprintln!("warden: cannot write to stdout: {e}");
+            ExitCode::from(sqlite_warden::util::exit::IOERR)
+        }
+        _ => code,
     }
 }

@@ -263,6 +263,10 @@ fn a_second_writer_is_refused_across_languages() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "testing"),
+    ignore = "needs the test seams: cargo test --features testing (scripts/test does)"
+)]
 fn panics_and_old_hosts_leave_the_host_alive() {
     let Some((e, _)) = setup("panics_and_old_hosts_leave_the_host_alive") else { return };
     let d = tempfile::tempdir().unwrap();

@@ -723,6 +723,10 @@ fn check_rolls_back_a_hot_journal_on_its_private_copy_only() {
 /// A restore holding the lock is "running" (healthy); killed after writing its intent
 /// record it is "interrupted" (11, and 13 for its lock); the next restore finishes it.
 #[test]
+#[cfg_attr(
+    not(feature = "testing"),
+    ignore = "needs the test seams: cargo test --features testing (scripts/test does)"
+)]
 fn status_11_for_an_interrupted_restore() {
     let s = Scratch::new();
     let db = s.path("r.db");

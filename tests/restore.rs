@@ -394,6 +394,10 @@ fn kill_restore_at(s: &Scratch, db: &Path, point: &str, while_paused: impl FnOnc
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "testing"),
+    ignore = "needs the test seams: cargo test --features testing (scripts/test does)"
+)]
 fn kill_9_at_every_restore_step_never_loses_a_database() {
     let template = Scratch::new();
     let tdb = template.path("k.db");
@@ -455,6 +459,10 @@ fn kill_9_at_every_restore_step_never_loses_a_database() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "testing"),
+    ignore = "needs the test seams: cargo test --features testing (scripts/test does)"
+)]
 fn an_interrupted_restore_whose_copy_was_damaged_is_rolled_back() {
     let template = Scratch::new();
     let tdb = template.path("b.db");

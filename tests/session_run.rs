@@ -493,6 +493,10 @@ enum Killed {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "testing"),
+    ignore = "needs the test seams: cargo test --features testing (scripts/test does)"
+)]
 fn kill_minus_9_during_backup_and_retention_loses_nothing() {
     let s = Scratch::new();
     let db = s.path("k9.db");
@@ -644,6 +648,10 @@ fn fill_up(path: &Path) {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "testing"),
+    ignore = "needs the test seams: cargo test --features testing (scripts/test does)"
+)]
 fn disk_full_during_backup_fails_closed() {
     if !nix::unistd::geteuid().is_root() {
         return skip_or_fail("disk_full_during_backup_fails_closed", "not root (needs root and tmpfs)");
@@ -742,6 +750,10 @@ fn disk_full_during_backup_fails_closed() {
 /// written. The backup fails closed (74, nothing listed), and since warden was not killed it
 /// must clean up after itself: the unlisted 1.5 MB copy must not stay on the full disk.
 #[test]
+#[cfg_attr(
+    not(feature = "testing"),
+    ignore = "needs the test seams: cargo test --features testing (scripts/test does)"
+)]
 fn disk_full_while_writing_the_manifest_leaves_no_unlisted_copy() {
     if !nix::unistd::geteuid().is_root() {
         return skip_or_fail(
@@ -790,6 +802,10 @@ fn disk_full_while_writing_the_manifest_leaves_no_unlisted_copy() {
 /// The engine exits 0 but the disk fills up before the post-session backup: warden exits 74
 /// (not 0), the session says `completed_without_backup`, the pre backup stays good.
 #[test]
+#[cfg_attr(
+    not(feature = "testing"),
+    ignore = "needs the test seams: cargo test --features testing (scripts/test does)"
+)]
 fn clean_engine_with_a_full_disk_for_the_post_backup_exits_74() {
     if !nix::unistd::geteuid().is_root() {
         return skip_or_fail(

@@ -596,6 +596,10 @@ fn a_failing_periodic_snapshot_never_stops_the_engine() {
 // ---------------------------------------------------------------------------------------------
 
 #[test]
+#[cfg_attr(
+    not(feature = "testing"),
+    ignore = "needs the test seams: cargo test --features testing (scripts/test does)"
+)]
 fn kill_minus_9_during_publication_keeps_latest_whole() {
     let s = Scratch::new();
     let db = s.path("k9.db");

@@ -19,7 +19,7 @@ use sqlite_warden::storage::{RealProbe, SimulatedProbe, classify};
 use super::CliError;
 
 fn step(n: u32, text: &str) {
-    println!("\n[{n}] {text}");
+    outln!("\n[{n}] {text}");
 }
 
 fn demo_err(e: impl std::fmt::Display) -> CliError {
@@ -93,7 +93,7 @@ fn while_running(db: &Path, audit: &Path, local: &Guard) -> Result<(), CliError>
         .map_err(io("starting a second warden"))?;
     let said = String::from_utf8_lossy(&out.stderr);
     let refusal = said.lines().find(|l| l.contains("writer")).unwrap_or("(no message)");
-    println!("    exit {}: {}", out.status.code().unwrap_or(-1), refusal.trim());
+    outln!("    exit {}: {}", out.status.code().unwrap_or(-1), refusal.trim());
     if out.status.code() != Some(75) {
         return Err(CliError::Demo(format!("a second session was not refused:\n{said}")));
     }
@@ -105,16 +105,16 @@ fn while_running(db: &Path, audit: &Path, local: &Guard) -> Result<(), CliError>
         .env("WARDEN_AUDIT_DIR", audit)
         .output()
         .map_err(io("starting a second engine"))?;
-    println!("    exit {}: {}", out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).trim());
+    outln!("    exit {}: {}", out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).trim());
     if out.status.code() != Some(75) {
         return Err(CliError::Demo("a second writer was allowed: the guard is broken".into()));
     }
 
     step(5, "tooling reads while the engine writes, and cannot write");
     let tool = open_tool(db, &ToolOptions { guard: Some(local.clone()), ..Default::default() })?;
-    println!("    read ok: {n} trades committed so far");
+    outln!("    read ok: {n} trades committed so far");
     match tool.execute_batch("DELETE FROM trades") {
-        Err(e) => println!("    write refused: {e}"),
+        Err(e) => outln!("    write refused: {e}"),
         Ok(()) => return Err(CliError::Demo("a tooling connection could write".into())),
     }
     Ok(())
@@ -127,13 +127,13 @@ pub fn run(dir: &Path, trades: u32) -> Result<ExitCode, CliError> {
     let dir = std::fs::canonicalize(dir).map_err(io("resolving the demo dir"))?;
     let audit = dir.join("audit");
     let db = dir.join("demo.db");
-    println!("warden demo in {}", dir.display());
+    outln!("warden demo in {}", dir.display());
     // The session's guard is the process default (`warden`), logging into the demo dir.
     let local = guard(vfs::DEFAULT_NAME, &audit, None, NetworkPolicy::Refuse)?;
 
     step(1, "storage verdict for the demo directory (warden fs)");
     let v = classify(&RealProbe::new(), &db)?;
-    println!("    {} on {}: {}", v.kind, v.fstype, v.reason);
+    outln!("    {} on {}: {}", v.kind, v.fstype, v.reason);
 
     let first = !db.exists();
     step(
@@ -144,7 +144,7 @@ pub fn run(dir: &Path, trades: u32) -> Result<ExitCode, CliError> {
             if first { "--create " } else { "" }
         ),
     );
-    println!(
+    outln!(
         "    preflight -> writer lock -> integrity gate on a private copy -> verified pre-session backup\n    -> engine -> post-session backup -> retention -> health artifact"
     );
     let mut config = SessionConfig::new(&db);
@@ -165,19 +165,19 @@ pub fn run(dir: &Path, trades: u32) -> Result<ExitCode, CliError> {
         RunEvent::Ready(s) => {
             let a = s.artifact();
             if let Some(g) = &a.gate {
-                println!("    gate {} ({} ms)", g.summary(), g.duration_ms);
+                outln!("    gate {} ({} ms)", g.summary(), g.duration_ms);
             }
             match &a.pre_backup {
-                Some(b) => println!("    pre-session backup: {} (sha256 {}…)", b.path.display(), &b.sha256[..12]),
-                None => println!("    no pre-session backup: the database is new"),
+                Some(b) => outln!("    pre-session backup: {} (sha256 {}…)", b.path.display(), &b.sha256[..12]),
+                None => outln!("    no pre-session backup: the database is new"),
             }
         }
         RunEvent::EngineStarted { pid } => {
-            println!("    engine started as pid {pid}, holding the session's writer lock");
+            outln!("    engine started as pid {pid}, holding the session's writer lock");
             side = while_running(&db, &audit, &local);
         }
-        RunEvent::EngineExited(o) => println!("\n    engine exited with {:?}", o.exit_code),
-        RunEvent::Forwarded(sig) => println!("    forwarded {sig}"),
+        RunEvent::EngineExited(o) => outln!("\n    engine exited with {:?}", o.exit_code),
+        RunEvent::Forwarded(sig) => outln!("    forwarded {sig}"),
     });
     side?;
     let a = &report.artifact;
@@ -188,7 +188,7 @@ pub fn run(dir: &Path, trades: u32) -> Result<ExitCode, CliError> {
         return Err(CliError::Demo(format!("the session ended {:?}", a.status)));
     }
     if let Some(b) = a.post_backup.as_ref().and_then(|p| p.backup.as_ref()) {
-        println!("    post-session backup: {} (verified, sha256 {}…)", b.path.display(), &b.sha256[..12]);
+        outln!("    post-session backup: {} (verified, sha256 {}…)", b.path.display(), &b.sha256[..12]);
     }
 
     step(6, "the same engine on an SMB share (simulated mount table: cifs //nas/trading)");
@@ -200,21 +200,21 @@ pub fn run(dir: &Path, trades: u32) -> Result<ExitCode, CliError> {
     on_share.create = true;
     on_share.guard = Some(smb.clone());
     match sqlite_warden::session::Session::begin(on_share) {
-        Err(f) => println!("    session refused before anything started:\n      {}", indent(&f.error.to_string())),
+        Err(f) => outln!("    session refused before anything started:\n      {}", indent(&f.error.to_string())),
         Ok(_) => return Err(CliError::Demo("a session was allowed on a network share".into())),
     }
     let opts = EngineOptions { guard: Some(smb), create: true, ..Default::default() };
     match open_engine(share.join("engine.db"), &opts) {
-        Err(e) => println!("    and the engine's own open is refused too:\n      {}", indent(&e.to_string())),
+        Err(e) => outln!("    and the engine's own open is refused too:\n      {}", indent(&e.to_string())),
         Ok(_) => return Err(CliError::Demo("the engine was allowed on a network share".into())),
     }
     let rb = guard("warden-demo-smb-rollback", &audit, Some(sim), NetworkPolicy::RollbackOnly)?;
     let conn =
         open_engine(share.join("engine.db"), &EngineOptions { guard: Some(rb), create: true, ..Default::default() })?;
     let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).map_err(demo_err)?;
-    println!("    with policy rollback-only the engine opens in journal_mode={mode}; asking for WAL:");
+    outln!("    with policy rollback-only the engine opens in journal_mode={mode}; asking for WAL:");
     match conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0)) {
-        Err(e) => println!("      {e}"),
+        Err(e) => outln!("      {e}"),
         Ok(m) => return Err(CliError::Demo(format!("WAL was accepted on a network share ({m})"))),
     }
     drop(conn);
@@ -228,23 +228,23 @@ pub fn run(dir: &Path, trades: u32) -> Result<ExitCode, CliError> {
     }
     let store = BackupStore::new(SessionConfig::state_dir(&db).join("backups"), &db);
     let backups = store.list().unwrap_or_default();
-    println!("    database:  {}", db.display());
-    println!("    lock file: {}", sqlite_warden::guard::lock::lock_path_for(&db).display());
-    println!(
+    outln!("    database:  {}", db.display());
+    outln!("    lock file: {}", sqlite_warden::guard::lock::lock_path_for(&db).display());
+    outln!(
         "    backups:   {} ({} verified backups)",
         store.dir().display(),
         backups.iter().filter(|b| b.manifest.is_good()).count()
     );
     if let Some(p) = &report.artifact_path {
-        println!("    session:   {} (status {})", p.display(), serde_json::to_value(a.status).unwrap_or_default());
+        outln!("    session:   {} (status {})", p.display(), serde_json::to_value(a.status).unwrap_or_default());
     }
-    println!(
+    outln!(
         "    audit log: {} ({} records: {})",
         local.audit_path().display(),
         records.len(),
         counts.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
     );
-    println!("\nrun it again: the second session gates and backs up the database the first one wrote.");
-    println!("try: warden prune --db {} --dry-run   |   warden lock {}", db.display(), db.display());
+    outln!("\nrun it again: the second session gates and backs up the database the first one wrote.");
+    outln!("try: warden prune --db {} --dry-run   |   warden lock {}", db.display(), db.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -193,20 +193,20 @@ fn systemd(args: SystemdArgs) -> Result<ExitCode, CliError> {
             "advice": advice,
             "next": next,
         });
-        println!("{v}");
+        outln!("{v}");
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{}: {} files for {}", args.out.display(), written.len(), opts.service_name());
+    outln!("{}: {} files for {}", args.out.display(), written.len(), opts.service_name());
     for w in &written {
         let action = match w.action {
             WriteAction::Created => "created  ",
             WriteAction::Unchanged => "unchanged",
             WriteAction::Replaced => "replaced ",
         };
-        println!("  {action} {}", w.path.display());
+        outln!("  {action} {}", w.path.display());
     }
     for d in &missing {
-        println!(
+        outln!(
             "warning: {} does not exist; the units fail to start (226/NAMESPACE) without it:\n  install -d -o {} -g {} -m 0750 {}",
             d.display(),
             opts.user,
@@ -215,11 +215,11 @@ fn systemd(args: SystemdArgs) -> Result<ExitCode, CliError> {
         );
     }
     for a in &advice {
-        println!("note: {a}");
+        outln!("note: {a}");
     }
-    println!("next (as root):");
+    outln!("next (as root):");
     for n in &next {
-        println!("  {n}");
+        outln!("  {n}");
     }
     Ok(ExitCode::SUCCESS)
 }

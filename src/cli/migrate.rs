@@ -145,7 +145,7 @@ fn failed(e: &MigrateError) -> CliError {
 /// With `--json`, a command that could not be carried out still prints one document.
 fn json_errors(json: bool, result: Result<ExitCode, CliError>) -> Result<ExitCode, CliError> {
     if let (true, Err(e)) = (json, &result) {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({"schema": 1, "outcome": "error", "exit_code": e.exit_code(), "error": e.to_string()})
         );
@@ -197,9 +197,9 @@ fn export(a: ExportArgs) -> Result<ExitCode, CliError> {
     };
     let report = migrate::export(&settings.database, &a.to, &opts).map_err(|e| failed(&e))?;
     if a.json {
-        println!("{}", serde_json::to_string(&report).unwrap_or_default());
+        outln!("{}", serde_json::to_string(&report).unwrap_or_default());
     } else {
-        print!("{}", render_export(&report));
+        out!("{}", render_export(&report));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -279,9 +279,9 @@ fn import(a: ImportArgs) -> Result<ExitCode, CliError> {
     };
     let report = migrate::import(&a.bundle, &settings.database, &opts).map_err(|e| failed(&e))?;
     if a.json {
-        println!("{}", serde_json::to_string(&report).unwrap_or_default());
+        outln!("{}", serde_json::to_string(&report).unwrap_or_default());
     } else {
-        print!("{}", render_import(&report));
+        out!("{}", render_import(&report));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -339,9 +339,9 @@ fn sessions_export_cmd(settings: Resolve, to: PathBuf, take_snapshot: bool, json
     };
     let report = migrate::export_sessions(&settings.database, &to, &opts).map_err(|e| failed(&e))?;
     if json {
-        println!("{}", serde_json::to_string(&report).unwrap_or_default());
+        outln!("{}", serde_json::to_string(&report).unwrap_or_default());
     } else {
-        print!("{}", render_sessions_export(&report));
+        out!("{}", render_sessions_export(&report));
     }
     Ok(ExitCode::SUCCESS)
 }

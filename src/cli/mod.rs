@@ -7,6 +7,27 @@
 //! README lists the same table). A usage error (clap's) exits [`exit::USAGE`]; `--help` and
 //! `--version` exit 0.
 
+// Every line for stdout goes through `outln!`/`out!` (see `shared::out`): a closed or
+// failing stdout never panics. `print!` and `println!` would.
+#![deny(clippy::print_stdout)]
+
+/// `println!` that never panics (see [`shared::out`]).
+macro_rules! outln {
+    () => {
+        $crate::cli::shared::out(format_args!(""), true)
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::shared::out(format_args!($($arg)*), true)
+    };
+}
+
+/// `print!` that never panics (see [`shared::out`]).
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::shared::out(format_args!($($arg)*), false)
+    };
+}
+
 mod audit;
 mod backups;
 mod check;
@@ -33,6 +54,8 @@ use sqlite_warden::guard::error::{LockError, OpenError, ProbeError, RegisterErro
 use sqlite_warden::guard::lock::{LockState, LockStatus};
 use sqlite_warden::storage::{FsKind, FsVerdict};
 use sqlite_warden::util::exit;
+
+pub use shared::stdout_failure;
 
 /// Guards a single-writer SQLite engine: refuses network filesystems and unsafe WAL,
 /// enforces one writer, audits every open.
@@ -157,11 +180,24 @@ Examples:
 /// `--help` and `--version` (printed to stdout) exit 0; any other clap error (printed, with
 /// clap's own message, to stderr) exits [`exit::USAGE`], 64.
 pub fn parse() -> Result<Args, ExitCode> {
+    if let Some(arg) = non_utf8_argument(std::env::args_os()) {
+        eprintln!(
+            "warden: the argument `{}` is not valid UTF-8: warden names every database and directory it guards as text (audit log, writer lock, artifacts, manifests)\nwarden: (hint: rename the file or directory to a UTF-8 name; `ls --quoting-style=escape` shows the bytes)",
+            sqlite_warden::util::fmt::path_text(std::path::Path::new(&arg))
+        );
+        return Err(ExitCode::from(exit::USAGE));
+    }
     Args::try_parse().map_err(|e| {
         // A closed stdout (`warden --help | head -1`) is not an error worth reporting.
         let _ = e.print();
         ExitCode::from(usage_exit_code(e.kind()))
     })
+}
+
+/// The first of warden's own arguments that is not UTF-8; the engine command after `--`
+/// may be anything (its opens are judged by the guard, which refuses such names).
+fn non_utf8_argument(args: impl Iterator<Item = std::ffi::OsString>) -> Option<std::ffi::OsString> {
+    args.skip(1).take_while(|a| a != "--").find(|a| a.to_str().is_none())
 }
 
 /// The exit code of a clap "error": 0 for the help and version it printed, else 64.
@@ -272,9 +308,9 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
                 "sqlite_floor": "3.51.3",
             });
             if json {
-                println!("{v}");
+                outln!("{v}");
             } else {
-                println!("warden {} (SQLite {}, floor 3.51.3)", env!("CARGO_PKG_VERSION"), rusqlite::version());
+                outln!("warden {} (SQLite {}, floor 3.51.3)", env!("CARGO_PKG_VERSION"), rusqlite::version());
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -293,7 +329,7 @@ fn fs_cmd(paths: &[PathBuf], json: bool) -> Result<ExitCode, CliError> {
             .iter()
             .map(|(p, v)| serde_json::json!({"path": p, "engine_safe": v.kind.is_local(), "verdict": v}))
             .collect();
-        println!("{}", serde_json::Value::Array(arr));
+        outln!("{}", serde_json::Value::Array(arr));
     } else {
         for (p, v) in &verdicts {
             print_verdict(p, v);
@@ -310,31 +346,31 @@ fn print_verdict(p: &std::path::Path, v: &FsVerdict) {
         FsKind::NoLocking => "NOT safe: locking disabled",
         FsKind::Suspect => "NOT safe: unknown storage",
     };
-    println!("{}: {head}", p.display());
-    println!("  verdict:     {}", v.kind);
-    println!("  filesystem:  {}", v.fstype);
+    outln!("{}: {head}", p.display());
+    outln!("  verdict:     {}", v.kind);
+    outln!("  filesystem:  {}", v.fstype);
     if let Some(m) = v.magic {
-        println!("  statfs:      {m:#x}");
+        outln!("  statfs:      {m:#x}");
     }
     if let Some(mp) = &v.mount_point {
-        println!("  mount point: {}", mp.display());
+        outln!("  mount point: {}", mp.display());
     }
     if let Some(src) = &v.source {
-        println!("  source:      {src}");
+        outln!("  source:      {src}");
     }
     if !v.options.is_empty() {
-        println!("  options:     {}", v.options.join(","));
+        outln!("  options:     {}", v.options.join(","));
     }
-    println!("  reason:      {}", v.reason);
+    outln!("  reason:      {}", v.reason);
     if !v.kind.is_local() {
-        println!("  hint:        move the database to a local disk; warden refuses the engine here");
+        outln!("  hint:        move the database to a local disk; warden refuses the engine here");
     }
 }
 
 fn lock_cmd(db: &std::path::Path, json: bool) -> Result<ExitCode, CliError> {
     let st: LockStatus = sqlite_warden::guard::lock::inspect(db)?;
     if json {
-        println!("{}", serde_json::to_string(&st).unwrap_or_default());
+        outln!("{}", serde_json::to_string(&st).unwrap_or_default());
         return Ok(ExitCode::SUCCESS);
     }
     let state = match st.state {
@@ -343,13 +379,13 @@ fn lock_cmd(db: &std::path::Path, json: bool) -> Result<ExitCode, CliError> {
         LockState::FreeAfterCrash => "free (the last holder died without releasing it)",
         LockState::NeverUsed => "never used (no guarded engine has opened this database)",
     };
-    println!("{}: writer lock {state}", db.display());
-    println!("  lock file: {}", st.lock_path.display());
+    outln!("{}: writer lock {state}", db.display());
+    outln!("  lock file: {}", st.lock_path.display());
     if let Some(r) = &st.record {
         let label = if st.state == LockState::Held { "holder" } else { "last holder" };
-        println!("  {label}: {}", r.holder.describe());
+        outln!("  {label}: {}", r.holder.describe());
         if let Some(c) = &r.last_close {
-            println!("  last clean close: {} ({} bytes, change counter {:?})", c.at, c.size, c.change_counter);
+            outln!("  last clean close: {} ({} bytes, change counter {:?})", c.at, c.size, c.change_counter);
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -80,7 +80,7 @@ fn failed(e: &RestoreError) -> CliError {
 /// With `--json`, a command that could not be carried out still prints one document.
 fn json_errors(json: bool, result: Result<ExitCode, CliError>) -> Result<ExitCode, CliError> {
     if let (true, Err(e)) = (json, &result) {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({"schema": 1, "outcome": "error", "exit_code": e.exit_code(), "error": e.to_string()})
         );
@@ -110,7 +110,7 @@ fn restore_cmd(args: RestoreArgs) -> Result<ExitCode, CliError> {
     };
     let report = restore::restore(&settings.database, &store, &opts).map_err(|e| failed(&e))?;
     if args.json {
-        println!("{}", serde_json::to_string(&report).unwrap_or_default());
+        outln!("{}", serde_json::to_string(&report).unwrap_or_default());
     } else {
         render(&report, args.quiet);
     }
@@ -149,31 +149,31 @@ fn render(r: &RestoreReport, quiet: bool) {
         return;
     }
     let head = if r.dry_run { "dry run: would restore" } else { "restored" };
-    println!("{head} {} from backup {}", r.target.display(), b.id);
+    outln!("{head} {} from backup {}", r.target.display(), b.id);
     if quiet {
         return;
     }
-    println!("  backup:    {} ({}, created {}, {})", b.path.display(), b.kind, b.created, human_bytes(b.size));
+    outln!("  backup:    {} ({}, created {}, {})", b.path.display(), b.kind, b.created, human_bytes(b.size));
     let integrity = v.integrity.as_ref().map_or_else(
         || "checked before the interruption".to_owned(),
         sqlite_warden::copies::backup::IntegrityReport::summary,
     );
-    println!("  verified:  size ok, sha256 ok ({}…), {integrity}", short_hash(&b.sha256));
+    outln!("  verified:  size ok, sha256 ok ({}…), {integrity}", short_hash(&b.sha256));
     if r.in_place {
         let verb = if r.dry_run { "would move aside" } else { "moved aside" };
         match &r.replaced_dir {
             Some(dir) if !r.moved_aside.is_empty() => {
-                println!("  {verb} to {}:", dir.display());
+                outln!("  {verb} to {}:", dir.display());
                 for m in &r.moved_aside {
-                    println!("    {} ({})", file_name(&m.from), human_bytes(m.size));
+                    outln!("    {} ({})", file_name(&m.from), human_bytes(m.size));
                 }
             }
-            _ => println!("  {verb}: nothing (there was no database)"),
+            _ => outln!("  {verb}: nothing (there was no database)"),
         }
     }
-    println!("  mode:      {}", r.mode);
+    outln!("  mode:      {}", r.mode);
     for m in &r.messages {
-        println!("  note:      {m}");
+        outln!("  note:      {m}");
     }
 }
 
@@ -222,12 +222,12 @@ fn drill_cmd(args: DrillArgs) -> Result<ExitCode, CliError> {
         DrillOptions { scratch: args.scratch, record_path: None, check_budget: settings.budget, guard: Some(guard) };
     let report = restore::drill(&settings.database, &store, &opts).map_err(|e| failed(&e))?;
     if args.json {
-        println!("{}", serde_json::to_string(&report).unwrap_or_default());
+        outln!("{}", serde_json::to_string(&report).unwrap_or_default());
     } else {
         render_drill(&report, args.quiet);
     }
     if let Some(e) = &report.record_error {
-        eprintln!("warden: {e}\nwarden: (hint: check the permissions of the state directory)");
+        eprintln!("warden: {}", e.replace('\n', "\nwarden: "));
         if report.record.ok {
             return Ok(ExitCode::from(exit::IOERR));
         }
@@ -243,23 +243,23 @@ fn render_drill(r: &DrillReport, quiet: bool) {
     let d = &r.record;
     let id = d.backup.as_ref().map_or("-", |b| b.id.as_str());
     match d.outcome {
-        DrillOutcome::Ok => println!("drill passed: backup {id} restores and checks clean"),
-        DrillOutcome::Failed => println!("drill FAILED: backup {id}"),
-        DrillOutcome::NoBackup => println!("drill FAILED: no verified backup of {}", d.db.display()),
+        DrillOutcome::Ok => outln!("drill passed: backup {id} restores and checks clean"),
+        DrillOutcome::Failed => outln!("drill FAILED: backup {id}"),
+        DrillOutcome::NoBackup => outln!("drill FAILED: no verified backup of {}", d.db.display()),
     }
     for m in &d.messages {
-        println!("  problem:   {m}");
+        outln!("  problem:   {m}");
     }
     if quiet || d.backup.is_none() {
         if let Some(p) = &r.record_path
             && !quiet
         {
-            println!("  record:    {}", p.display());
+            outln!("  record:    {}", p.display());
         }
         return;
     }
     if let Some(age) = d.backup_age_s {
-        println!("  age:       {}", humantime::format_duration(std::time::Duration::from_secs(age)));
+        outln!("  age:       {}", humantime::format_duration(std::time::Duration::from_secs(age)));
     }
     let hash = match d.hash_ok {
         Some(true) => "sha256 ok",
@@ -270,8 +270,8 @@ fn render_drill(r: &DrillReport, quiet: bool) {
         .integrity
         .as_ref()
         .map_or_else(|| "integrity not checked".to_owned(), sqlite_warden::copies::backup::IntegrityReport::summary);
-    println!("  checks:    {hash}, {integrity}");
-    println!(
+    outln!("  checks:    {hash}, {integrity}");
+    outln!(
         "  restored:  {} in {} ms (copy {} ms, check {} ms; {:.1} MB/s)",
         human_bytes(d.bytes),
         d.duration_ms,
@@ -280,7 +280,7 @@ fn render_drill(r: &DrillReport, quiet: bool) {
         d.mb_per_s
     );
     if let Some(p) = &r.record_path {
-        println!("  record:    {}", p.display());
+        outln!("  record:    {}", p.display());
     }
 }
 

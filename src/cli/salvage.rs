@@ -52,10 +52,10 @@ pub fn run(args: SalvageArgs) -> Result<ExitCode, CliError> {
     let report = salvage::salvage(&args.db, &args.to, method)
         .map_err(|e| CliError::Failed { message: e.to_string(), code: e.exit_code() })?;
     if args.json {
-        println!("{}", serde_json::to_string(&report).unwrap_or_default());
+        outln!("{}", serde_json::to_string(&report).unwrap_or_default());
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{}", report.output.display());
+    outln!("{}", report.output.display());
     eprintln!(
         "warden: SUSPECT DATA: salvaged {} rows from {} into {} ({:?} method, {} ms).",
         report.total_rows,

@@ -172,7 +172,7 @@ pub fn run_cmd(args: SettingsArgs, command: Vec<OsString>, json: bool, quiet: bo
     clear_progress_line(progress.as_ref());
     render_final(&report.artifact, report.artifact_path.as_deref(), report.error.as_deref(), quiet);
     if json {
-        println!("{}", serde_json::to_string(&report.artifact).unwrap_or_default());
+        outln!("{}", serde_json::to_string(&report.artifact).unwrap_or_default());
     }
     Ok(ExitCode::from(u8::try_from(report.exit_code.clamp(0, 255)).unwrap_or(exit::SOFTWARE)))
 }
@@ -215,6 +215,11 @@ fn render_final(a: &HealthArtifact, path: Option<&std::path::Path>, error: Optio
     let status = serde_json::to_value(a.status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
     match path {
         Some(p) => eprintln!("warden: session {} {status}; artifact {}", a.session_id, p.display()),
+        None if a.failed_step == Some(sqlite_warden::session::health::Step::Database) => {
+            eprintln!(
+                "warden: session {status}; no artifact was written (nothing is created for a database path that cannot be used)"
+            )
+        }
         None => eprintln!("warden: session {status}; no artifact could be written"),
     }
 }
@@ -237,7 +242,7 @@ pub fn backup_cmd(args: BackupArgs) -> Result<ExitCode, CliError> {
     let out = store.take(&settings.database, &opts)?;
     clear_progress_line(progress.as_ref());
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({
                 "verified": out.integrity.ok,
@@ -246,7 +251,7 @@ pub fn backup_cmd(args: BackupArgs) -> Result<ExitCode, CliError> {
             })
         );
     } else if let Some(r) = &out.published {
-        println!("{}", r.path.display());
+        outln!("{}", r.path.display());
         if !quiet {
             eprintln!(
                 "warden: verified backup of {} ({}, sha256 {}, {})",
@@ -277,7 +282,7 @@ pub fn prune_cmd(args: PruneArgs) -> Result<ExitCode, CliError> {
     let protected = sqlite_warden::session::protected_by_latest_session(&settings.session_dir, &settings.database);
     let plan = prune::prune(&store, &settings.retention, &protected, dry_run)?;
     if json {
-        println!("{}", serde_json::json!({ "dry_run": dry_run, "plan": plan }));
+        outln!("{}", serde_json::json!({ "dry_run": dry_run, "plan": plan }));
     } else {
         print_plan(&plan, dry_run);
     }
@@ -286,7 +291,7 @@ pub fn prune_cmd(args: PruneArgs) -> Result<ExitCode, CliError> {
 
 fn print_plan(plan: &Plan, dry_run: bool) {
     if plan.decisions.is_empty() {
-        println!("no backups");
+        outln!("no backups");
         return;
     }
     let verb = if dry_run { "would remove" } else { "removed" };
@@ -298,9 +303,9 @@ fn print_plan(plan: &Plan, dry_run: bool) {
         } else {
             "DROPPED"
         };
-        println!("{action} {}  {:>10}  {}", d.id, human_bytes(d.size), d.detail);
+        outln!("{action} {}  {:>10}  {}", d.id, human_bytes(d.size), d.detail);
     }
-    println!(
+    outln!(
         "{} kept ({}), {} {verb} ({})",
         plan.kept().count(),
         human_bytes(plan.kept_bytes()),

@@ -24,6 +24,29 @@ pub(super) fn emit(text: &str) -> Result<(), CliError> {
     }
 }
 
+/// The first error writing stdout other than a closed pipe (see [`out`]).
+static STDOUT_FAILED: std::sync::Mutex<Option<io::Error>> = std::sync::Mutex::new(None);
+
+/// What `outln!`/`out!` do: write to stdout, and never panic. A closed pipe (`warden fs / |
+/// true`) means the reader has gone: the line is dropped and the command carries on to
+/// its own result and exit code. Any other failure (disk full behind `> file`) is kept for
+/// [`stdout_failure`], which turns a success into [`exit::IOERR`].
+pub(super) fn out(args: std::fmt::Arguments<'_>, newline: bool) {
+    let mut o = io::stdout().lock();
+    let written = o.write_fmt(args).and_then(|()| if newline { o.write_all(b"\n") } else { Ok(()) });
+    if let Err(e) = written.and_then(|()| o.flush())
+        && e.kind() != io::ErrorKind::BrokenPipe
+        && let Ok(mut slot) = STDOUT_FAILED.lock()
+    {
+        slot.get_or_insert(e);
+    }
+}
+
+/// The first failure [`out`] kept, if any (main reports it and exits [`exit::IOERR`]).
+pub fn stdout_failure() -> Option<io::Error> {
+    STDOUT_FAILED.lock().ok().and_then(|mut slot| slot.take())
+}
+
 pub(super) fn json_line(v: &impl serde::Serialize) -> String {
     let mut s = serde_json::to_string(v).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
     s.push('\n');
@@ -51,12 +74,7 @@ pub(super) fn check_mode(c: Option<CheckArg>) -> Option<CheckMode> {
 }
 
 pub(super) fn parse_duration(flag: &str, s: &str) -> Result<Option<Duration>, CliError> {
-    if matches!(s.trim(), "none" | "off" | "0") {
-        return Ok(None);
-    }
-    humantime::parse_duration(s.trim())
-        .map(Some)
-        .map_err(|e| CliError::Usage(format!("{flag} `{s}`: {e} (hint: write e.g. `90s`, `30m`, `26h`, or `none`)")))
+    sqlite_warden::ops::config::parse_limit(s).map_err(|e| CliError::Usage(format!("{flag} {e}")))
 }
 
 /// A flag set by SIGINT/SIGTERM, so long work stops cleanly (temporary files removed).

@@ -56,10 +56,10 @@ pub fn run(args: SnapshotArgs) -> Result<ExitCode, CliError> {
     let report = snapshot::take(&settings.database, &opts)
         .map_err(|e| CliError::Failed { message: e.to_string(), code: e.exit_code() })?;
     if args.json {
-        println!("{}", serde_json::to_string(&report).unwrap_or_default());
+        outln!("{}", serde_json::to_string(&report).unwrap_or_default());
     } else {
-        println!("snapshot  {}", report.path.display());
-        println!("latest    {}", report.latest.display());
+        outln!("snapshot  {}", report.path.display());
+        outln!("latest    {}", report.latest.display());
         eprintln!("warden: {}", summary(&report));
     }
     if let Some(e) = &report.retention_error {

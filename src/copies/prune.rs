@@ -35,6 +35,10 @@ pub fn prune(
     dry_run: bool,
 ) -> Result<Plan, PruneError> {
     policy.validate()?;
+    // A dry run creates nothing: no store, no lock file, where there are no backups yet.
+    if dry_run && !store.dir().exists() {
+        return Ok(retention::plan(policy, &[], protected, jiff::Timestamp::now()));
+    }
     let lock = store.lock()?;
     if !dry_run {
         store.recover(&lock)?;

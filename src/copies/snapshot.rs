@@ -290,6 +290,10 @@ pub enum SnapshotError {
         /// The database.
         db: PathBuf,
     },
+    /// The database path cannot be read (a directory, no permission, not UTF-8, a side
+    /// file in the way).
+    #[error(transparent)]
+    Target(#[from] crate::storage::TargetError),
     /// Not enough free space for the copy.
     #[error(
         "not enough space for a snapshot in `{dir}`: need {needed} bytes, {available} free\n(hint: free space there, lower `[snapshots] keep`, or point `--snapshot-dir` at another local disk)"
@@ -374,6 +378,7 @@ impl SnapshotError {
         use crate::util::exit;
         match self {
             SnapshotError::Missing { .. } | SnapshotError::Empty { .. } => exit::NOINPUT,
+            SnapshotError::Target(e) => e.exit_code(),
             SnapshotError::StorageRefused { .. } => exit::UNAVAILABLE,
             SnapshotError::CheckFailed { .. } => exit::DATAERR,
             SnapshotError::HotJournal { .. } => exit::TEMPFAIL,
@@ -637,13 +642,16 @@ fn judge_storage(db: &Path, dir: &Path, guard: Option<&Guard>) -> Result<(), Sna
 pub fn take(db: impl AsRef<Path>, opts: &SnapshotOptions) -> Result<SnapshotReport, SnapshotError> {
     let db = db.as_ref();
     let started = Instant::now();
-    if !db.exists() {
-        return Err(SnapshotError::Missing { db: db.to_owned() });
+    match crate::storage::check_database(db, crate::storage::Need::Read) {
+        Ok(()) => {}
+        Err(crate::storage::TargetError::Missing { .. }) => return Err(SnapshotError::Missing { db: db.to_owned() }),
+        Err(e) => return Err(e.into()),
     }
     if copy::is_empty_db(db) {
         return Err(SnapshotError::Empty { db: db.to_owned() });
     }
     let dir = opts.dir_for(db);
+    crate::storage::target::require_utf8(&dir)?;
     judge_storage(db, &dir, opts.guard.as_ref())?;
     let stem = stem_of(db);
     let lock = lock_dir(&dir)?;

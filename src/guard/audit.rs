@@ -155,8 +155,9 @@ pub struct AuditRecord {
     /// Name of the guard VFS.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub vfs: Option<String>,
-    /// The database file (absolute, as SQLite resolved it).
-    #[serde(skip_serializing_if = "Option::is_none", default)]
+    /// The database file (absolute, as SQLite resolved it). A name that is not UTF-8 is
+    /// written with `\xNN` escapes (see [`crate::util::fmt::path_text`]).
+    #[serde(skip_serializing_if = "Option::is_none", default, serialize_with = "crate::util::fmt::serialize_opt_path")]
     pub db: Option<PathBuf>,
     /// What kind of file (`main_db`, `wal`, …).
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -234,7 +235,7 @@ impl AuditRecord {
     }
 
     fn to_line(&self) -> Vec<u8> {
-        let mut line = serde_json::to_vec(self).unwrap_or_default();
+        let mut line = self.encode();
         if line.len() >= MAX_RECORD {
             // Keep the record whole and within one write: shed the bulkiest parts first.
             let mut slim = self.clone();
@@ -242,10 +243,25 @@ impl AuditRecord {
                 fs.options.clear();
             }
             slim.reason = slim.reason.map(|r| r.chars().take(512).collect());
-            line = serde_json::to_vec(&slim).unwrap_or_default();
+            line = slim.encode();
         }
         line.push(b'\n');
         line
+    }
+
+    /// The record as JSON; never empty. Should a field fail to encode, the record is still
+    /// written with its event, process and the encoder's complaint, never as a blank line.
+    fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_else(|e| {
+            let mut bare = AuditRecord::new(self.event);
+            bare.ts.clone_from(&self.ts);
+            bare.seq = self.seq;
+            bare.process = self.process.clone();
+            bare.db.clone_from(&self.db);
+            bare.decision.clone_from(&self.decision);
+            bare.reason = Some(format!("this record could not be encoded in full ({e}); kept: event, process, db"));
+            serde_json::to_vec(&bare).unwrap_or_else(|_| b"{\"schema\":1,\"event\":\"unencodable\"}".to_vec())
+        })
     }
 }
 

@@ -129,9 +129,14 @@ impl Default for ToolOptions {
     }
 }
 
+/// Why a name that is not UTF-8 is refused.
+const NOT_UTF8: &str = "the name is not valid UTF-8, and warden names every database it guards as text (audit log, writer lock, artifacts); rename it";
+
 pub(crate) fn check_path(path: &Path) -> Result<(), OpenError> {
-    let s = path.to_string_lossy();
-    let why = if s.is_empty() {
+    let s = crate::util::fmt::path_text(path);
+    let why = if path.to_str().is_none() {
+        Some(NOT_UTF8)
+    } else if s.is_empty() {
         Some("an empty name opens a temporary database")
     } else if s == ":memory:" {
         Some("`:memory:` is not a file the guard can protect")
@@ -175,6 +180,9 @@ pub fn refusal_to_error(r: Refusal) -> OpenError {
         RefusalKind::WriterElsewhere => OpenError::WriterLocked(LockError::HeldElsewhere { db: path }),
         RefusalKind::Forked { holder_pid } => OpenError::WriterLocked(LockError::Forked { db: path, holder_pid }),
         RefusalKind::LockReplaced { lock_path } => OpenError::WriterLocked(LockError::Replaced { db: path, lock_path }),
+        RefusalKind::PathNotUtf8 => {
+            OpenError::NotAFilePath { path: crate::util::fmt::path_text(&path).into_owned(), why: NOT_UTF8 }
+        }
         RefusalKind::LockUnavailable => OpenError::WriterLocked(LockError::Io {
             lock_path: crate::guard::lock::lock_path_for(&path),
             source: std::io::Error::other(message),

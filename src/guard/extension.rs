@@ -120,7 +120,7 @@ pub fn init(conn: &Connection) -> rusqlite::Result<bool> {
         })
         .to_string())
     })?;
-    if std::env::var("WARDEN_EXT_SELFTEST").is_ok_and(|v| v == "1") {
+    if crate::util::testing::ext_selftest() {
         // For the tests of the panic path: a panic inside a callback must become an SQL
         // error, never take the host process down.
         conn.create_scalar_function(

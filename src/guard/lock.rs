@@ -425,7 +425,7 @@ impl WriterLock {
                 .mode(mode)
                 .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
                 .open(&lock_path)
-                .map_err(&err)?;
+                .map_err(|e| not_a_file(&lock_path, &e).unwrap_or_else(|| err(e)))?;
             match try_lock_exclusive(&file).map_err(&err)? {
                 TryLock::Busy => {
                     let holder = read_record(&mut file).map(|r| Box::new(r.holder));
@@ -675,6 +675,14 @@ pub fn inspect(db: &Path) -> Result<LockStatus, LockError> {
         }
         Err(e) => return Err(err(e)),
     };
+    if let Ok(md) = file.metadata()
+        && !md.is_file()
+    {
+        return Err(LockError::NotAFile {
+            lock_path,
+            kind: if md.is_dir() { "a directory" } else { "not a regular file" },
+        });
+    }
     let in_process = file.metadata().ok().is_some_and(|md| registry().contains_key(&key_of(&md)));
     let held = in_process || probe_held(&file).map_err(&err)?;
     let record = read_record(&mut file);
@@ -732,6 +740,17 @@ pub enum LockError {
         /// The lock file.
         lock_path: PathBuf,
     },
+    /// Something else than a regular file is where the lock file belongs.
+    #[error(
+        "`{}` is {kind}, where warden keeps the writer lock file\n(hint: move it away if it is not yours to keep (`mv {} {}.moved`); warden recreates the lock file)",
+        lock_path.display(), lock_path.display(), lock_path.display()
+    )]
+    NotAFile {
+        /// The lock path.
+        lock_path: PathBuf,
+        /// What is there instead (`a directory`, `a symlink`, …).
+        kind: &'static str,
+    },
     /// The lock file could not be opened, locked or written.
     #[error("cannot use the writer lock file `{lock_path}`: {source}")]
     Io {
@@ -751,9 +770,21 @@ impl LockError {
         match self {
             LockError::Held { .. } | LockError::HeldElsewhere { .. } | LockError::Replaced { .. } => exit::TEMPFAIL,
             LockError::Forked { .. } => exit::NOPERM,
+            LockError::NotAFile { .. } => exit::CANTCREAT,
             LockError::Io { .. } => exit::IOERR,
         }
     }
+}
+
+/// The error for a lock path that holds something else than a regular file: `EISDIR`
+/// from opening a directory, `ELOOP` from `O_NOFOLLOW` on a symlink.
+fn not_a_file(lock_path: &Path, e: &io::Error) -> Option<LockError> {
+    let kind = match e.raw_os_error()? {
+        libc::EISDIR => "a directory",
+        libc::ELOOP => "a symlink",
+        _ => return None,
+    };
+    Some(LockError::NotAFile { lock_path: lock_path.to_owned(), kind })
 }
 
 pub(crate) fn holder_text(h: Option<&Holder>) -> String {

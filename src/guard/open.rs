@@ -141,6 +141,7 @@ fn refused(shared: &Shared, role: Role, refusal: Refusal, flags: i32) -> Refused
         RefusalKind::Forked { .. } | RefusalKind::LockReplaced { .. } => (ffi::SQLITE_READONLY, libc::EPERM),
         RefusalKind::NotWritable => (ffi::SQLITE_READONLY, libc::EROFS),
         RefusalKind::UnsafeUriParameter { .. } => (ffi::SQLITE_CANTOPEN, libc::EPERM),
+        RefusalKind::PathNotUtf8 => (ffi::SQLITE_CANTOPEN, libc::EILSEQ),
         RefusalKind::AuditUnavailable | RefusalKind::LockUnavailable => (ffi::SQLITE_CANTOPEN, libc::EIO),
         RefusalKind::NetworkFilesystem
         | RefusalKind::NoLocking
@@ -394,6 +395,17 @@ fn is_fresh_target(path: &Path) -> bool {
 }
 
 fn pre_open(shared: &Shared, role: Role, path: &Path, flags: i32, uri: UriFlags) -> Result<PreOpen, Refusal> {
+    if path.to_str().is_none() {
+        return Err(Refusal {
+            kind: RefusalKind::PathNotUtf8,
+            path: path.to_owned(),
+            verdict: None,
+            message: format!(
+                "warden: refusing `{}`: its name is not valid UTF-8, and warden names every database it guards as text (audit log, writer lock, artifacts)\n(hint: rename the file, and its directory if that is the part that is not UTF-8, to UTF-8 names)",
+                crate::util::fmt::path_text(path)
+            ),
+        });
+    }
     let probe = shared.probe.as_ref();
     let verdict = probe
         .facts_nearest(path)
@@ -446,7 +458,7 @@ fn lock_refusal(e: LockError, path: &Path, verdict: Option<Box<FsVerdict>>) -> R
         LockError::Held { lock_path, holder, .. } => {
             RefusalKind::WriterLocked { lock_path: lock_path.clone(), holder: holder.clone() }
         }
-        LockError::Io { .. } => RefusalKind::LockUnavailable,
+        LockError::Io { .. } | LockError::NotAFile { .. } => RefusalKind::LockUnavailable,
     };
     Refusal { kind, path: path.to_owned(), verdict, message: format!("warden: {e}") }
 }
@@ -598,7 +610,7 @@ fn status_json(
     serde_json::json!({
         "role": role,
         "vfs": shared.vfs_name(role),
-        "db": path,
+        "db": crate::util::fmt::path_text(path),
         "fs": verdict,
         "wal_allowed": access.wal_allowed,
         "writer_lock": lock,

@@ -150,6 +150,9 @@ pub enum RefusalKind {
         /// The lock file.
         lock_path: PathBuf,
     },
+    /// The file's name is not valid UTF-8: warden names every database it guards in its
+    /// audit log, lock record and artifacts as text, so it guards only names it can write.
+    PathNotUtf8,
 }
 
 /// A refusal: its kind, the database, the verdict it was based on, and the message.

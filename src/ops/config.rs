@@ -244,14 +244,28 @@ pub fn parse(text: &str) -> Result<FileConfig, String> {
     toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())
 }
 
-fn parse_duration(key: &'static str, s: &str) -> Result<Option<Duration>, ConfigError> {
-    if matches!(s.trim(), "none" | "off" | "0") {
+/// A time limit or interval as operators write it: `90s`, `30m`, `2h`; `none` or `off` for
+/// no limit (or, for an interval, never). Zero in any spelling (`0`, `0s`, `0m`) is refused:
+/// it reads as "no limit" to some and "no time at all" to others, and warden will not guess.
+///
+/// # Errors
+/// The message to show (with a hint) for an unparsable or zero value.
+pub fn parse_limit(s: &str) -> Result<Option<Duration>, String> {
+    let t = s.trim();
+    if matches!(t, "none" | "off") {
         return Ok(None);
     }
-    humantime::parse_duration(s.trim()).map(Some).map_err(|e| ConfigError::Invalid {
-        key,
-        message: format!("`{s}`: {e} (hint: write e.g. `90s`, `30m`, `2h`, or `none`)"),
-    })
+    match humantime::parse_duration(t) {
+        Ok(d) if d.is_zero() => Err(format!(
+            "`{s}` is ambiguous (no limit, or no time at all?) (hint: write `none` for no limit, or a positive duration such as `30m`)"
+        )),
+        Ok(d) => Ok(Some(d)),
+        Err(e) => Err(format!("`{s}`: {e} (hint: write e.g. `90s`, `30m`, `2h`, or `none`)")),
+    }
+}
+
+fn parse_duration(key: &'static str, s: &str) -> Result<Option<Duration>, ConfigError> {
+    parse_limit(s).map_err(|message| ConfigError::Invalid { key, message })
 }
 
 impl Settings {

@@ -335,6 +335,12 @@ pub fn check_only(db: &Path, opts: &CheckOptions) -> Result<GateReport, BackupEr
         path: lock_path,
         source,
     };
+    // A directory, an unreadable file, a lock file that is a directory: an error naming it,
+    // before anything is opened (a missing file is the report's `missing` below).
+    match crate::storage::check_database(db, crate::storage::Need::Read) {
+        Ok(()) | Err(crate::storage::TargetError::Missing { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
     let status = crate::guard::lock::inspect(db).map_err(|e| match e {
         crate::guard::lock::LockError::Io { lock_path, source } => lock_io(lock_path, source),
         other => lock_io(crate::guard::lock::lock_path_for(db), std::io::Error::other(other.to_string())),

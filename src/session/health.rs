@@ -51,6 +51,9 @@ pub enum SessionStatus {
 pub enum Step {
     /// Reading the configuration.
     Config,
+    /// The database path: a readable and writable file (or one that may be created), a
+    /// UTF-8 name, nothing in the way of warden's side files.
+    Database,
     /// The linked SQLite is at least 3.51.3.
     SqliteVersion,
     /// The database and backup directory are on local storage.

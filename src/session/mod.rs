@@ -210,7 +210,11 @@ pub enum SessionError {
     #[error("{0}")]
     Backup(#[from] BackupError),
     /// The health artifact could not be written.
-    #[error("cannot write the session artifact `{path}`: {source}\n(hint: check permissions of the session directory)")]
+    #[error(
+        "cannot write the session artifact `{}`: {source}\n(hint: {})",
+        path.display(),
+        crate::util::fmt::io_hint(source, "the session directory", path)
+    )]
     Artifact {
         /// The artifact.
         path: PathBuf,
@@ -232,6 +236,10 @@ pub enum SessionError {
         /// The intent record.
         record: String,
     },
+    /// The database path cannot be used (missing, a directory, no permission, not UTF-8, a
+    /// side file in the way). Nothing was created for it.
+    #[error(transparent)]
+    Target(#[from] crate::storage::TargetError),
     /// Stopped by a signal before the engine started.
     #[error("session on `{db}` aborted before the engine started")]
     Aborted {
@@ -257,8 +265,10 @@ impl SessionError {
             SessionError::Backup(BackupError::Changing { .. }) => exit::DATAERR,
             SessionError::Backup(BackupError::Missing { .. } | BackupError::Empty { .. }) => exit::NOINPUT,
             SessionError::Backup(BackupError::StorageRefused { .. }) => exit::UNAVAILABLE,
+            SessionError::Backup(BackupError::Target(e)) => e.exit_code(),
             SessionError::Backup(_) => exit::IOERR,
             SessionError::Artifact { .. } => exit::CANTCREAT,
+            SessionError::Target(e) => e.exit_code(),
             SessionError::Aborted { .. } => exit::CANCELLED,
             SessionError::RestoreInterrupted { .. } => exit::TEMPFAIL,
         }
@@ -387,6 +397,21 @@ impl Session {
             Ok(g) => g,
             Err(e) => return Err(fail(artifact, Step::Config, e.into())),
         };
+        // 0. The database path itself, before anything is created or locked for it: a
+        // missing file, a directory, a file this user may not write or a name that is not
+        // UTF-8 gets its own error, and no `<db>.warden/`, lock file or artifact.
+        let target = crate::storage::resolve(&config.db)
+            .map_err(|source| crate::storage::TargetError::Io { path: config.db.clone(), source })
+            .and_then(|db| {
+                crate::storage::check_database(&db, crate::storage::Need::Write { create: config.create })?;
+                for dir in [&backup_dir, &session_dir, &config.snapshot_dir()] {
+                    crate::storage::target::require_utf8(dir)?;
+                }
+                Ok(())
+            });
+        if let Err(e) = target {
+            return Err(fail(artifact, Step::Database, e.into()));
+        }
         // Every directory warden writes is judged like the database, before any is created:
         // a symlinked `<db>.warden` or a --session-dir on a network mount must receive
         // nothing, not even the refusal.

@@ -16,6 +16,7 @@ pub mod magic;
 pub mod mountinfo;
 pub mod probe;
 pub mod resolve;
+pub mod target;
 
 use std::fmt;
 use std::io;
@@ -26,6 +27,7 @@ use serde::{Deserialize, Serialize};
 pub use mountinfo::{MountEntry, MountTable};
 pub use probe::{FsProbe, PathFacts, RealProbe, SimulatedProbe};
 pub use resolve::resolve;
+pub use target::{Need, TargetError, check_database};
 
 /// What kind of storage a path lives on, from SQLite's point of view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -44,7 +44,7 @@ fn statics() -> &'static Static {
             .and_then(|h| h.into_string().ok())
             .unwrap_or_else(|| "unknown".to_owned()),
         boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok().map(|s| s.trim().to_owned()),
-        exe: std::env::current_exe().ok().map(|p| p.display().to_string()),
+        exe: std::env::current_exe().ok().map(|p| crate::util::fmt::path_text(&p).into_owned()),
     })
 }
 

@@ -1,5 +1,5 @@
 //! Small helpers every layer may use: atomic file writes, the exit-code table, process
-//! identity, progress.
+//! identity, progress, the test seams (compiled only with the `testing` feature).
 //!
 //! Owns nothing about SQLite or warden's policy; depends on nothing else in the crate.
 
@@ -8,3 +8,4 @@ pub mod exit;
 pub mod fmt;
 pub mod identity;
 pub mod progress;
+pub mod testing;

@@ -71,6 +71,10 @@ pub enum BackupError {
         /// The database.
         db: PathBuf,
     },
+    /// The database path cannot be read (a directory, no permission, not UTF-8, a side
+    /// file in the way).
+    #[error(transparent)]
+    Target(#[from] crate::storage::TargetError),
     /// The set has a hot journal or WAL and the caller does not hold the writer lock.
     #[error(
         "`{db}` has a hot rollback journal: an engine is mid-transaction or died\n(hint: run the backup inside a session (`warden run`), which holds the writer lock and recovers a private copy)"
@@ -151,6 +155,7 @@ impl BackupError {
         use crate::util::exit;
         match self {
             BackupError::Missing { .. } | BackupError::Empty { .. } => exit::NOINPUT,
+            BackupError::Target(e) => e.exit_code(),
             BackupError::StorageRefused { .. } => exit::UNAVAILABLE,
             BackupError::HotJournal { .. } | BackupError::Unsettled { .. } => exit::TEMPFAIL,
             BackupError::Changing { .. } => exit::DATAERR,

@@ -180,28 +180,7 @@ pub(super) fn sqlite_version() -> String {
     rusqlite::version().to_owned()
 }
 
-/// A pause point for crash tests: when `WARDEN_PAUSE_AT` is `point` (or `point#N`, the N-th
-/// time this process reaches it), the process says so on stderr and stops itself
-/// (`SIGSTOP`) so a test can `kill -9` it exactly there. Unset, it costs one cached lookup.
-pub fn pause_point(point: &str) {
-    use std::sync::atomic::AtomicU32;
-    static AT: std::sync::OnceLock<Option<(String, u32)>> = std::sync::OnceLock::new();
-    static HITS: AtomicU32 = AtomicU32::new(0);
-    let at = AT.get_or_init(|| {
-        let v = std::env::var("WARDEN_PAUSE_AT").ok()?;
-        Some(match v.split_once('#') {
-            Some((name, n)) => (name.to_owned(), n.parse().unwrap_or(1)),
-            None => (v, 1),
-        })
-    });
-    if let Some((name, nth)) = at
-        && name == point
-        && HITS.fetch_add(1, Ordering::SeqCst) + 1 == *nth
-    {
-        eprintln!("warden: paused at {point} (pid {})", std::process::id());
-        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP);
-    }
-}
+pub use crate::util::testing::pause_point;
 
 impl BackupStore {
     /// The store in `dir` for the database `db` (files are named after `db`'s file name,
@@ -466,12 +445,15 @@ impl BackupStore {
     pub fn take(&self, db: &Path, opts: &BackupOptions) -> Result<BackupOutcome, BackupError> {
         let started = Instant::now();
         let kind = opts.kind.unwrap_or(BackupKind::Manual);
-        if !db.exists() {
-            return Err(BackupError::Missing { db: db.to_owned() });
+        match crate::storage::check_database(db, crate::storage::Need::Read) {
+            Ok(()) => {}
+            Err(crate::storage::TargetError::Missing { .. }) => return Err(BackupError::Missing { db: db.to_owned() }),
+            Err(e) => return Err(e.into()),
         }
         if copy::is_empty_db(db) {
             return Err(BackupError::Empty { db: db.to_owned() });
         }
+        crate::storage::target::require_utf8(&self.dir)?;
         self.judge_storage(db, opts)?;
         // Read, never created here: a check or a scratch copy must create nothing beside the
         // database (a guarded session creates the identity, `Session::begin`).

@@ -208,6 +208,19 @@ pub fn drill(db: &Path, store: &BackupStore, opts: &DrillOptions) -> Result<Dril
         record.mb_per_s = ((record.bytes as f64 / 1e6 / secs) * 100.0).round() / 100.0;
     }
     let path = opts.record_path.clone().unwrap_or_else(|| drill_record_path(&db));
+    // Nothing to drill and no state of this database yet (a mistyped path, a directory):
+    // say so, and create no `<db>.warden/` for it.
+    let state_dir = crate::format::names::state_dir(&db);
+    if record.outcome == DrillOutcome::NoBackup && opts.record_path.is_none() && !state_dir.is_dir() {
+        return Ok(DrillReport {
+            record,
+            record_path: None,
+            record_error: Some(format!(
+                "no drill record written: `{}` does not exist, and nothing is created for a database warden has never backed up",
+                state_dir.display()
+            )),
+        });
+    }
     let written = (|| {
         atomic::create_dir_synced(atomic::parent_of(&path), 0o750)?;
         let bytes = serde_json::to_vec_pretty(&record).map_err(io::Error::other)?;
@@ -231,7 +244,11 @@ pub fn drill(db: &Path, store: &BackupStore, opts: &DrillOptions) -> Result<Dril
         Err(e) => DrillReport {
             record,
             record_path: None,
-            record_error: Some(format!("cannot write the drill record `{}`: {e}", path.display())),
+            record_error: Some(format!(
+                "cannot write the drill record `{}`: {e}\n(hint: {})",
+                path.display(),
+                crate::util::fmt::io_hint(&e, "the state directory", &path)
+            )),
         },
     })
 }

@@ -108,11 +108,17 @@ pub fn collect(opts: &StatusOptions) -> StatusReport {
     let database = DatabaseInfo {
         path: db.to_owned(),
         exists: db.exists(),
-        size: size_of(db),
+        size: size_of(db).filter(|_| db.is_file()),
         wal_bytes: size_of(&backup::sidecar(db, "-wal")),
         journal_bytes: size_of(&backup::sidecar(db, "-journal")),
     };
-    if !held && database.size.unwrap_or(0) == 0 && database.wal_bytes.unwrap_or(0) == 0 {
+    let unusable = match crate::storage::check_database(db, crate::storage::Need::Read) {
+        Ok(()) | Err(crate::storage::TargetError::Missing { .. }) => None,
+        Err(e) => Some(e),
+    };
+    if let Some(e) = unusable {
+        problems.push(Problem::new(ProblemKind::DatabaseUnusable, e.to_string()));
+    } else if !held && database.size.unwrap_or(0) == 0 && database.wal_bytes.unwrap_or(0) == 0 {
         let what = if database.exists { "is an empty file" } else { "does not exist" };
         problems.push(Problem::new(
             ProblemKind::DatabaseMissing,

@@ -116,6 +116,9 @@ pub enum ProblemKind {
     GateFailed,
     /// The database does not exist or is empty (11).
     DatabaseMissing,
+    /// Something other than a readable database file is at the path (a directory, no
+    /// permission, a name that is not UTF-8), or a side file is in the way (11).
+    DatabaseUnusable,
     /// A restore was interrupted: sessions refuse until `warden restore` finishes it (11).
     RestoreInterrupted,
     /// The writer lock was never released by its last holder: an engine died (13).
@@ -151,9 +154,10 @@ impl ProblemKind {
     /// The exit code of `warden status` for this problem.
     pub fn exit_code(self) -> u8 {
         match self {
-            ProblemKind::GateFailed | ProblemKind::DatabaseMissing | ProblemKind::RestoreInterrupted => {
-                exit::STATUS_DATABASE
-            }
+            ProblemKind::GateFailed
+            | ProblemKind::DatabaseMissing
+            | ProblemKind::DatabaseUnusable
+            | ProblemKind::RestoreInterrupted => exit::STATUS_DATABASE,
             ProblemKind::WriterDied | ProblemKind::LockUnreadable => exit::STATUS_WRITER_DIED,
             ProblemKind::StorageNotLocal | ProblemKind::StorageUnknown | ProblemKind::SqliteTooOld => {
                 exit::STATUS_STORAGE
@@ -174,6 +178,7 @@ impl ProblemKind {
         match self {
             ProblemKind::GateFailed => "gate_failed",
             ProblemKind::DatabaseMissing => "database_missing",
+            ProblemKind::DatabaseUnusable => "database_unusable",
             ProblemKind::RestoreInterrupted => "restore_interrupted",
             ProblemKind::WriterDied => "writer_died",
             ProblemKind::LockUnreadable => "lock_unreadable",
