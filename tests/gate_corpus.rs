@@ -133,13 +133,13 @@ fn missing_and_empty_databases_pass_only_when_creation_is_asked() {
     let missing = d.path().join("x.db");
     let (r, p) = gate::run(&missing, &store, &GateOptions::default(), &opts).unwrap();
     assert!(!r.passed && r.failure == Some(GateFailure::Missing) && p.is_none(), "{r:?}");
-    let (r, _) = gate::run(&missing, &store, &GateOptions { allow_create: true }, &opts).unwrap();
+    let (r, _) = gate::run(&missing, &store, &GateOptions { allow_create: true, ..Default::default() }, &opts).unwrap();
     assert!(r.passed && r.fresh_database);
     std::fs::write(&missing, b"").unwrap();
     let (r, _) = gate::run(&missing, &store, &GateOptions::default(), &opts).unwrap();
     assert_eq!(r.failure, Some(GateFailure::Empty));
     assert!(!missing.with_extension("db-journal").exists());
-    let (r, _) = gate::run(&missing, &store, &GateOptions { allow_create: true }, &opts).unwrap();
+    let (r, _) = gate::run(&missing, &store, &GateOptions { allow_create: true, ..Default::default() }, &opts).unwrap();
     assert!(r.passed);
     assert_eq!(std::fs::metadata(&missing).unwrap().len(), 0, "the gate never writes the original");
 }

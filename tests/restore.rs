@@ -642,7 +642,10 @@ fn drill_passes_on_good_backups_and_fails_on_one_damaged_after_publication() {
     let d = drill(&s, &db, &["--json"]);
     assert_eq!(d.code(), Some(66), "no backup: {}", d.diag());
     assert_eq!(d.json()["outcome"], "no_backup");
-    assert_eq!(read_json(&record)["outcome"], "no_backup", "the record says so too, for the status command");
+    // Nothing is created for a database warden has never backed up (issue 11, defect 9):
+    // no `<db>.warden/` for a mistyped path; the report and stderr say so.
+    assert!(!state_dir(&db).exists(), "a drill of a path with no backups created {}", state_dir(&db).display());
+    assert!(d.stderr.contains("no drill record written"), "{}", d.diag());
 
     two_sessions(&s, &db);
     let (newest_id, newest_file) = good_backups(&db)[0].clone();

@@ -89,6 +89,7 @@ pub fn check(args: CheckArgs) -> Result<ExitCode, CliError> {
     let code: u8 = match (report.passed, report.failure) {
         (true, _) => exit::OK,
         (false, Some(GateFailure::Missing | GateFailure::Empty)) => exit::NOINPUT,
+        (false, Some(GateFailure::Seal)) => exit::UNSEALED,
         (false, _) => exit::DATAERR,
     };
     if args.json {
@@ -155,12 +156,51 @@ fn render_check(r: &GateReport) -> String {
             }
         }
     }
+    if let Some(c) = &r.seal {
+        render_seal(&mut o, c);
+    }
     let _ = writeln!(o, "  took:      {}; nothing was published and the private copy is gone", secs(r.duration_ms));
-    if !r.passed && !matches!(r.failure, Some(GateFailure::Missing | GateFailure::Empty)) {
+    if !r.passed && !matches!(r.failure, Some(GateFailure::Missing | GateFailure::Empty | GateFailure::Seal)) {
         let _ = writeln!(
             o,
             "  hint:      the database was not modified; restore a verified backup (`warden restore`) or salvage what can be saved (`warden salvage`)"
         );
     }
     o
+}
+
+/// The seal lines of a gate report (`warden check`, `warden run`, `warden accept`).
+pub(super) fn render_seal(o: &mut String, c: &sqlite_warden::copies::seal::SealCheck) {
+    use sqlite_warden::copies::seal::SealVerdict;
+    let head = match c.verdict {
+        SealVerdict::None => "none yet".to_owned(),
+        SealVerdict::Matches => format!("matches ({})", c.message),
+        SealVerdict::Superseded => format!("superseded: {}", c.message),
+        SealVerdict::Differs => format!(
+            "DIFFERS: {} page(s) are not what {} sealed at {}",
+            c.differing_pages,
+            c.sealed_by.as_deref().unwrap_or("the last clean close"),
+            c.sealed_at.as_deref().unwrap_or("?")
+        ),
+        SealVerdict::Broken => format!("BROKEN: {}", c.message.lines().next().unwrap_or_default()),
+    };
+    let _ = writeln!(o, "  seal:      {head}");
+    for p in c.pages.iter().take(20) {
+        let _ = writeln!(o, "    page {:>8}  {}", p.page, p.object);
+    }
+    if c.pages.len() > 20 || c.differing_pages > c.pages.len() as u64 {
+        let _ = writeln!(o, "    … {} page(s) in all (--json lists the first {})", c.differing_pages, c.pages.len());
+    }
+    if let Some(t) = &c.file_changed {
+        let _ =
+            writeln!(o, "    file last changed {t} (modification time {})", c.file_modified.as_deref().unwrap_or("?"));
+    }
+    if let Some(cmd) = &c.restore_command {
+        let _ = writeln!(o, "  restore:   {cmd}   (the sealed state)");
+    }
+    if c.fails()
+        && let Some(cmd) = &c.accept_command
+    {
+        let _ = writeln!(o, "  accept:    {cmd}   (checks it as it is, and seals it)");
+    }
 }

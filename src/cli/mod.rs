@@ -28,6 +28,7 @@ macro_rules! out {
     };
 }
 
+mod accept;
 mod audit;
 mod backups;
 mod check;
@@ -147,6 +148,9 @@ Examples:
     Drill(restore::DrillArgs),
     /// The integrity gate on its own: read-only, safe to run any time.
     Check(check::CheckArgs),
+    /// Accepts the database as it is after a seal refused it: the full gate, a verified
+    /// backup, a new seal (audited).
+    Accept(accept::AcceptArgs),
     /// Health of a guarded database; exits non-zero when unhealthy.
     Status(status::StatusArgs),
     /// Session health artifacts: list, or `show <id>`.
@@ -293,6 +297,7 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
         Cmd::Restore(a) => restore::run(a),
         Cmd::Drill(a) => restore::drill(a),
         Cmd::Check(a) => check::check(a),
+        Cmd::Accept(a) => accept::run(a),
         Cmd::Status(a) => status::status(a),
         Cmd::Sessions(a) => sessions::sessions(a),
         Cmd::Backups(a) => backups::backups(a),

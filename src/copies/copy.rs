@@ -459,6 +459,8 @@ pub(crate) struct Checked {
     pub(crate) size: u64,
     /// The copy's size or modification time changed while it was checked.
     pub(crate) changed: bool,
+    /// The copy's page digests (what a seal records and compares).
+    pub(crate) digests: crate::copies::seal::PageDigests,
 }
 
 /// Checks the copy at `tmp` ([`check_file`], on a thread of its own) while this thread
@@ -468,7 +470,7 @@ pub(crate) fn check_and_hash(tmp: &Path, spec: &CheckSpec<'_>) -> Result<Checked
     let before = std::fs::metadata(tmp).map_err(io_err("reading", tmp))?;
     let size = before.len();
     let tid = AtomicI32::new(0);
-    let (hashed, checked) = std::thread::scope(|s| -> Result<_, Failure> {
+    let (hashed, checked, digests) = std::thread::scope(|s| -> Result<_, Failure> {
         let checker = match spec.mode {
             Some(mode) => {
                 let (tid, cancel) = (&tid, spec.cancel.cloned());
@@ -489,10 +491,20 @@ pub(crate) fn check_and_hash(tmp: &Path, spec: &CheckSpec<'_>) -> Result<Checked
             }
         };
         let hash_started = Instant::now();
-        let hashed = sha256_file(tmp, Some(&tick))
+        // One read of the copy for both its SHA-256 and its page digests (the seal's).
+        let mut pages = crate::copies::seal::PageHasher::new();
+        let hashed = File::open(tmp)
+            .and_then(|mut f| {
+                sha256_stream(&mut f, |block, done| {
+                    pages.update(block);
+                    tick(done);
+                    Ok(())
+                })
+            })
             .and_then(|(h, _)| File::open(tmp)?.sync_all().map(|()| h))
             .map(|h| (h, hash_started.elapsed()));
-        let Some((mode, checker)) = checker else { return Ok((hashed, None)) };
+        let digests = pages.finish();
+        let Some((mode, checker)) = checker else { return Ok((hashed, None, digests)) };
         let mut last = Instant::now();
         while !checker.is_finished() {
             if let Some(p) = spec.progress
@@ -507,7 +519,7 @@ pub(crate) fn check_and_hash(tmp: &Path, spec: &CheckSpec<'_>) -> Result<Checked
         let result = checker.join().unwrap_or_else(|_| {
             (IntegrityReport::failed(mode, "the check thread panicked".into(), Duration::ZERO), (0, 0))
         });
-        Ok((hashed, Some(result)))
+        Ok((hashed, Some(result), digests))
     })?;
     let (sha256, hash_time) = hashed.map_err(io_err("hashing", tmp))?;
     let (report, pages) = match checked {
@@ -523,7 +535,7 @@ pub(crate) fn check_and_hash(tmp: &Path, spec: &CheckSpec<'_>) -> Result<Checked
     let after = std::fs::metadata(tmp).map_err(io_err("reading", tmp))?;
     let changed =
         (after.len(), after.mtime(), after.mtime_nsec()) != (before.len(), before.mtime(), before.mtime_nsec());
-    Ok(Checked { report, pages, sha256, hash_time, size: after.len(), changed })
+    Ok(Checked { report, pages, sha256, hash_time, size: after.len(), changed, digests })
 }
 
 /// Bytes read so far by thread `tid` of this process (`/proc/self/task/<tid>/io`, `rchar`).

@@ -88,6 +88,12 @@ pub enum AuditEvent {
     /// An import was refused: the bundle did not match its manifest, or its database failed
     /// the gate; nothing was written.
     MigrationRefused,
+    /// A new seal chain started: `warden accept`, a restore or an import sealed what it
+    /// installed; `reason` names it and the seal it replaced.
+    SealChainStarted,
+    /// A gate refused a database that is not what its seal says (or whose seal is
+    /// damaged); `reason` names the differing pages.
+    SealMismatch,
 }
 
 /// Open flags, as hex and decoded names.

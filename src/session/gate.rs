@@ -20,7 +20,10 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use std::sync::Arc;
+
 use crate::copies::backup::{BackupError, BackupOptions, BackupRecord, BackupStore, CheckMode, IntegrityReport};
+use crate::copies::seal::{PageDigests, SealCheck, SealState};
 use crate::format::scan::{self, ScanReport, Severity};
 
 /// Why the gate refused.
@@ -37,6 +40,9 @@ pub enum GateFailure {
     Integrity,
     /// The time budget ran out before the check finished.
     TimedOut,
+    /// Not what the last clean close sealed (changed without a guarded session), or the
+    /// seal cannot be trusted: see [`GateReport::seal`].
+    Seal,
 }
 
 /// The gate's verdict and everything it is based on. A failed gate is a report, not an error.
@@ -60,6 +66,12 @@ pub struct GateReport {
     pub fresh_database: bool,
     /// Wall time of the whole gate, copy included.
     pub duration_ms: u64,
+    /// The comparison with the last seal (`None`: not asked for).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub seal: Option<SealCheck>,
+    /// The checked copy's page digests (what a seal of this content records).
+    #[serde(skip)]
+    pub digests: Option<Arc<PageDigests>>,
 }
 
 impl GateReport {
@@ -74,6 +86,8 @@ impl GateReport {
             integrity: None,
             fresh_database: false,
             duration_ms: 0,
+            seal: None,
+            digests: None,
         }
     }
 
@@ -106,6 +120,9 @@ pub struct GateOptions {
     /// A missing or empty database passes (the engine will create it). Default `false`: at
     /// session start a missing database usually means a wrong path or a lost disk.
     pub allow_create: bool,
+    /// Compare with this seal state (`None`: no comparison). A broken seal fails the gate
+    /// before anything is copied; a sealed database must be exactly what was sealed.
+    pub seal: Option<SealState>,
 }
 
 /// Runs the gate on `db` and, when it passes, publishes the checked copy in `store` as the
@@ -180,9 +197,31 @@ pub fn run(
         return Ok((r, None));
     }
 
+    // A seal that cannot be trusted fails closed before anything is copied or published.
+    if let Some(SealState::Broken(_)) = &opts.seal {
+        let check = crate::copies::seal::check(db, opts.seal.as_ref().unwrap_or(&SealState::None), None);
+        let reason = check.message.clone();
+        report.seal = Some(check);
+        return Ok((report.fail(GateFailure::Seal, reason, started), None));
+    }
+    let expected = match &opts.seal {
+        Some(SealState::Sealed(image)) => Some(Arc::new((**image).clone())),
+        _ => None,
+    };
+    let with_seal;
+    let backup = if expected.is_some() {
+        with_seal = BackupOptions { expect_seal: expected, ..backup.clone() };
+        &with_seal
+    } else {
+        backup
+    };
     let outcome = store.take(db, backup)?;
     let integrity = outcome.integrity.clone();
     report.integrity = Some(integrity.clone());
+    report.digests.clone_from(&outcome.digests);
+    if let Some(state) = &opts.seal {
+        report.seal = Some(crate::copies::seal::check(db, state, outcome.seal_diff.as_ref()));
+    }
     if !integrity.ok {
         let failure = if integrity.timed_out { GateFailure::TimedOut } else { GateFailure::Integrity };
         let mut reason = integrity.summary();
@@ -190,6 +229,10 @@ pub fn run(
             reason.push_str(" (hint: raise the gate budget, or use the quick check with a nightly full check)");
         }
         return Ok((report.fail(failure, reason, started), outcome.published));
+    }
+    if let Some(check) = report.seal.as_ref().filter(|c| c.fails()) {
+        let reason = check.message.clone();
+        return Ok((report.fail(GateFailure::Seal, reason, started), None));
     }
     report.passed = true;
     report.duration_ms = super::ms(started.elapsed());
@@ -387,6 +430,7 @@ pub fn check_only(db: &Path, opts: &CheckOptions) -> Result<GateReport, BackupEr
         cancel: opts.cancel.clone(),
         keep_unverified: false,
         progress: opts.progress.clone(),
+        expect_seal: None,
     };
     let live = matches!(access, Access::Live(_));
     let private = crate::copies::backup::needs_private_copy(db);
@@ -394,7 +438,8 @@ pub fn check_only(db: &Path, opts: &CheckOptions) -> Result<GateReport, BackupEr
     let mut report = loop {
         attempt += 1;
         // The verified copy lands in the private store and goes with the scratch directory.
-        let (report, _copy) = run(db, &store, &GateOptions::default(), &backup)?;
+        let gate = GateOptions { seal: Some(crate::copies::seal::state(db)), ..GateOptions::default() };
+        let (report, _copy) = run(db, &store, &gate, &backup)?;
         if live && report.failure == Some(GateFailure::Scan) && attempt < 3 {
             std::thread::sleep(std::time::Duration::from_millis(100));
             continue;

@@ -114,6 +114,26 @@ pub struct PostBackup {
     pub integrity: Option<String>,
     /// Why it failed.
     pub error: Option<String>,
+    /// The seal made from it (a clean close with a verified backup); absent in artifacts
+    /// written before seals existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal: Option<SealSummary>,
+}
+
+/// What the close sealed: the next session must find exactly this content.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealSummary {
+    /// The seal was written.
+    pub sealed: bool,
+    /// The content digest (over every page's digest).
+    pub content: Option<String>,
+    /// Pages sealed.
+    pub page_count: u32,
+    /// Why no seal was written.
+    pub error: Option<String>,
+    /// What a seal cannot tell (writes by another process during the session look like
+    /// the engine's).
+    pub note: String,
 }
 
 /// What retention did.

@@ -37,6 +37,7 @@ pub mod gate;
 pub mod health;
 pub mod notify;
 pub mod run;
+pub mod sealing;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -259,6 +260,7 @@ impl SessionError {
             SessionError::WriterLocked(e) => e.exit_code(),
             SessionError::GateFailed { report } => match report.failure {
                 Some(GateFailure::Missing | GateFailure::Empty) => exit::NOINPUT,
+                Some(GateFailure::Seal) => exit::UNSEALED,
                 _ => exit::DATAERR,
             },
             SessionError::Backup(e) if e.is_space() => exit::IOERR,
@@ -512,6 +514,8 @@ impl Session {
             return Err(fail(artifact, Step::WriterLock, e));
         }
         let _ = lock.set_session(&id);
+        // What the last clean close sealed, read before this session touches anything.
+        let seal_state = sealing::state_before_gate(&config.db);
         // The database's stable identity, recorded in every backup from here on.
         if let Err(source) =
             crate::copies::identity::ensure(&crate::storage::resolve(&config.db).unwrap_or_else(|_| config.db.clone()))
@@ -541,8 +545,10 @@ impl Session {
             cancel: config.cancel.clone(),
             keep_unverified: false,
             progress: config.progress.clone(),
+            expect_seal: None,
         };
-        let result = gate::run(&config.db, &store, &GateOptions { allow_create: config.create }, &opts);
+        let gate_opts = GateOptions { allow_create: config.create, seal: Some(seal_state) };
+        let result = gate::run(&config.db, &store, &gate_opts, &opts);
         artifact.durations.gate_ms = ms(gate_started.elapsed());
         let cancelled = config.cancel.as_ref().is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed));
         match result {
@@ -556,8 +562,14 @@ impl Session {
                 }
                 if !passed {
                     drop(lock);
+                    if report.failure == Some(GateFailure::Seal) {
+                        sealing::audit_mismatch(&guard, &config.db, &report);
+                    }
                     return Err(fail(artifact, Step::Gate, SessionError::GateFailed { report: Box::new(report) }));
                 }
+                // From here this session may change the database: a crash leaves the seal
+                // superseded, not failed.
+                sealing::mark_open(&config.db, &id);
             }
             Err(BackupError::Cancelled { .. }) => {
                 drop(lock);
@@ -696,6 +708,9 @@ impl Session {
         } else {
             let kind = if outcome.is_clean() { BackupKind::Post } else { BackupKind::PostCrash };
             post.kind = Some(kind);
+            if outcome.is_clean() {
+                sealing::final_checkpoint(&self);
+            }
             // A private copy is safe only when no engine connection of this process is open.
             let alone = self.lock.as_ref().is_some_and(WriterLock::is_last);
             let opts = BackupOptions {
@@ -710,12 +725,16 @@ impl Session {
                 cancel: None,
                 keep_unverified: true,
                 progress: self.config.progress.clone(),
+                expect_seal: None,
             };
             match self.store.take(&db, &opts) {
                 Ok(out) => {
                     post.integrity = Some(out.integrity.summary());
                     post.backup = out.published.as_ref().map(BackupRef::from);
                     post.ok = kind == BackupKind::Post && out.integrity.ok && out.published.is_some();
+                    if post.ok {
+                        post.seal = Some(sealing::seal_close(&db, &self.id, &out, &self.guard));
+                    }
                     if !out.integrity.ok {
                         post.error = Some(format!("the copy failed its check: {}", out.integrity.summary()));
                     }

@@ -51,6 +51,7 @@ exit_codes! {
     USAGE = 64: "Usage: a bad flag or argument (a path that is not UTF-8 among them), no engine command, an ambiguous id prefix, an option `warden deploy` cannot render safely.";
     DATAERR = 65: "Data damaged: the integrity gate or a check failed, a backup or bundle does not match its manifest or is not a known-good state, the set changed while it was copied.";
     NOINPUT = 66: "Input missing: no database (or an empty one without `--create`), a directory or other non-file where the database should be, no backup, no such id, no bundle.";
+    UNSEALED = 67: "Changed unseen: the database is not what the last clean close sealed (changed without a guarded session), or its seal is damaged; `warden run` did not start the engine, `warden check` failed (the way out: restore the sealed backup, or `warden accept`).";
     UNAVAILABLE = 69: "Refused: storage not local, unsafe WAL, the guard refused the open; `warden salvage`: no sqlite3 shell.";
     SOFTWARE = 70: "Internal error, or SQLite older than 3.51.3 (`warden run`).";
     CANTCREAT = 73: "Cannot create: the target exists (or a file is in the way, e.g. a directory named `<db>-warden.lock`), not enough free space for the pre-session backup, the artifact cannot be written.";
@@ -155,8 +156,8 @@ mod tests {
             TABLE.iter().map(|e| e.code).filter(|c| TABLE.iter().filter(|e| e.code == *c).count() > 1).collect();
         assert!(shared.iter().all(|c| [10, 11].contains(c)), "{shared:?}");
         assert_eq!(
-            (USAGE, DATAERR, NOINPUT, UNAVAILABLE, SOFTWARE, CANTCREAT, IOERR, TEMPFAIL, CONFIG),
-            (64, 65, 66, 69, 70, 73, 74, 75, 78)
+            (USAGE, DATAERR, NOINPUT, UNSEALED, UNAVAILABLE, SOFTWARE, CANTCREAT, IOERR, TEMPFAIL, CONFIG),
+            (64, 65, 66, 67, 69, 70, 73, 74, 75, 78)
         );
     }
 }

@@ -108,6 +108,9 @@ pub struct BackupOptions {
     pub keep_unverified: bool,
     /// Where progress goes.
     pub progress: Option<Arc<dyn Progress>>,
+    /// What the copy must be, page for page (the gate of a sealed database): a copy that
+    /// differs is not published, and [`BackupOutcome::seal_diff`] names the pages.
+    pub expect_seal: Option<Arc<crate::copies::seal::SealedImage>>,
 }
 
 impl std::fmt::Debug for BackupOptions {
@@ -133,6 +136,10 @@ pub struct BackupOutcome {
     pub published: Option<BackupRecord>,
     /// The manifest that was (or would have been) written.
     pub manifest: Manifest,
+    /// The copy's page digests (what a seal of this content records), when it was hashed.
+    pub digests: Option<Arc<crate::copies::seal::PageDigests>>,
+    /// How the copy differs from [`BackupOptions::expect_seal`], when it does.
+    pub seal_diff: Option<crate::copies::seal::SealDiff>,
 }
 
 /// The directory of one database's backups.
@@ -496,15 +503,18 @@ impl BackupStore {
                     started.elapsed(),
                 );
                 let manifest = Manifest::unpublished(&id, kind, db, opts, integrity.clone());
-                return Ok(BackupOutcome { integrity, published: None, manifest });
+                return Ok(BackupOutcome { integrity, published: None, manifest, digests: None, seal_diff: None });
             }
             Err(e) => return Err(e),
         };
         let copy_ms = ms(copy_started.elapsed());
         copy::check_cancel(opts.cancel.as_ref(), db)?;
 
-        let (integrity, sha256, hash_ms, (page_size, page_count)) =
+        let (integrity, sha256, hash_ms, (page_size, page_count), digests) =
             verify_copy(&tmp, opts).map_err(|f| full(f.into()))?;
+        // Compared while the copy is still here to name the pages that differ.
+        let seal_diff = opts.expect_seal.as_ref().and_then(|s| crate::copies::seal::diff(s, &digests, &tmp));
+        let digests = Some(Arc::new(digests));
         copy::check_cancel(opts.cancel.as_ref(), db)?;
         pause_point("backup-verified");
         let size = std::fs::metadata(&tmp).map_err(io_err("reading", &tmp))?.len();
@@ -533,8 +543,10 @@ impl BackupStore {
             warden_version: env!("CARGO_PKG_VERSION").to_owned(),
             host: crate::util::identity::ProcessIdentity::current().host,
         };
-        if !verified && !opts.keep_unverified {
-            return Ok(BackupOutcome { integrity, published: None, manifest });
+        // Not what was sealed: verified structure, unexpected content. Never published as
+        // a good backup (a restore would pick it).
+        if (!verified && !opts.keep_unverified) || seal_diff.is_some() {
+            return Ok(BackupOutcome { integrity, published: None, manifest, digests, seal_diff });
         }
         std::fs::rename(&tmp, &final_path).map_err(io_err("publishing", &final_path))?;
         pause_point("backup-data-renamed");
@@ -556,6 +568,8 @@ impl BackupStore {
             integrity,
             published: Some(BackupRecord { manifest: manifest.clone(), path: final_path, manifest_path }),
             manifest,
+            digests,
+            seal_diff: None,
         })
     }
 
@@ -654,7 +668,11 @@ fn unique() -> u64 {
 
 /// Integrity check beside hash + fsync ([`copy::check_and_hash`]). Returns the report (failed
 /// when the copy changed meanwhile), the hash, the hash time, and (page_size, page_count).
-fn verify_copy(tmp: &Path, opts: &BackupOptions) -> Result<(IntegrityReport, String, u64, (u32, u64)), Failure> {
+/// What [`verify_copy`] found: the check, the SHA-256, hashing time, (page size, count), the
+/// page digests.
+type Verified = (IntegrityReport, String, u64, (u32, u64), crate::copies::seal::PageDigests);
+
+fn verify_copy(tmp: &Path, opts: &BackupOptions) -> Result<Verified, Failure> {
     let spec = CheckSpec {
         mode: Some(opts.check),
         budget: opts.check_budget,
@@ -669,5 +687,5 @@ fn verify_copy(tmp: &Path, opts: &BackupOptions) -> Result<(IntegrityReport, Str
         report.ok = false;
         report.error = Some("the copy changed while it was being checked".into());
     }
-    Ok((report, checked.sha256, ms(checked.hash_time), checked.pages))
+    Ok((report, checked.sha256, ms(checked.hash_time), checked.pages, checked.digests))
 }

@@ -222,6 +222,26 @@ pub(super) fn restore_in_place(
             .messages
             .push(format!("the restore is complete but its record for `warden status` could not be written: {e}"));
     }
+    // A new seal chain: the next gate must find exactly what was installed (a restore of
+    // the sealed backup makes it pass at once; any other restore is sealed here).
+    let chained = crate::copies::seal::digest_file(&rec.path).map_err(|e| e.to_string()).and_then(|d| {
+        let detail = format!("restore of backup {} by {}", rec.manifest.id, crate::util::identity::who());
+        crate::copies::seal::start_chain(
+            db,
+            d,
+            crate::copies::seal::SealReason::Restore,
+            Some(rec.manifest.id.clone()),
+            detail,
+            opts.guard.as_ref(),
+        )
+        .map_err(|e| e.to_string())
+    });
+    if let Err(e) = chained {
+        report.messages.push(format!(
+            "the restore is complete but it could not be sealed ({e}): the next gate has no seal to compare with"
+        ));
+        let _ = crate::copies::seal::file::clear_open(db);
+    }
     release(lock, db);
     report.duration_ms = ms(started.clock.elapsed());
     Ok(report)

@@ -433,6 +433,19 @@ pub fn import(bundle: &Path, target: &Path, opts: &ImportOptions) -> Result<Impo
     sync_dir(&parent)?;
     lock.release(CloseState::observe(&target, read_change_counter(&target)));
     undo.armed = false;
+    // A new seal chain on this host: the first session's gate must find what was imported.
+    let sealed = crate::copies::seal::digest_file(&target).map_err(|e| e.to_string()).and_then(|d| {
+        let detail = format!("import of the bundle `{}` by {}", vb.dir.display(), crate::util::identity::who());
+        crate::copies::seal::start_chain(
+            &target,
+            d,
+            crate::copies::seal::SealReason::Import,
+            None,
+            detail,
+            Some(&guard),
+        )
+        .map_err(|e| e.to_string())
+    });
 
     // 7. The record.
     let mut messages = Vec::new();
@@ -450,6 +463,9 @@ pub fn import(bundle: &Path, target: &Path, opts: &ImportOptions) -> Result<Impo
         crate::util::identity::who()
     );
     messages.extend(audit(Some(&guard), AuditEvent::MigrationImported, &target, "allow", reason));
+    if let Err(e) = sealed {
+        messages.push(format!("imported, but not sealed ({e}): the first gate has no seal to compare with"));
+    }
     if vb.manifest.files.iter().any(|e| e.path.starts_with(&format!("{BACKUPS_DIR}/"))) {
         messages.push(format!(
             "the bundle's {BACKUPS_DIR}/ was verified but not installed: backups on this host start with the first session"

@@ -129,6 +129,12 @@ pub fn collect(opts: &StatusOptions) -> StatusReport {
         ));
     }
 
+    // The seal: a cheap look (identity, size, status change time), never the pages.
+    let seal = (!held).then(|| seal_status(db));
+    if let Some(c) = seal.as_ref().filter(|c| c.fails()) {
+        problems.push(Problem::new(ProblemKind::ChangedSinceSeal, c.message.clone()));
+    }
+
     // An interrupted restore (its intent record); one holding the lock is just running.
     let restore = match crate::copies::restore::pending(db) {
         Ok(None) => None,
@@ -400,6 +406,7 @@ pub fn collect(opts: &StatusOptions) -> StatusReport {
         }
     };
     StatusReport {
+        seal,
         schema: SCHEMA,
         db: db.to_owned(),
         checked_at: now.to_string(),
@@ -552,4 +559,39 @@ fn read_drill(path: &Path, now: Timestamp) -> Option<DrillInfo> {
         Err(e) => d.error = Some(format!("not JSON: {e}")),
     }
     Some(d)
+}
+
+/// The seal of `db` against the file as it is now, from `stat` alone: a write moves the
+/// status change time even when the modification time is put back.
+fn seal_status(db: &Path) -> crate::copies::seal::SealCheck {
+    use crate::copies::seal::{self, SealState, SealVerdict};
+    let db = crate::storage::resolve(db).unwrap_or_else(|_| db.to_owned());
+    let state = seal::state(&db);
+    let mut check = seal::check(&db, &state, None);
+    if let SealState::Sealed(image) = &state
+        && let Some(then) = &image.seal.live
+    {
+        let now = seal::LiveStat::of(&db);
+        let moved = match &now {
+            None => Some("the database file is gone".to_owned()),
+            Some(n) if (n.dev, n.ino) != (then.dev, then.ino) => {
+                Some("the database is another file now (replaced)".into())
+            }
+            Some(n) if n.size != then.size => Some(format!("its size is {} bytes, sealed at {}", n.size, then.size)),
+            Some(n) if n.ctime_ns != then.ctime_ns => Some("it was written (or its metadata changed) since".into()),
+            _ => None,
+        };
+        if let Some(why) = moved {
+            check.verdict = SealVerdict::Differs;
+            check.message = format!(
+                "`{}` changed since {} sealed it at {}: {why}, and no guarded session ran since\n(hint: `warden check {}` names the pages that differ; then restore the sealed backup or `warden accept --db {}`)",
+                db.display(),
+                check.sealed_by.as_deref().unwrap_or("the last clean close"),
+                check.sealed_at.as_deref().unwrap_or("?"),
+                db.display(),
+                db.display()
+            );
+        }
+    }
+    check
 }

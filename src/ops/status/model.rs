@@ -119,6 +119,9 @@ pub enum ProblemKind {
     /// Something other than a readable database file is at the path (a directory, no
     /// permission, a name that is not UTF-8), or a side file is in the way (11).
     DatabaseUnusable,
+    /// The database changed since its seal without a guarded session, or the seal is
+    /// damaged (11).
+    ChangedSinceSeal,
     /// A restore was interrupted: sessions refuse until `warden restore` finishes it (11).
     RestoreInterrupted,
     /// The writer lock was never released by its last holder: an engine died (13).
@@ -157,6 +160,7 @@ impl ProblemKind {
             ProblemKind::GateFailed
             | ProblemKind::DatabaseMissing
             | ProblemKind::DatabaseUnusable
+            | ProblemKind::ChangedSinceSeal
             | ProblemKind::RestoreInterrupted => exit::STATUS_DATABASE,
             ProblemKind::WriterDied | ProblemKind::LockUnreadable => exit::STATUS_WRITER_DIED,
             ProblemKind::StorageNotLocal | ProblemKind::StorageUnknown | ProblemKind::SqliteTooOld => {
@@ -179,6 +183,7 @@ impl ProblemKind {
             ProblemKind::GateFailed => "gate_failed",
             ProblemKind::DatabaseMissing => "database_missing",
             ProblemKind::DatabaseUnusable => "database_unusable",
+            ProblemKind::ChangedSinceSeal => "changed_since_seal",
             ProblemKind::RestoreInterrupted => "restore_interrupted",
             ProblemKind::WriterDied => "writer_died",
             ProblemKind::LockUnreadable => "lock_unreadable",
@@ -511,6 +516,10 @@ pub struct StatusReport {
     pub sqlite: SqliteInfo,
     /// The maximum backup age applied, in seconds.
     pub max_backup_age_seconds: u64,
+    /// The seal of the last clean close, compared cheaply (the file's identity, size and
+    /// status change time; `warden check` compares the pages). Absent before seals existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal: Option<crate::copies::seal::SealCheck>,
 }
 
 /// Human-readable age: `3h 12m`, `45s`.
