@@ -222,6 +222,15 @@ pub fn run(
     if let Some(state) = &opts.seal {
         report.seal = Some(crate::copies::seal::check(db, state, outcome.seal_diff.as_ref()));
     }
+    // Not what was sealed comes first: the pages are named and the sealed backup is the way
+    // back, whether or not the damage also broke the structure (its findings stay below).
+    if let Some(check) = report.seal.as_ref().filter(|c| c.fails()) {
+        let reason = check.message.clone();
+        let structure = (!integrity.ok).then(|| format!("and the copy failed its check: {}", integrity.summary()));
+        let mut r = report.fail(GateFailure::Seal, reason, started);
+        r.reasons.extend(structure);
+        return Ok((r, None));
+    }
     if !integrity.ok {
         let failure = if integrity.timed_out { GateFailure::TimedOut } else { GateFailure::Integrity };
         let mut reason = integrity.summary();
@@ -229,10 +238,6 @@ pub fn run(
             reason.push_str(" (hint: raise the gate budget, or use the quick check with a nightly full check)");
         }
         return Ok((report.fail(failure, reason, started), outcome.published));
-    }
-    if let Some(check) = report.seal.as_ref().filter(|c| c.fails()) {
-        let reason = check.message.clone();
-        return Ok((report.fail(GateFailure::Seal, reason, started), None));
     }
     report.passed = true;
     report.duration_ms = super::ms(started.elapsed());

@@ -10,9 +10,12 @@
 //! What is digested is the database's *content*, not one file's bytes: on page 1 the header
 //! fields that SQLite rewrites when it copies or re-journals an unchanged database are
 //! zeroed first: the file format versions (bytes 18–19, WAL or rollback), the file change
-//! counter (24–27) and the version-valid-for number and SQLite version (92–99). A copy of
-//! the live database, a copy of that copy and the backup file itself then digest the same,
-//! page for page; any change to a b-tree, the schema, the freelist or a payload still shows.
+//! counter (24–27), the schema cookie (40–43: the online backup API sets the copy's to its
+//! own count, so it depends on the journal mode of the source) and the version-valid-for
+//! number and SQLite version (92–99). A copy of the live database, a copy of that copy and
+//! the backup file itself then digest the same, page for page; any change to a b-tree, the
+//! schema (its table lives on page 1 and the pages it points to), the freelist or a payload
+//! still shows.
 
 use sha2::{Digest, Sha256};
 
@@ -24,7 +27,7 @@ pub const DIGEST_LEN: usize = 16;
 pub type PageDigest = [u8; DIGEST_LEN];
 
 /// Header bytes of page 1 that an unchanged database may differ in between copies.
-const VOLATILE: [std::ops::Range<usize>; 3] = [18..20, 24..28, 92..100];
+const VOLATILE: [std::ops::Range<usize>; 4] = [18..20, 24..28, 40..44, 92..100];
 
 /// The per-page digests of one database image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -214,14 +217,14 @@ mod tests {
             h.update(&img);
             h.finish()
         };
-        for at in [18usize, 19, 24, 27, 92, 99] {
+        for at in [18usize, 19, 24, 27, 40, 43, 92, 99] {
             let mut other = img.clone();
             other[at] ^= 0xff;
             let mut h = PageHasher::new();
             h.update(&other);
             assert!(base.differing(&h.finish()).is_empty(), "byte {at} is volatile");
         }
-        for at in [0usize, 20, 28, 40, 100, 1023, 1024, 2048 + 5, 4095] {
+        for at in [0usize, 20, 28, 44, 100, 1023, 1024, 2048 + 5, 4095] {
             let mut other = img.clone();
             other[at] ^= 0x01;
             let mut h = PageHasher::new();

@@ -210,6 +210,16 @@ pub fn collect(opts: &StatusOptions) -> StatusReport {
     // The last restore: sessions and gates from before it were about the database it replaced.
     let last_restore = crate::copies::restore::latest_restore(&opts.restore_record).filter(|r| same_db(&r.db, db));
     let restored_at = last_restore.as_ref().and_then(|r| r.finished_at.parse::<Timestamp>().ok());
+    // Likewise a new seal chain (`warden accept`, a restore, an import): the database was
+    // explicitly accepted or replaced then, and what was refused before is settled.
+    let resolved_db = crate::storage::resolve(db).unwrap_or_else(|_| db.to_owned());
+    let chain_started = match crate::copies::seal::file::load(&resolved_db) {
+        Ok(Some(img)) if img.seal.reason != crate::copies::seal::SealReason::Session => {
+            img.seal.sealed_at.parse::<Timestamp>().ok()
+        }
+        _ => None,
+    };
+    let restored_at = restored_at.max(chain_started);
     let before_restore =
         |started_at: &str| restored_at.is_some_and(|r| started_at.parse::<Timestamp>().is_ok_and(|t| t < r));
 
