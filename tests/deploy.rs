@@ -248,7 +248,7 @@ fn the_engine_unit_runs_the_session_through_warden() {
     assert_eq!(one(unit, "TimeoutStopSec"), "10min");
     assert_eq!(one(unit, "TimeoutStartSec"), "45min");
     assert_eq!(one(unit, "Restart"), "on-failure");
-    assert_eq!(one(unit, "RestartPreventExitStatus"), "65 66 69 70 78");
+    assert_eq!(one(unit, "RestartPreventExitStatus"), "65 66 67 69 70 78");
     assert_eq!(one(unit, "SuccessExitStatus"), "130 143");
     assert_eq!(one(unit, "UMask"), "0077");
     assert_eq!(one(unit, "User"), "root");

@@ -310,20 +310,24 @@ fn status_11_after_the_gate_refused_a_damaged_database_and_check_agrees() {
     let before = file_set(&db);
     let d = s.warden(&["check", "--json", db.to_str().unwrap()]).output().unwrap();
     let v: Value = serde_json::from_slice(&d.stdout).unwrap();
-    assert_eq!(d.status.code(), Some(65), "{v:#}");
+    // After a sealed close the damage is first of all not what was sealed (67); the check
+    // of the copy failed too, and the report keeps both.
+    assert_eq!(d.status.code(), Some(67), "{v:#}");
     assert_eq!(v["passed"], false);
-    assert_eq!(v["exit_code"], 65);
-    assert_eq!(v["failure"], "integrity", "{v:#}");
+    assert_eq!(v["exit_code"], 67);
+    assert_eq!(v["failure"], "seal", "{v:#}");
+    assert_eq!(v["integrity"]["ok"], false, "{v:#}");
+    assert!(v["reasons"].as_array().unwrap().iter().any(|r| r.as_str().unwrap().contains("failed its check")), "{v:#}");
     assert!(v["reasons"].as_array().unwrap().last().unwrap().as_str().unwrap().contains("held the writer lock"));
     assert_eq!(file_set(&db)[..4], before[..4], "the database and its SQLite sidecars are byte-identical");
     assert_eq!(names(&backups), published, "nothing published");
     s.assert_tmp_empty("check of a damaged database");
 
     let r = s.session(&db, &[], &["--trades", "5"]);
-    assert_eq!(r.code(), Some(65), "the gate refuses: {}", r.diag());
+    assert_eq!(r.code(), Some(67), "the gate refuses: {}", r.diag());
     let (code, v) = s.status(&db, &[]);
     assert_eq!(code, 11, "{v:#}");
-    assert_eq!(problem_codes(&v), [11], "{v:#}");
+    assert_eq!(problem_codes(&v), [11], "said once, by the gate's refusal: {v:#}");
     assert_eq!(v["problems"][0]["kind"], "gate_failed");
     assert_eq!(v["last_gate"]["passed"], false);
     assert_eq!(v["last_session"]["status"], "refused");

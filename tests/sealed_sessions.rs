@@ -277,3 +277,25 @@ fn twenty_honest_sessions_a_crash_and_a_damaged_seal() {
     assert_eq!(warden(&s, &["accept", "--db"], &db).code(), Some(0));
     assert_eq!(session(&s, &db, &[], &["--trades", "5"]).code(), Some(0));
 }
+
+#[test]
+fn a_guarded_engine_outside_a_session_supersedes_the_seal_and_plain_sqlite_does_not() {
+    let s = Scratch::new();
+    let db = sealed(&s);
+    // Through the guard (the demo engine opens with `open_engine`): an audited writer under
+    // the writer lock. The seal is marked superseded, never a false refusal.
+    let mut c = s.engine();
+    c.arg("--db").arg(&db).args(["--trades", "7"]);
+    assert_eq!(run_to_end(c, MINUTE).code(), Some(0));
+    let d = warden(&s, &["check", "--json"], &db);
+    assert_eq!(d.code(), Some(0), "{}", d.diag());
+    assert_eq!(d.json()["seal"]["verdict"], "superseded", "{}", d.diag());
+    assert!(d.json()["seal"]["message"].as_str().unwrap().contains("a guarded open outside a session"));
+    assert_eq!(session(&s, &db, &[], &["--trades", "1"]).code(), Some(0));
+    assert_eq!(warden(&s, &["check", "--json"], &db).json()["seal"]["verdict"], "matches");
+    // Plain SQLite, bypassing warden: refused at the next start.
+    let c = rusqlite::Connection::open(&db).unwrap();
+    c.execute_batch("UPDATE ledger SET trades = trades + 1;").unwrap();
+    drop(c);
+    refused(&s, &db, None, "plain sqlite write");
+}

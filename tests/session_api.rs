@@ -223,7 +223,10 @@ fn sqlite_floor_and_unregistrable_guards_are_reported() {
     )
     .unwrap();
     let f = Session::begin(config(&s, &s.path("missing.db"), g)).unwrap_err();
-    assert_eq!(f.step, Step::Gate);
+    // Judged before anything is created or locked for it (issue 11, defect 9).
+    assert_eq!(f.step, Step::Database);
+    assert!(f.artifact_path.is_none(), "nothing is written for a missing database");
+    assert!(!s.path("missing.db.warden").exists());
     assert_eq!(f.error.exit_code(), 66);
     assert!(f.error.to_string().contains("does not exist"), "{}", f.error);
 }

@@ -419,8 +419,10 @@ fn gate_failure_never_starts_the_engine() {
     assert!(!missing.exists(), "warden must not create the database");
     let a = last_json_line(&r.stdout);
     assert_eq!(a["status"], "refused");
-    assert_eq!(a["failed_step"], "gate");
-    assert_eq!(a["gate"]["failure"], "missing", "{a:#}");
+    // Judged before anything is created or locked for it (issue 11, defect 9).
+    assert_eq!(a["failed_step"], "database");
+    assert!(a["error"].as_str().unwrap().contains("does not exist; nothing was started or created"), "{a:#}");
+    assert!(!sidecar(&missing, ".warden").exists(), "no state directory for a missing database");
     assert_eq!(a["exit_code"], 66);
 
     // An empty file, no --create.

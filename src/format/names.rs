@@ -49,6 +49,18 @@ pub fn state_dir(db: &Path) -> PathBuf {
     sidecar(db, STATE_DIR)
 }
 
+/// The seal of the last clean close: `<db>.warden/seal` (see `copies::seal`).
+pub fn seal(db: &Path) -> PathBuf {
+    state_dir(db).join("seal")
+}
+
+/// The open marker of the seal: `<db>.warden/seal.open`, written when a session's gate
+/// passed or a guarded engine took the writer lock outside a session; the seal is
+/// superseded while it is there.
+pub fn seal_open(db: &Path) -> PathBuf {
+    state_dir(db).join("seal.open")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

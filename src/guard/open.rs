@@ -432,7 +432,12 @@ fn pre_open(shared: &Shared, role: Role, path: &Path, flags: i32, uri: UriFlags)
             }
         }
         Role::Engine if flags & RW != 0 => match WriterLock::acquire(path, shared.policy.writer_scope) {
-            Ok(a) => plan.lock = Some(a),
+            Ok(a) => {
+                if a.newly_taken && !a.inherited {
+                    mark_seal_open(path);
+                }
+                plan.lock = Some(a);
+            }
             Err(LockError::Held { lock_path, holder, db }) => {
                 let text = crate::guard::lock::holder_text(holder.as_deref());
                 return Err(Refusal {
@@ -447,6 +452,27 @@ fn pre_open(shared: &Shared, role: Role, path: &Path, flags: i32, uri: UriFlags)
         _ => {}
     }
     Ok(plan)
+}
+
+/// A guarded engine took the writer lock outside a `warden run` session: it may change
+/// the database, so the seal of the last clean close no longer says what it must be. The
+/// open marker says so (the next gate then does not compare, and the next clean close of a
+/// session seals again). Only where a seal exists; never creates the state directory.
+fn mark_seal_open(path: &Path) {
+    let db = crate::storage::resolve(path).unwrap_or_else(|_| path.to_owned());
+    let (seal, marker) = (crate::format::names::seal(&db), crate::format::names::seal_open(&db));
+    if !seal.is_file() || marker.exists() {
+        return;
+    }
+    let pid = std::process::id();
+    let body = serde_json::json!({
+        "session_id": format!("engine pid {pid} (a guarded open outside a session)"),
+        "since": crate::util::identity::now_rfc3339(),
+        "pid": pid,
+    });
+    if let Err(e) = crate::util::atomic::write_atomic(&marker, body.to_string().as_bytes(), 0o600) {
+        tracing::warn!(db = %db.display(), error = %e, "cannot mark the seal open");
+    }
 }
 
 /// A refusal for a writer-lock failure other than "held by that holder".

@@ -20,6 +20,7 @@ use super::recovery::{conflict, decide, observe, read_intent, recover_locked};
 use super::verify::{no_verification, verify_beside};
 use crate::copies::backup::{BackupRecord, BackupRef, BackupStore, pause_point, sidecar};
 use crate::guard::audit::AuditEvent;
+use crate::guard::vfs::Guard;
 use crate::guard::lock::{self, LockState, WriterLock};
 use crate::util::atomic;
 use crate::util::fmt::ms;
@@ -96,7 +97,7 @@ pub(super) fn restore_in_place(
         && r.intent.backup.id == rec.manifest.id
     {
         // The interrupted restore was of this very backup and is now complete.
-        return Ok(finish_recovered(&started, db, &rec, r.clone(), lock));
+        return Ok(finish_recovered(&started, db, &rec, r.clone(), lock, opts.guard.as_ref()));
     }
 
     // 4. Re-verify on the copy that will be installed.
@@ -222,29 +223,27 @@ pub(super) fn restore_in_place(
             .messages
             .push(format!("the restore is complete but its record for `warden status` could not be written: {e}"));
     }
-    // A new seal chain: the next gate must find exactly what was installed (a restore of
-    // the sealed backup makes it pass at once; any other restore is sealed here).
+    seal_restored(db, &rec, opts.guard.as_ref(), &mut report.messages);
+    release(lock, db);
+    report.duration_ms = ms(started.clock.elapsed());
+    Ok(report)
+}
+
+/// A new seal chain: the next gate must find exactly what was installed (a restore of the
+/// sealed backup makes it pass at once; any other restore is sealed here).
+pub(super) fn seal_restored(db: &Path, rec: &BackupRecord, guard: Option<&Guard>, messages: &mut Vec<String>) {
     let chained = crate::copies::seal::digest_file(&rec.path).map_err(|e| e.to_string()).and_then(|d| {
         let detail = format!("restore of backup {} by {}", rec.manifest.id, crate::util::identity::who());
-        crate::copies::seal::start_chain(
-            db,
-            d,
-            crate::copies::seal::SealReason::Restore,
-            Some(rec.manifest.id.clone()),
-            detail,
-            opts.guard.as_ref(),
-        )
-        .map_err(|e| e.to_string())
+        let reason = crate::copies::seal::SealReason::Restore;
+        crate::copies::seal::start_chain(db, d, reason, Some(rec.manifest.id.clone()), detail, guard)
+            .map_err(|e| e.to_string())
     });
     if let Err(e) = chained {
-        report.messages.push(format!(
+        messages.push(format!(
             "the restore is complete but it could not be sealed ({e}): the next gate has no seal to compare with"
         ));
         let _ = crate::copies::seal::file::clear_open(db);
     }
-    release(lock, db);
-    report.duration_ms = ms(started.clock.elapsed());
-    Ok(report)
 }
 
 pub(super) fn finish_recovered(
@@ -253,6 +252,7 @@ pub(super) fn finish_recovered(
     rec: &BackupRecord,
     r: RecoveryReport,
     lock: Option<WriterLock>,
+    guard: Option<&Guard>,
 ) -> RestoreReport {
     let mut v = no_verification(&rec.manifest);
     v.ok = true;
@@ -269,6 +269,7 @@ pub(super) fn finish_recovered(
         r.intent.backup.id, r.intent.started
     ));
     report.recovery = Some(r);
+    seal_restored(db, rec, guard, &mut report.messages);
     release(lock, db);
     report.duration_ms = ms(started.clock.elapsed());
     report

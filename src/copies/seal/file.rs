@@ -20,10 +20,6 @@ use super::digest::{DIGEST_LEN, PageDigests};
 use crate::format::names;
 use crate::util::atomic;
 
-/// The seal file in the state directory.
-pub const SEAL_FILE: &str = "seal";
-/// The open marker in the state directory.
-pub const OPEN_FILE: &str = "seal.open";
 const MAGIC: &[u8] = b"warden-seal 1\n";
 /// A seal is at most this long (65536 pages of digests per MiB: a 16 TiB database at
 /// 4 KiB pages is 64 GiB of digests... far beyond; this caps a damaged length field).
@@ -160,12 +156,12 @@ pub enum SealFileError {
 
 /// `<db>.warden/seal`.
 pub fn seal_path(db: &Path) -> PathBuf {
-    names::state_dir(db).join(SEAL_FILE)
+    names::seal(db)
 }
 
 /// `<db>.warden/seal.open`.
 pub fn open_path(db: &Path) -> PathBuf {
-    names::state_dir(db).join(OPEN_FILE)
+    names::seal_open(db)
 }
 
 /// The bytes of a seal file.

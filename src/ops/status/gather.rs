@@ -131,9 +131,6 @@ pub fn collect(opts: &StatusOptions) -> StatusReport {
 
     // The seal: a cheap look (identity, size, status change time), never the pages.
     let seal = (!held).then(|| seal_status(db));
-    if let Some(c) = seal.as_ref().filter(|c| c.fails()) {
-        problems.push(Problem::new(ProblemKind::ChangedSinceSeal, c.message.clone()));
-    }
 
     // An interrupted restore (its intent record); one holding the lock is just running.
     let restore = match crate::copies::restore::pending(db) {
@@ -380,6 +377,12 @@ pub fn collect(opts: &StatusOptions) -> StatusReport {
         problems.push(Problem::new(ProblemKind::DiskHeadroom, m));
     }
 
+    // A refusal of the last gate already says it (and names the pages): said once.
+    if let Some(c) = seal.as_ref().filter(|c| c.fails())
+        && !problems.iter().any(|p| p.kind == ProblemKind::GateFailed)
+    {
+        problems.push(Problem::new(ProblemKind::ChangedSinceSeal, c.message.clone()));
+    }
     problems.sort_by_key(|p| severity_rank(p.code));
     let exit_code = problems.first().map_or(crate::util::exit::OK, |p| p.code);
     let summary = match problems.first() {
