@@ -389,6 +389,20 @@ fn bench(c: &mut Criterion) {
 
     g.bench_function("warden_gate_and_backup", |b| {
         let fx = get();
+        // The gate as a session runs it: comparing with a seal of exactly this content (made
+        // once, untimed; the gate asserts below that it matched).
+        let sealed = sqlite_warden::copies::seal::make_seal(
+            &fx.db,
+            sqlite_warden::copies::seal::digest_file(&fx.db).unwrap(),
+            sqlite_warden::copies::seal::SealReason::Accept,
+            None,
+            None,
+            "bench".into(),
+        );
+        let gate_opts = GateOptions {
+            seal: Some(sqlite_warden::copies::seal::SealState::Sealed(Box::new(sealed))),
+            ..GateOptions::default()
+        };
         b.iter_custom(|iters| {
             let mut timed = Duration::ZERO;
             for _ in 0..iters {
@@ -402,13 +416,18 @@ fn bench(c: &mut Criterion) {
                         check_budget: None,
                         ..Default::default()
                     };
-                    result = Some(gate::run(&fx.db, &fx.store, &GateOptions::default(), &opts).unwrap());
+                    result = Some(gate::run(&fx.db, &fx.store, &gate_opts, &opts).unwrap());
                     acquired.lock.release(None);
                 });
                 timed += wall;
                 let (report, published) = result.unwrap();
 
                 assert!(report.passed, "the gate refused the bench database: {}", report.summary());
+                assert_eq!(
+                    report.seal.as_ref().map(|c| c.verdict),
+                    Some(sqlite_warden::copies::seal::SealVerdict::Matches),
+                    "the gate compared with the seal"
+                );
                 let rec = published.expect("a passed gate publishes its pre-session backup");
                 assert!(rec.manifest.verified);
                 let t = &rec.manifest.timings;
