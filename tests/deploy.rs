@@ -248,7 +248,7 @@ fn the_engine_unit_runs_the_session_through_warden() {
     assert_eq!(one(unit, "TimeoutStopSec"), "10min");
     assert_eq!(one(unit, "TimeoutStartSec"), "45min");
     assert_eq!(one(unit, "Restart"), "on-failure");
-    assert_eq!(one(unit, "RestartPreventExitStatus"), "65 66 67 69 70 78");
+    assert_eq!(one(unit, "RestartPreventExitStatus"), "17 65 66 67 69 70 78");
     assert_eq!(one(unit, "SuccessExitStatus"), "130 143");
     assert_eq!(one(unit, "UMask"), "0077");
     assert_eq!(one(unit, "User"), "root");
@@ -335,7 +335,7 @@ fn every_unit_is_hardened_and_every_timer_persistent() {
         exec[1..],
         ["status", "--config", "/srv/engine/etc/warden/warden.toml", "--prom", "/srv/engine/prom/warden-engine.prom"]
     );
-    assert_eq!(one(status, "SuccessExitStatus"), "10 11 12 13 14 15 16");
+    assert_eq!(one(status, "SuccessExitStatus"), "10 11 12 13 14 15 16 17");
     assert_eq!(one(status, "UMask"), "0022", "node_exporter must read the textfile");
     assert!(values(status, "ReadWritePaths").contains(&"-/srv/engine/prom"));
     assert_eq!(one(file(&files, "engine-status.timer"), "OnCalendar"), "*:0/5");

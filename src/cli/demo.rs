@@ -178,6 +178,8 @@ pub fn run(dir: &Path, trades: u32) -> Result<ExitCode, CliError> {
         }
         RunEvent::EngineExited(o) => outln!("\n    engine exited with {:?}", o.exit_code),
         RunEvent::Forwarded(sig) => outln!("    forwarded {sig}"),
+        RunEvent::ForeignWriter(m) => outln!("    {m}"),
+        RunEvent::StoppingForForeignWriter { pid } => outln!("    stopping the engine (pid {pid})"),
     });
     side?;
     let a = &report.artifact;

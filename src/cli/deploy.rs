@@ -43,7 +43,7 @@ enum DeployCmd {
 Renders into --out (each file atomically; identical files are left alone; a file with other
 contents is refused unless --force, and then nothing is written):
   <unit>.service                   `warden run --config FILE`: Type=notify, watchdog,
-                                   KillMode=mixed, RestartPreventExitStatus=65 66 67 69 70 78
+                                   KillMode=mixed, RestartPreventExitStatus=17 65 66 67 69 70 78
   <unit>-{check,drill,prune,status}.service/.timer
                                    nightly full check, restore drill, retention; status and
                                    the Prometheus textfile every 5 minutes

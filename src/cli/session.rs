@@ -162,6 +162,10 @@ pub fn run_cmd(args: SettingsArgs, command: Vec<OsString>, json: bool, quiet: bo
         }
         RunEvent::EngineStarted { pid } => say(format!("engine running as pid {pid}")),
         RunEvent::Forwarded(sig) => say(format!("forwarded {sig} to the engine")),
+        RunEvent::ForeignWriter(m) => say(format!("WARNING: {m}")),
+        RunEvent::StoppingForForeignWriter { pid } => {
+            say(format!("sent SIGTERM to the engine (pid {pid}): a foreign writer (on_foreign_writer = stop)"));
+        }
         RunEvent::EngineExited(o) => say(match (o.exit_code, o.signal) {
             (Some(0), _) => "engine exited cleanly (0); taking the post-session backup".into(),
             (Some(c), _) => format!("engine exited with status {c}; taking a post-crash copy"),

@@ -12,6 +12,7 @@
 //! | [`GateCheckArgs`], [`GateBudgetArgs`], [`CreateArgs`] | `--check`, `--gate-budget`, `--create` |
 //! | [`RetentionArgs`] | `--keep-last`, `--keep-hourly`, `--keep-daily`, `--keep-weekly`, `--keep-monthly`, `--max-total-bytes` |
 //! | [`SnapshotStoreArgs`], [`SnapshotEveryArgs`] | `--snapshot-dir`, `--snapshot-keep`; `--snapshot-every` |
+//! | [`ForeignWriterArgs`] | `--on-foreign-writer`, `--foreign-writer-every` |
 //! | [`SettingsArgs`] | all of them (`warden run`, `warden deploy systemd`) |
 
 use std::ffi::OsString;
@@ -27,6 +28,7 @@ const LOCATION: &str = "Location (overrides warden.toml)";
 const GATE: &str = "Integrity gate (overrides warden.toml)";
 const RETENTION: &str = "Retention (overrides warden.toml)";
 const SNAPSHOTS: &str = "Analysis snapshots (overrides warden.toml)";
+const SESSION: &str = "While the engine runs (overrides warden.toml)";
 
 /// Which database, by which config file: every command that reads `warden.toml`.
 #[derive(Debug, Clone, ClapArgs)]
@@ -139,6 +141,28 @@ pub struct SnapshotEveryArgs {
     snapshot_every: Option<String>,
 }
 
+/// The foreign-writer watch during a session (`[session]`).
+#[derive(Debug, Clone, ClapArgs)]
+#[command(next_help_heading = SESSION)]
+pub struct ForeignWriterArgs {
+    /// When another process has the database open for writing while the engine runs: `warn`
+    /// (default: audit, artifact, `warden status`) or `stop` (also SIGTERM to the engine; exit 17).
+    #[arg(long, value_enum, value_name = "ACTION")]
+    on_foreign_writer: Option<ForeignWriterArg>,
+    /// How often to look at /proc for foreign writers (default `2s`; at least `100ms`).
+    #[arg(long, value_name = "DURATION")]
+    foreign_writer_every: Option<String>,
+}
+
+/// `--on-foreign-writer` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ForeignWriterArg {
+    /// Record it; the engine keeps running.
+    Warn,
+    /// Record it and stop the engine.
+    Stop,
+}
+
 /// Every settings flag: for `warden run`, which uses them all, and `warden deploy systemd`,
 /// which refuses any that changes what the config file says.
 #[derive(Debug, Clone, ClapArgs)]
@@ -163,6 +187,8 @@ pub struct SettingsArgs {
     snapshot_every: SnapshotEveryArgs,
     #[command(flatten)]
     snapshots: SnapshotStoreArgs,
+    #[command(flatten)]
+    foreign_writer: ForeignWriterArgs,
 }
 
 /// `--check` values.
@@ -242,6 +268,19 @@ impl Group for SnapshotStoreArgs {
     }
 }
 
+impl Group for ForeignWriterArgs {
+    fn apply(self, o: &mut Overrides) {
+        o.on_foreign_writer = self.on_foreign_writer.map(|a| {
+            match a {
+                ForeignWriterArg::Warn => "warn",
+                ForeignWriterArg::Stop => "stop",
+            }
+            .to_owned()
+        });
+        o.foreign_writer_every = self.foreign_writer_every;
+    }
+}
+
 impl Group for SnapshotEveryArgs {
     fn apply(self, o: &mut Overrides) {
         o.snapshot_every = self.snapshot_every;
@@ -298,6 +337,7 @@ impl SettingsArgs {
             .with(self.retention)
             .with(self.snapshot_every)
             .with(self.snapshots)
+            .with(self.foreign_writer)
             .command(command)
             .resolve()
     }

@@ -94,6 +94,10 @@ pub enum AuditEvent {
     /// A gate refused a database that is not what its seal says (or whose seal is
     /// damaged); `reason` names the differing pages.
     SealMismatch,
+    /// During a `warden run` session, a process other than warden and its engine had the
+    /// database (or its `-wal` or `-journal`) open for writing: one record per such process,
+    /// naming it in `opener`; `decision` is the session's `on_foreign_writer` (`warn`, `stop`).
+    ForeignWriter,
 }
 
 /// Open flags, as hex and decoded names.
@@ -204,6 +208,9 @@ pub struct AuditRecord {
     /// How long the file was open (close).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub duration_ms: Option<u64>,
+    /// The other process and the descriptors it holds (`foreign_writer`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub opener: Option<crate::storage::openers::Opener>,
     /// SQLite library version.
     pub sqlite_version: String,
     /// warden version.
@@ -235,6 +242,7 @@ impl AuditRecord {
             current: None,
             stats: None,
             duration_ms: None,
+            opener: None,
             sqlite_version: rusqlite::version().to_owned(),
             guard_version: env!("CARGO_PKG_VERSION").to_owned(),
         }
@@ -359,6 +367,7 @@ fn mirror(rec: &AuditRecord) {
             | AuditEvent::UncleanPreviousClose
             | AuditEvent::RoViolation
             | AuditEvent::HeaderInvalid
+            | AuditEvent::ForeignWriter
     );
     if refused {
         tracing::warn!(target: "sqlite_warden::guard::audit", event = ?rec.event, db, reason, "audit");

@@ -36,6 +36,10 @@
 //! every = "off"                      # during `warden run`: e.g. "10m"; at least 1s
 //! keep  = 5                          # newest N; the one `latest.sqlite` points to stays
 //! check = "quick"                    # "quick", "full" or "none"
+//!
+//! [session]                          # while `warden run`'s engine runs; see `session::watch`
+//! on_foreign_writer    = "warn"      # or "stop": SIGTERM to the engine, exit 17
+//! foreign_writer_every = "2s"        # how often /proc is looked at; at least 100ms
 //! ```
 //!
 //! Where the file is found: `--config PATH`, else `$WARDEN_CONFIG`, else `./warden.toml`
@@ -50,6 +54,7 @@ use serde::Deserialize;
 use crate::copies::backup::CheckMode;
 use crate::copies::retention::RetentionPolicy;
 use crate::session::SessionConfig;
+use crate::session::watch::OnForeignWriter;
 
 /// The file as written.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -76,6 +81,19 @@ pub struct FileConfig {
     /// `[snapshots]`.
     #[serde(default)]
     pub snapshots: SnapshotsSection,
+    /// `[session]`.
+    #[serde(default)]
+    pub session: SessionSection,
+}
+
+/// `[session]`: what happens while `warden run`'s engine runs.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionSection {
+    /// `warn` (default) or `stop`.
+    pub on_foreign_writer: Option<String>,
+    /// How often to look for foreign writers (`2s`).
+    pub foreign_writer_every: Option<String>,
 }
 
 /// `[snapshots]`.
@@ -178,6 +196,10 @@ pub struct Overrides {
     pub snapshot_every: Option<String>,
     /// `--snapshot-keep`.
     pub snapshot_keep: Option<u32>,
+    /// `--on-foreign-writer` (`warn`, `stop`).
+    pub on_foreign_writer: Option<String>,
+    /// `--foreign-writer-every`.
+    pub foreign_writer_every: Option<String>,
     /// The command after `--`.
     pub command: Vec<OsString>,
 }
@@ -213,6 +235,10 @@ pub struct Settings {
     pub snapshot_keep: u32,
     /// The check of each snapshot (`None`: unchecked).
     pub snapshot_check: Option<CheckMode>,
+    /// What a foreign writer during `warden run` does.
+    pub on_foreign_writer: OnForeignWriter,
+    /// How often `warden run` looks for foreign writers.
+    pub foreign_writer_every: Duration,
 }
 
 /// Finds the config file: `explicit`, else `$WARDEN_CONFIG`, else `./warden.toml` if present.
@@ -339,6 +365,15 @@ impl Settings {
             });
         }
         let snapshot_check = parse_snapshot_check(fc.snapshots.check.as_deref())?;
+        let on_foreign_writer = match overrides.on_foreign_writer.or(fc.session.on_foreign_writer) {
+            Some(s) => OnForeignWriter::parse(&s)
+                .map_err(|message| ConfigError::Invalid { key: "session.on_foreign_writer", message })?,
+            None => OnForeignWriter::default(),
+        };
+        let foreign_writer_every = match overrides.foreign_writer_every.or(fc.session.foreign_writer_every) {
+            Some(s) => parse_foreign_writer_every(&s)?,
+            None => crate::session::watch::DEFAULT_EVERY,
+        };
         let command = if overrides.command.is_empty() {
             fc.engine.command.unwrap_or_default().into_iter().map(OsString::from).collect()
         } else {
@@ -359,6 +394,8 @@ impl Settings {
             snapshot_every,
             snapshot_keep,
             snapshot_check,
+            on_foreign_writer,
+            foreign_writer_every,
         })
     }
 
@@ -409,7 +446,33 @@ impl Settings {
             snapshot_every: self.snapshot_every,
             snapshot_keep: self.snapshot_keep,
             snapshot_check: self.snapshot_check,
+            on_foreign_writer: self.on_foreign_writer,
+            foreign_writer_every: self.foreign_writer_every,
         }
+    }
+}
+
+/// `[session] foreign_writer_every`: a duration of at least 100 ms (the watch cannot be
+/// turned off).
+///
+/// # Errors
+/// [`ConfigError::Invalid`] for `off`, an unparsable value or one too short.
+pub fn parse_foreign_writer_every(s: &str) -> Result<Duration, ConfigError> {
+    const KEY: &str = "session.foreign_writer_every";
+    let min = crate::session::watch::MIN_EVERY;
+    match parse_limit(s).map_err(|message| ConfigError::Invalid { key: KEY, message })? {
+        Some(d) if d >= min => Ok(d),
+        Some(d) => Err(ConfigError::Invalid {
+            key: KEY,
+            message: format!(
+                "{} is too short (hint: at least `100ms`; the default is `2s`)",
+                humantime::format_duration(d)
+            ),
+        }),
+        None => Err(ConfigError::Invalid {
+            key: KEY,
+            message: format!("`{s}`: the foreign-writer watch cannot be turned off (hint: a duration such as `2s`)"),
+        }),
     }
 }
 
@@ -527,6 +590,47 @@ command = ["/bin/engine", "--live"]
         }
         assert!(parse("[snapshots]\nevery_n = 1").is_err());
         assert!(matches!(parse_snapshot_check(Some("thorough")), Err(ConfigError::Invalid { .. })));
+    }
+
+    #[test]
+    fn session_section_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("warden.toml");
+        std::fs::write(
+            &p,
+            "database = \"e.db\"\n[session]\non_foreign_writer = \"stop\"\nforeign_writer_every = \"5s\"\n",
+        )
+        .unwrap();
+        let s = Settings::resolve(Some(&p), Overrides::default()).unwrap();
+        assert_eq!((s.on_foreign_writer, s.foreign_writer_every), (OnForeignWriter::Stop, Duration::from_secs(5)));
+        let c = s.session_config(crate::guard::vfs::default_guard().unwrap());
+        assert_eq!((c.on_foreign_writer, c.foreign_writer_every), (OnForeignWriter::Stop, Duration::from_secs(5)));
+        let o = Overrides { on_foreign_writer: Some("warn".into()), ..Default::default() };
+        assert_eq!(Settings::resolve(Some(&p), o).unwrap().on_foreign_writer, OnForeignWriter::Warn);
+        // Defaults: warn, every 2 s.
+        let s = Settings::resolve(None, Overrides { database: Some("/x/e.db".into()), ..Default::default() }).unwrap();
+        assert_eq!((s.on_foreign_writer, s.foreign_writer_every), (OnForeignWriter::Warn, Duration::from_secs(2)));
+        for (o, key) in [
+            (Overrides { on_foreign_writer: Some("kill".into()), ..Default::default() }, "session.on_foreign_writer"),
+            (
+                Overrides { foreign_writer_every: Some("off".into()), ..Default::default() },
+                "session.foreign_writer_every",
+            ),
+            (
+                Overrides { foreign_writer_every: Some("10ms".into()), ..Default::default() },
+                "session.foreign_writer_every",
+            ),
+        ] {
+            let o = Overrides { database: Some("/x/e.db".into()), ..o };
+            match Settings::resolve(None, o) {
+                Err(ConfigError::Invalid { key: k, message }) => {
+                    assert_eq!(k, key);
+                    assert!(message.contains("hint"), "{message}");
+                }
+                other => panic!("{key}: {other:?}"),
+            }
+        }
+        assert!(parse("[session]\non_foreign_writers = \"stop\"").is_err());
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::gate::GateReport;
+use super::watch::ForeignWriterWatch;
 use crate::copies::kind::BackupKind;
 use crate::copies::snapshot::SnapshotSummary;
 use crate::storage::FsVerdict;
@@ -43,6 +44,10 @@ pub enum SessionStatus {
     /// Was `running` when a later session took the writer lock: warden itself was killed
     /// mid-session, so no post-session backup was taken.
     Abandoned,
+    /// The engine was stopped (SIGTERM) because another process had the database open for
+    /// writing (`on_foreign_writer = "stop"`); the post-session backup was still taken
+    /// (`post` if the engine then closed cleanly). See `foreign_writers`.
+    ForeignWriterStopped,
 }
 
 /// The lifecycle steps, in order; `failed_step` names the one that stopped a session.
@@ -72,6 +77,8 @@ pub enum Step {
     Engine,
     /// The post-session (or post-crash) backup.
     PostBackup,
+    /// The foreign-writer watch stopped the engine (`on_foreign_writer = "stop"`).
+    ForeignWriter,
     /// Retention.
     Retention,
 }
@@ -206,6 +213,13 @@ pub struct HealthArtifact {
     /// snapshots existed.
     #[serde(default)]
     pub snapshots: Option<SnapshotSummary>,
+    /// Processes other than warden and its engine that had the database, its `-wal` or its
+    /// `-journal` open for writing while the engine ran, each once, with the watch's
+    /// policy and counters ([`super::watch`]); `null` when no engine ran under `warden run`.
+    /// The database's content after the session cannot tell their writes from the
+    /// engine's: this is the evidence. Absent in artifacts written before the watch existed.
+    #[serde(default)]
+    pub foreign_writers: Option<ForeignWriterWatch>,
     /// Phase durations.
     pub durations: Durations,
     /// The exit code warden returned (the engine's own, or warden's for a refusal).
@@ -261,6 +275,7 @@ impl HealthArtifact {
             post_backup: None,
             retention: None,
             snapshots: None,
+            foreign_writers: None,
             durations: Durations::default(),
             exit_code: None,
             versions: Versions { warden: env!("CARGO_PKG_VERSION").to_owned(), sqlite: rusqlite::version().to_owned() },

@@ -12,7 +12,9 @@
 //! [`Session::finish`] then takes the post-session backup (`post` after a clean close; a
 //! clearly labelled `post-crash` copy otherwise, never counted as the last good backup),
 //! applies retention ([`prune`]) and finalises the health artifact ([`health`]). Every
-//! step, refusals included, is recorded in the artifact as it happens.
+//! step, refusals included, is recorded in the artifact as it happens. What the post-session
+//! backup records is the content, whoever wrote it: content cannot tell the engine's writes
+//! from a foreign writer's; the evidence is `warden run`'s descriptor watch ([`watch`]).
 //!
 //! Does not own: starting and supervising an engine process ([`run`]), the checks
 //! themselves ([`gate`], [`crate::format::scan`], [`backup`]; the copy, check and hash
@@ -38,6 +40,7 @@ pub mod health;
 pub mod notify;
 pub mod run;
 pub mod sealing;
+pub mod watch;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -95,6 +98,11 @@ pub struct SessionConfig {
     pub snapshot_keep: u32,
     /// The check of each snapshot (default `quick_check`; `None` for none).
     pub snapshot_check: Option<CheckMode>,
+    /// What a foreign writer during `warden run` does ([`watch`]; default warn).
+    pub on_foreign_writer: watch::OnForeignWriter,
+    /// How often `warden run` looks for foreign writers (default [`watch::DEFAULT_EVERY`],
+    /// 2 s; at least [`watch::MIN_EVERY`]).
+    pub foreign_writer_every: Duration,
 }
 
 impl std::fmt::Debug for SessionConfig {
@@ -111,6 +119,8 @@ impl std::fmt::Debug for SessionConfig {
             .field("snapshot_every", &self.snapshot_every)
             .field("snapshot_keep", &self.snapshot_keep)
             .field("snapshot_check", &self.snapshot_check)
+            .field("on_foreign_writer", &self.on_foreign_writer)
+            .field("foreign_writer_every", &self.foreign_writer_every)
             .finish_non_exhaustive()
     }
 }
@@ -133,6 +143,8 @@ impl SessionConfig {
             snapshot_every: None,
             snapshot_keep: snapshot::DEFAULT_KEEP,
             snapshot_check: Some(CheckMode::Quick),
+            on_foreign_writer: watch::OnForeignWriter::Warn,
+            foreign_writer_every: watch::DEFAULT_EVERY,
         }
     }
 
@@ -752,7 +764,11 @@ impl Session {
             (false, true, false) => SessionStatus::CompletedWithoutBackup,
             (false, false, _) => SessionStatus::EngineFailed,
         };
-        if outcome.not_started {
+        let stopped = self.stopped_for_foreign_writer();
+        if stopped {
+            self.artifact.status = SessionStatus::ForeignWriterStopped;
+            self.artifact.failed_step = Some(Step::ForeignWriter);
+        } else if outcome.not_started {
             self.artifact.failed_step = Some(Step::EngineStart);
         } else if !outcome.is_clean() {
             self.artifact.failed_step = Some(Step::Engine);
@@ -782,7 +798,9 @@ impl Session {
             let close = if outcome.is_clean() { CloseState::observe(&db, read_change_counter(&db)) } else { None };
             lock.release(close);
         }
-        let code = if outcome.not_started {
+        let code = if stopped {
+            i32::from(crate::util::exit::FOREIGN_WRITER)
+        } else if outcome.not_started {
             outcome.process_exit_code()
         } else if outcome.is_clean() && post_attempted && !post_ok {
             74

@@ -22,8 +22,12 @@
 //! of warden stops it too, and an engine that ignores SIGTERM is reported by `warden status`
 //! as `supervisor_died` (the artifact says `running`, its runner is gone).
 //!
-//! Periodic analysis snapshots ([`SessionConfig::snapshot_every`], off by default): while
-//! the engine runs, warden polls it every 100 ms instead of blocking in `wait`, and every
+//! While the engine runs, warden polls it every 100 ms (never blocking in `wait`), which
+//! also drives the foreign-writer watch ([`super::watch`]: a look at `/proc` every
+//! [`SessionConfig::foreign_writer_every`], 2 s by default, and once more right after the
+//! engine exits; with `on_foreign_writer = "stop"` it sends the engine SIGTERM).
+//!
+//! Periodic analysis snapshots ([`SessionConfig::snapshot_every`], off by default): every
 //! interval (first one interval after the engine starts) takes a snapshot
 //! ([`crate::copies::snapshot::take`]) on a background thread, one at a time. Each result goes into
 //! the artifact's `snapshots` summary at once. A failed snapshot is logged and counted there;
@@ -41,6 +45,7 @@ use std::time::{Duration, Instant};
 
 use super::health::{HealthArtifact, SessionStatus, Step};
 use super::notify::Notifier;
+use super::watch::{Watch, WatchNotice};
 use super::{EngineOutcome, Session, SessionConfig};
 use crate::copies::snapshot::{SnapshotError, SnapshotOptions, SnapshotReport, SnapshotSummary};
 
@@ -65,6 +70,13 @@ pub enum RunEvent<'a> {
     Forwarded(&'static str),
     /// The engine exited; the post-session backup starts.
     EngineExited(EngineOutcome),
+    /// A foreign writer was found ([`super::watch`]): the whole message.
+    ForeignWriter(String),
+    /// The engine was sent SIGTERM because of a foreign writer (`on_foreign_writer = "stop"`).
+    StoppingForForeignWriter {
+        /// The engine's pid.
+        pid: u32,
+    },
 }
 
 /// The result of a whole run.
@@ -314,10 +326,10 @@ fn spawn_and_wait(
     notify.ready(&format!("session {}: engine running as pid {}", session.id(), child.id()));
     let watchdog = Watchdog::start(notify);
     let mut periodic = PeriodicSnapshots::new(session);
-    let waited = match periodic.as_mut() {
-        None => wait_blocking(&mut child),
-        Some(p) => wait_polling(&mut child, session, p),
-    };
+    let mut watch = Watch::start(session, child.id());
+    let waited = wait_polling(&mut child, session, periodic.as_mut(), &mut watch, on_event);
+    // One more look right after the exit: a writer that came within the last interval.
+    notices(watch.tick(session, true), on_event);
     if let Some(p) = periodic {
         p.stop(session);
     }
@@ -376,23 +388,16 @@ impl Drop for Watchdog {
     }
 }
 
-fn wait_blocking(child: &mut std::process::Child) -> std::io::Result<std::process::ExitStatus> {
-    loop {
-        match child.wait() {
-            Ok(s) => return Ok(s),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// How often the engine is polled while periodic snapshots are on.
+/// How often the engine is polled (for its exit, periodic snapshots and the foreign-writer
+/// watch).
 const POLL: Duration = Duration::from_millis(100);
 
 fn wait_polling(
     child: &mut std::process::Child,
     session: &mut Session,
-    periodic: &mut PeriodicSnapshots,
+    mut periodic: Option<&mut PeriodicSnapshots>,
+    watch: &mut Watch,
+    on_event: &mut dyn FnMut(RunEvent<'_>),
 ) -> std::io::Result<std::process::ExitStatus> {
     loop {
         match child.try_wait() {
@@ -401,8 +406,20 @@ fn wait_polling(
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
-        periodic.tick(session);
+        if let Some(p) = periodic.as_deref_mut() {
+            p.tick(session);
+        }
+        notices(watch.tick(session, false), on_event);
         std::thread::sleep(POLL);
+    }
+}
+
+fn notices(found: Vec<WatchNotice>, on_event: &mut dyn FnMut(RunEvent<'_>)) {
+    for n in found {
+        on_event(match n {
+            WatchNotice::Found(m) => RunEvent::ForeignWriter(m),
+            WatchNotice::StoppingEngine(pid) => RunEvent::StoppingForForeignWriter { pid },
+        });
     }
 }
 

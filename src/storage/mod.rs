@@ -5,6 +5,8 @@
 //! `/proc/self/mountinfo` (fstype, source, options). Linux only (mountinfo and the OFD locks
 //! the writer lock uses are Linux interfaces). Does not own: what a role may do on each verdict (see [`crate::guard::policy`]) or
 //! how the facts are gathered (see [`probe`], the seam that lets tests simulate mounts).
+//! Beside the verdict, [`openers`] answers the other question about a file on this host:
+//! which processes have it open, and for writing or not (a look at `/proc`).
 //!
 //! Why both magic and mountinfo: every FUSE filesystem reports the same magic, and only the
 //! mountinfo fstype (`fuse.sshfs`) tells a network share from a local one; mount options
@@ -14,6 +16,7 @@
 
 pub mod magic;
 pub mod mountinfo;
+pub mod openers;
 pub mod probe;
 pub mod resolve;
 pub mod target;

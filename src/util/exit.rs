@@ -2,7 +2,8 @@
 //!
 //! sysexits(3) names where one fits (`USAGE` 64 … `CONFIG` 78), and warden's own codes: `1`
 //! for `warden fs` ("not safe"), the health codes `10`–`16` of `warden status` and
-//! `warden doctor`, the engine-start failures `126`/`127` and the signal base `128` of
+//! `warden doctor`, [`FOREIGN_WRITER`] (`17`, the same for `warden run` and `warden status`),
+//! the engine-start failures `126`/`127` and the signal base `128` of
 //! `warden run`, and `130` for an interrupted command. `warden run` otherwise exits with the
 //! engine's own status, which may be any number.
 //!
@@ -48,6 +49,7 @@ exit_codes! {
     STATUS_STORAGE = 14: "`warden status`: the database or the backups are not on local storage (or it cannot be judged), or SQLite is older than 3.51.3.";
     STATUS_DISK = 15: "`warden status`: free space below the floor (room for the next backup, or `--min-free-bytes`).";
     STATUS_DRILL = 16: "`warden status`: the last restore drill failed, or its record cannot be read.";
+    FOREIGN_WRITER = 17: "A process other than warden and its engine had the database open for writing during a session: `warden run` stopped the engine for it (`on_foreign_writer = \"stop\"`); `warden status`: the last session saw one.";
     USAGE = 64: "Usage: a bad flag or argument (a path that is not UTF-8 among them), no engine command, an ambiguous id prefix, an option `warden deploy` cannot render safely.";
     DATAERR = 65: "Data damaged: the integrity gate or a check failed, a backup or bundle does not match its manifest or is not a known-good state, the set changed while it was copied.";
     NOINPUT = 66: "Input missing: no database (or an empty one without `--create`), a directory or other non-file where the database should be, no backup, no such id, no bundle.";

@@ -6,9 +6,19 @@ use std::fmt::Write as _;
 use super::options::DeployOptions;
 use super::syntax::{exec_line, list, text};
 use super::units::{header, service_common, unit_section};
+use crate::util::exit;
 
-/// `warden status` problem codes (10-16): reported through the textfile, not as unit failures.
-pub const STATUS_PROBLEM_EXIT_STATUS: [u8; 7] = [10, 11, 12, 13, 14, 15, 16];
+/// `warden status` problem codes (10-17): reported through the textfile, not as unit failures.
+pub const STATUS_PROBLEM_EXIT_STATUS: [u8; 8] = [
+    exit::STATUS_BACKUP,
+    exit::STATUS_DATABASE,
+    exit::STATUS_SESSION,
+    exit::STATUS_WRITER_DIED,
+    exit::STATUS_STORAGE,
+    exit::STATUS_DISK,
+    exit::STATUS_DRILL,
+    exit::FOREIGN_WRITER,
+];
 
 /// A periodic job: a oneshot service and its timer.
 pub(super) struct Job {
@@ -66,7 +76,7 @@ pub(super) fn job_service(opts: &DeployOptions, job: &Job) -> String {
             "",
         ),
         _ => (
-            "# Exit codes 10-16 are health problems, not failures of this job: they are in the
+            "# Exit codes 10-17 are health problems, not failures of this job: they are in the
 # textfile (`warden_healthy`) and should alert from there, so they count as success here.
 # UMask 0022: node_exporter must be able to read the textfile.",
             {

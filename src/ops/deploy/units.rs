@@ -7,10 +7,11 @@ use std::path::Path;
 use super::options::DeployOptions;
 use super::syntax::{exec_line, list, path_word, systemd_word, text, timespan};
 
-/// Exit statuses of `warden run` that must never restart the unit: 65 gate failed,
+/// Exit statuses of `warden run` that must never restart the unit: 17 a foreign writer
+/// stopped the session (`on_foreign_writer = "stop"`), 65 gate failed,
 /// 66 database missing, 67 not what the seal says, 69 storage refused, 70 SQLite too old /
 /// internal, 78 configuration.
-pub const RESTART_PREVENT_EXIT_STATUS: [u8; 6] = [65, 66, 67, 69, 70, 78];
+pub const RESTART_PREVENT_EXIT_STATUS: [u8; 7] = [17, 65, 66, 67, 69, 70, 78];
 
 /// Exit statuses of `warden run` that mean "stopped on request": 130 (SIGINT) and 143
 /// (SIGTERM: `systemctl stop`, when the engine dies of the forwarded signal).

@@ -265,10 +265,13 @@ pub fn collect(opts: &StatusOptions) -> StatusReport {
             ),
         ));
     }
-    if let Some(s) = last_session.as_ref().filter(|s| !before_restore(&s.started_at))
-        && let Some(p) = judge_session(s, held, last_gate.as_ref(), db)
-    {
-        problems.push(p);
+    if let Some(s) = last_session.as_ref().filter(|s| !before_restore(&s.started_at)) {
+        if let Some(p) = judge_session(s, held, last_gate.as_ref(), db) {
+            problems.push(p);
+        }
+        if let Some(p) = foreign_writers(s, db) {
+            problems.push(p);
+        }
     }
 
     // Backups.
@@ -448,7 +451,8 @@ fn judge_session(s: &SessionInfo, lock_held: bool, last_gate: Option<&GateInfo>,
     let why = s.error.as_deref().map(|e| format!(": {}", first_line(e))).unwrap_or_default();
     let bad = |m: String| Some(Problem::new(ProblemKind::SessionEndedBadly, m));
     match s.status {
-        SessionStatus::Completed | SessionStatus::Aborted => None,
+        // A stopped session is reported as the foreign writer that stopped it.
+        SessionStatus::Completed | SessionStatus::Aborted | SessionStatus::ForeignWriterStopped => None,
         SessionStatus::Running => match &s.supervisor_gone {
             Some(gone) => Some(Problem::new(ProblemKind::SupervisorDied, supervisor_died(s, gone, lock_held, db))),
             None if lock_held => None,
@@ -492,6 +496,39 @@ fn judge_session(s: &SessionInfo, lock_held: bool, last_gate: Option<&GateInfo>,
             }
         }
     }
+}
+
+/// The problem of foreign writers during the last session, if it saw any.
+fn foreign_writers(s: &SessionInfo, db: &Path) -> Option<Problem> {
+    if s.foreign_writers.is_empty() {
+        return None;
+    }
+    let who = s
+        .foreign_writers
+        .iter()
+        .map(|w| {
+            let when = match &w.gone_at {
+                Some(g) => format!("seen from {} until {g}", w.first_seen_at),
+                None => format!("first seen {}, still open at the last look", w.first_seen_at),
+            };
+            format!("{} had {} open for writing ({when})", w.process.describe(), w.process.describe_files(true))
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    let then = match s.status {
+        SessionStatus::ForeignWriterStopped => "warden stopped the engine for it (on_foreign_writer = stop)",
+        SessionStatus::Running => "the session is still running",
+        _ => "the session went on (on_foreign_writer = warn)",
+    };
+    let pids = s.foreign_writers.iter().map(|w| w.process.pid.to_string()).collect::<Vec<_>>().join(" ");
+    Some(Problem::new(
+        ProblemKind::ForeignWriter,
+        format!(
+            "foreign writer during session {}: {who}; {then}\n(hint: find out what it is (`ps -o pid,user,args -p {pids}`) and stop it; what it wrote is in the database and its post-session backup and cannot be told from the engine's writes by content: check the data (`warden check {}`), or restore the session's pre-session backup (`warden backups`, `warden restore --from ID`); the next session without a foreign writer clears this)",
+            s.id,
+            db.display()
+        ),
+    ))
 }
 
 /// The message of a `running` session whose supervisor is gone (`gone` says how that is

@@ -23,6 +23,7 @@
 //! | `0` | healthy: none of the below (a session, an engine or a restore holding the writer lock is healthy: "session running") | |
 //! | `11` | the most recent integrity gate failed, a session was refused for damage, the database is missing or empty, something else than a readable database file is at its path, it changed since its seal, or a restore was interrupted (its intent record is there and nobody holds the lock; sessions refuse until `warden restore` finishes it) | `gate_failed`, `database_missing`, `database_unusable`, `changed_since_seal`, `restore_interrupted` |
 //! | `13` | the writer lock is free but its last holder never released it: an engine died (crash, `kill -9`); or the lock could not be read | `writer_died`, `lock_unreadable` |
+//! | `17` | a process other than warden and its engine had the database (or its `-wal` or `-journal`) open for writing during the last session, while it runs or after it ended (its artifact's `foreign_writers`, see [`crate::session::watch`]); a later session without one clears it | `foreign_writer` |
 //! | `14` | the database or the backup directory is not on local storage (or could not be judged), or SQLite is older than 3.51.3 | `storage_not_local`, `storage_unknown`, `sqlite_too_old` |
 //! | `12` | the last session ended badly: `engine_failed`, `abandoned` (or still `running` with nobody holding the lock), `completed_without_backup`, `engine_not_started`, or refused at a step other than the lock (another session holding the lock is not a problem); or its artifact says `running` but its supervisor (`warden run`) is gone, judged by pid, start time, pid namespace and boot id, never by the pid alone: no post-session backup will come, and its engine may still run unsupervised with the lock | `session_ended_badly`, `supervisor_died`, `sessions_unreadable` |
 //! | `15` | free space in the database's or the backup directory below the floor: room for one more backup (database + `-wal` + `-journal`, +10 %, +1 MiB), or `--min-free-bytes` when larger | `disk_headroom` |
@@ -34,9 +35,10 @@
 //! the database it replaced, and a restore is what they recommend. They stay visible as
 //! history (`last_session`, `last_gate`); the restore is in `last_restore`.
 //!
-//! Severity, most severe first, is the order of the table: **11 > 13 > 14 > 12 > 15 > 10 >
-//! 16** ([`SEVERITY`]). Damage found comes first; then a writer that died (damage possible,
-//! nothing checked since); then storage that makes every session unsafe; then a session that
+//! Severity, most severe first, is the order of the table: **11 > 13 > 17 > 14 > 12 > 15 >
+//! 10 > 16** ([`SEVERITY`]). Damage found comes first; then a writer that died (damage
+//! possible, nothing checked since); then a writer outside warden (content no check can
+//! attribute); then storage that makes every session unsafe; then a session that
 //! ended badly; then what will stop the next backup (disk); then the recovery point (no
 //! fresh backup); then proof of restorability (the drill). Root causes rank above the
 //! symptoms they produce: a database on a network share (14) refuses every session (12).

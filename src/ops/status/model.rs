@@ -29,9 +29,10 @@ pub const DEFAULT_MAX_BACKUP_AGE: Duration = Duration::from_secs(26 * 3600);
 pub const SQLITE_FLOOR: &str = "3.51.3";
 
 /// Exit codes of problems, most severe first (see the module docs).
-pub const SEVERITY: [u8; 7] = [
+pub const SEVERITY: [u8; 8] = [
     exit::STATUS_DATABASE,
     exit::STATUS_WRITER_DIED,
+    exit::FOREIGN_WRITER,
     exit::STATUS_STORAGE,
     exit::STATUS_SESSION,
     exit::STATUS_DISK,
@@ -151,6 +152,9 @@ pub enum ProblemKind {
     BackupsUnreadable,
     /// The last restore drill failed, or its record is unreadable (16).
     DrillFailed,
+    /// A process other than warden and its engine had the database open for writing during
+    /// the last session (running or ended), as its artifact's `foreign_writers` records (17).
+    ForeignWriter,
 }
 
 impl ProblemKind {
@@ -174,6 +178,7 @@ impl ProblemKind {
                 exit::STATUS_BACKUP
             }
             ProblemKind::DrillFailed => exit::STATUS_DRILL,
+            ProblemKind::ForeignWriter => exit::FOREIGN_WRITER,
         }
     }
 
@@ -198,6 +203,7 @@ impl ProblemKind {
             ProblemKind::BackupStale => "backup_stale",
             ProblemKind::BackupsUnreadable => "backups_unreadable",
             ProblemKind::DrillFailed => "drill_failed",
+            ProblemKind::ForeignWriter => "foreign_writer",
         }
     }
 }
@@ -296,6 +302,10 @@ pub struct SessionInfo {
     pub supervisor_gone: Option<String>,
     /// The artifact.
     pub artifact: PathBuf,
+    /// Processes other than its engine that had the database open for writing while it ran
+    /// (the artifact's `foreign_writers.writers`); empty when none was seen.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub foreign_writers: Vec<crate::session::watch::ForeignWriter>,
 }
 
 impl SessionInfo {
@@ -317,6 +327,7 @@ impl SessionInfo {
                 .flatten()
                 .map(str::to_owned),
             artifact: path.to_owned(),
+            foreign_writers: a.foreign_writers.as_ref().map(|w| w.writers.clone()).unwrap_or_default(),
         }
     }
 }
@@ -544,7 +555,7 @@ mod tests {
 
     #[test]
     fn severity_order_is_the_documented_one() {
-        let mut codes = vec![16, 10, 15, 12, 14, 13, 11];
+        let mut codes = vec![16, 10, 15, 12, 14, 17, 13, 11];
         codes.sort_by_key(|c| severity_rank(*c));
         assert_eq!(codes, SEVERITY);
         for k in [
@@ -555,6 +566,7 @@ mod tests {
             ProblemKind::DiskHeadroom,
             ProblemKind::BackupStale,
             ProblemKind::DrillFailed,
+            ProblemKind::ForeignWriter,
         ] {
             assert!(SEVERITY.contains(&k.exit_code()));
             assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());

@@ -97,7 +97,7 @@ pub fn prometheus_text(r: &StatusReport) -> String {
     if let Some(s) = &r.last_session {
         let ok =
             !r.problems.iter().any(|p| matches!(p.kind, ProblemKind::SessionEndedBadly | ProblemKind::SupervisorDied))
-                && s.status != SessionStatus::Refused;
+                && !matches!(s.status, SessionStatus::Refused | SessionStatus::ForeignWriterStopped);
         f.one("warden_last_session_ok", "1 when the last session completed or is running.", bit(ok));
     }
     if let Some(state) = r.writer_lock.state {
