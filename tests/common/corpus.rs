@@ -243,6 +243,15 @@ pub fn build_corpus(root: &Path) -> Vec<Case> {
         fs::write(&db, &wal_db).unwrap();
         fs::write(sidecar(&db, "-wal"), other_wal(&work, "other4096", 4096)).unwrap();
     }
+    // The header a WAL restart writes (checkpoint sequence and salt-1 plus one, a new salt-2),
+    // over frames that were never checkpointed: SQLite treats the WAL as empty.
+    {
+        let db = add("wal_header_reset_over_commits", true, "scan:wal_header_reset");
+        fs::write(&db, &wal_db).unwrap();
+        let mut bytes = wal.clone();
+        restart_wal_header(&mut bytes);
+        fs::write(sidecar(&db, "-wal"), &bytes).unwrap();
+    }
     // A WAL beside an empty database file: SQLite deletes the WAL on open.
     {
         let db = add("wal_beside_empty_db", true, "scan:wal_beside_empty_db");
@@ -306,6 +315,16 @@ pub fn build_corpus(root: &Path) -> Vec<Case> {
         let (db_bytes, wal_bytes) = reused_wal(&work, &source);
         fs::write(&db, &db_bytes).unwrap();
         fs::write(sidecar(&db, "-wal"), &wal_bytes).unwrap();
+    }
+    {
+        // The same restarted header over frames a complete checkpoint already copied into the
+        // database file: a writer killed right after writing it leaves this, and loses nothing.
+        let db = add("wal_restarted_over_checkpointed", false, "accept");
+        let (db_bytes, wal_bytes) = checkpointed_wal(&work, &source);
+        let mut bytes = wal_bytes.clone();
+        restart_wal_header(&mut bytes);
+        fs::write(&db, &db_bytes).unwrap();
+        fs::write(sidecar(&db, "-wal"), &bytes).unwrap();
     }
     {
         // A db copied without its WAL, where the WAL held the whole schema and every row: the
@@ -553,6 +572,47 @@ fn reused_wal(work: &Path, source: &Path) -> (Vec<u8>, Vec<u8>) {
     assert_eq!(out.1.len(), first.len(), "the WAL is reused in place, not truncated");
     assert_ne!(out.1[16..24], first[16..24], "the restart changes the salts");
     out
+}
+
+/// A WAL whose every frame a complete checkpoint copied into the db file, taken (with the db
+/// file) while the writer is still open, before anything restarts it.
+fn checkpointed_wal(work: &Path, source: &Path) -> (Vec<u8>, Vec<u8>) {
+    let db = work_copy(work, "checkpointed", source);
+    let conn = open_wal(&db);
+    conn.execute_batch(
+        "PRAGMA wal_autocheckpoint=0;
+         UPDATE trade SET note = 'checkpointed ' || id WHERE id % 4 = 0;
+         INSERT INTO venue(code) VALUES ('CKPT');",
+    )
+    .unwrap();
+    let (busy, log, done): (i64, i64, i64) =
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap();
+    assert_eq!((busy, log), (0, done), "the checkpoint must complete");
+    let out = (fs::read(&db).unwrap(), fs::read(sidecar(&db, "-wal")).unwrap());
+    drop(conn);
+    out
+}
+
+/// Rewrites a WAL header as a restart does (`walRestartHdr()` then `walFrames()`): checkpoint
+/// sequence and salt-1 plus one, a new salt-2, the header checksum recomputed; no frame changes.
+fn restart_wal_header(wal: &mut [u8]) {
+    let sequence = be32(wal, 12).wrapping_add(1);
+    let salt1 = be32(wal, 16).wrapping_add(1);
+    wal[12..16].copy_from_slice(&sequence.to_be_bytes());
+    wal[16..20].copy_from_slice(&salt1.to_be_bytes());
+    wal[20..24].copy_from_slice(&0x2545_f491u32.to_be_bytes());
+    let big_endian = wal[3] & 1 == 1;
+    let (mut s0, mut s1) = (0u32, 0u32);
+    for pair in wal[..24].chunks_exact(8) {
+        let word = |b: &[u8]| {
+            let b = [b[0], b[1], b[2], b[3]];
+            if big_endian { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) }
+        };
+        s0 = s0.wrapping_add(word(&pair[..4])).wrapping_add(s1);
+        s1 = s1.wrapping_add(word(&pair[4..])).wrapping_add(s0);
+    }
+    wal[24..28].copy_from_slice(&s0.to_be_bytes());
+    wal[28..32].copy_from_slice(&s1.to_be_bytes());
 }
 
 /// A brand-new WAL-mode database whose schema and rows are all still in the WAL: the db file

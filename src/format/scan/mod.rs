@@ -3,8 +3,9 @@
 //! The integrity gate runs SQLite's pragmas on a private copy of the set. SQLite never reports
 //! some damage at all, because its recovery has already hidden it by the time a pragma runs:
 //! a WAL whose header checksum fails is ignored whole, recovery stops at the first bad frame and
-//! drops every later frame even when they are intact and committed, and a WAL beside an empty
-//! database file is deleted on open. This module reads the bytes of the ORIGINAL files, opened
+//! drops every later frame even when they are intact and committed, frames whose salts do not
+//! match the header's are skipped (a header rewritten over committed frames empties the WAL),
+//! and a WAL beside an empty database file is deleted on open. This module reads the bytes of the ORIGINAL files, opened
 //! read-only through SQLite's `unix` VFS (never for writing, and never a `std::fs` descriptor
 //! whose close would drop the process's locks), and reports what it finds.
 //!
@@ -14,7 +15,8 @@
 //!   reserved bytes, payload fractions, the in-header database size, text encoding);
 //! - parsing the WAL (fileformat2 §4 "The Write-Ahead Log"): the header and its checksum, every
 //!   frame header, salts and the cumulative checksums, the last commit frame, intact frames
-//!   after a break, and a torn final frame;
+//!   after a break, a torn final frame, and frames of other generations (other salts) whose
+//!   commits the database file should hold but does not (`stale`);
 //! - noting a `-journal` beside the database (size, and whether its header makes it hot);
 //! - turning all that into [`Finding`]s with stable codes and a [`Severity`].
 //!
@@ -47,7 +49,10 @@
 //! | `wal_bad_magic`, `wal_bad_page_size`, `wal_bad_header_checksum` | fatal when the WAL holds a frame, else warning |
 //! | `wal_bad_version` | fatal when the WAL is longer than its header, else warning |
 //! | `wal_page_size_mismatch` | fatal when the WAL holds a frame, else warning |
-//! | `wal_frames_after_break` | fatal |
+//! | `wal_frames_after_break` | fatal when a commit frame after the break is followed by a frame chained from it, else warning |
+//! | `wal_header_reset` | fatal |
+//! | `wal_stale_commits` | fatal |
+//! | `wal_changed_during_scan` | warning (either of the two above, on a WAL a live writer moved meanwhile) |
 //! | `wal_torn_tail` | warning |
 //! | `wal_uncommitted_frames` | warning |
 //! | `hot_journal` | warning |
@@ -56,21 +61,34 @@
 //! (the database image then lives partly in the WAL) or a hot journal is present (the file is
 //! mid-transaction and the journal restores it).
 //!
-//! `wal_frames_after_break` fails closed: after a power loss on a filesystem that reorders
-//! unsynced writes, a crashed writer's last, never-acknowledged transaction can also leave intact
-//! frames behind a torn one. The scan cannot tell that from lost committed frames, so it refuses
-//! both; the message says how many of the dropped frames are commit frames.
+//! `wal_frames_after_break` fails closed when SQLite would drop a commit the writer completed:
+//! an intact commit frame after the break with an intact frame chained from it (the writer went
+//! on after it). After a power loss on a filesystem that reorders unsynced writes, a crashed
+//! writer's last, never-acknowledged transaction can also leave such frames; the scan cannot tell
+//! that from lost committed frames and refuses both. Intact frames after a break with no commit
+//! among them, or whose every commit frame ends its chain, are a warning: a plain `kill -9` leaves
+//! them whenever a transaction rewrote a page it had already spilled to the WAL (the rewritten
+//! frame keeps its old checksum until the commit rewrites them, `walRewriteChecksums()`, which
+//! runs after the commit frame is appended), and that transaction never committed.
+//!
+//! `wal_header_reset` and `wal_stale_commits` are committed transactions SQLite ignores because
+//! their frames carry other salts than the header's, in a WAL whose database file does not hold
+//! what they commit (each page compared with its SHA-256). A WAL reused after a checkpoint keeps
+//! such frames too, honestly: SQLite restarts a WAL only once every frame is in the database
+//! file. See `stale` for which old frames are judged and which cannot be.
 //!
 //! What no raw scan can see (and `integrity_check` cannot either): a database copied without
 //! its WAL, which is an intact older state; a WAL of another database with the same page size
 //! that holds that database's whole image; a bit flip inside a stored value. Page checksums
 //! (cksumvfs) or a backup's content hash are the tools for those (reliability-notes §4, §5).
 
+mod checksum;
 mod db_header;
 #[cfg(test)]
 mod fixtures;
 mod journal;
 mod report;
+mod stale;
 mod wal;
 
 use std::io::{self, BufReader, Read};
@@ -78,6 +96,7 @@ use std::path::Path;
 
 use self::db_header::{DB_HEADER_LEN, check_header, check_size};
 use self::journal::JournalState;
+use self::stale::Image;
 use self::wal::scan_wal;
 use crate::format::names;
 use crate::sys::sqlite::VfsFile;
@@ -88,8 +107,10 @@ pub use self::report::{Finding, ScanReport, Severity, WalSummary};
 /// Scans the set of files of the database at `db`: the database itself, `<db>-wal` and
 /// `<db>-journal` when they exist. Every file is opened read-only and only read.
 ///
-/// The database needs only its first 100 bytes and its size. The WAL is streamed frame by frame
-/// through one page-sized buffer, so a multi-gigabyte WAL costs one sequential read, not memory.
+/// The database needs its first 100 bytes and its size, and only when the WAL holds committed
+/// frames of an older generation, the pages those frames write. The WAL is streamed frame by
+/// frame through one page-sized buffer, so a multi-gigabyte WAL costs one sequential read, plus
+/// a digest per page its old frames write, not memory for the frames.
 ///
 /// # Errors
 ///
@@ -110,10 +131,11 @@ pub fn scan_set(db: &Path) -> io::Result<ScanReport> {
     let wal_path = names::wal(db);
     let wal_file = open_if_present(&wal_path)?;
     // Large enough for one 64 KiB frame, so each frame costs one read call.
-    let wal = wal_file.as_ref().map(|f| (f.len(), BufReader::with_capacity(1 << 17, f.reader())));
+    let wal =
+        wal_file.as_ref().map(|f| (f.len(), BufReader::with_capacity(1 << 17, f.reader()), Image::path(&wal_path)));
 
     let names = Names { db: db.display().to_string(), wal: wal_path.display().to_string() };
-    scan_parts(&names, &header, db_size, wal, journal)
+    scan_parts(&names, &header, &Image::path(db), db_size, wal, journal)
 }
 
 /// Scans in-memory images of a database and its WAL: the pure core of [`scan_set`], for tests
@@ -122,8 +144,8 @@ pub fn scan_set(db: &Path) -> io::Result<ScanReport> {
 pub fn scan_bytes(db: &[u8], wal: Option<&[u8]>) -> ScanReport {
     let names = Names { db: "database".to_owned(), wal: "WAL".to_owned() };
     let header = &db[..db.len().min(DB_HEADER_LEN)];
-    let wal = wal.map(|w| (w.len() as u64, w));
-    match scan_parts(&names, header, db.len() as u64, wal, None) {
+    let wal = wal.map(|w| (w.len() as u64, w, Image::Bytes(w)));
+    match scan_parts(&names, header, &Image::Bytes(db), db.len() as u64, wal, None) {
         Ok(report) => report,
         // Every read is bounded by the slice's own length, so a slice never runs short.
         Err(e) => unreachable!("reading a byte slice failed: {e}"),
@@ -149,15 +171,16 @@ struct Names {
 fn scan_parts<R: Read>(
     names: &Names,
     header: &[u8],
+    image: &Image<'_>,
     db_size: u64,
-    wal: Option<(u64, R)>,
+    wal: Option<(u64, R, Image<'_>)>,
     journal: Option<JournalState>,
 ) -> io::Result<ScanReport> {
     let mut report = ScanReport { db_size, ..ScanReport::default() };
     let db = &names.db;
 
-    let wal = wal.filter(|(size, _)| *size > 0);
-    let wal_size = wal.as_ref().map(|(size, _)| *size);
+    let wal = wal.filter(|(size, _, _)| *size > 0);
+    let wal_size = wal.as_ref().map(|(size, _, _)| *size);
 
     if db_size == 0 {
         if let Some(size) = wal_size {
@@ -182,9 +205,9 @@ fn scan_parts<R: Read>(
 
     let encoding = if db_size > 0 { check_header(&mut report, db, header, db_size) } else { None };
 
-    if let Some((size, reader)) = wal {
+    if let Some((size, reader, again)) = wal {
         let db_page_size = if db_size > 0 { report.page_size } else { None };
-        let summary = scan_wal(&mut report, &names.wal, reader, size, db_page_size)?;
+        let summary = scan_wal(&mut report, &names.wal, reader, size, db_page_size, image, &again)?;
         report.wal = Some(summary);
     }
 

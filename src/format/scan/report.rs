@@ -88,4 +88,18 @@ pub struct WalSummary {
     /// The WAL ends in a partial frame, or in a broken frame of the current generation with no
     /// intact frame after it: the signature of an append cut short by a crash. Benign.
     pub torn_tail: bool,
+    /// Frames after the valid prefix that carry other salts than the header's: leftovers of
+    /// earlier generations (benign after a checkpoint-and-restart), or of a header rewritten
+    /// over committed frames.
+    #[serde(default)]
+    pub stale_frames: u64,
+    /// Pages that committed transactions among those frames write and that were compared with
+    /// the database file: only for frames whose pages must be there (see `wal_header_reset`
+    /// and `wal_stale_commits`), less pages the current generation wrote or truncated.
+    #[serde(default)]
+    pub stale_pages_checked: u64,
+    /// How many of those the database file does not hold. Nonzero means SQLite silently drops
+    /// committed data.
+    #[serde(default)]
+    pub stale_pages_not_in_db: u64,
 }

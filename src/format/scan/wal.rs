@@ -1,11 +1,15 @@
 //! Parsing the WAL the way `walIndexRecover()` does: the header and its checksum, every
 //! frame's salts and cumulative checksum, the last commit, intact frames after a break and a
-//! torn tail. Does not own the database header (`db_header`) or the report types (`report`).
+//! torn tail, and handing every frame of another generation to `stale`. Does not own the
+//! database header (`db_header`), the checksum arithmetic (`checksum`), the judgement of
+//! other generations' frames (`stale`) or the report types (`report`).
 
 use std::io::{self, Read};
 
+use super::checksum::{stored_checksum, wal_checksum};
 use super::db_header::{be32, valid_page_size};
 use super::report::{ScanReport, Severity, WalSummary};
+use super::stale::{Generation, Image, StaleFrames};
 
 /// "The WAL header is 32 bytes in size" (wal.c).
 const WAL_HEADER_LEN: u64 = 32;
@@ -17,36 +21,6 @@ const WAL_MAGIC_LE: u32 = 0x377f_0682;
 const WAL_MAGIC_BE: u32 = 0x377f_0683;
 /// "4: File format version. Currently 3007000"; any other value makes SQLite refuse to open.
 const WAL_VERSION: u32 = 3_007_000;
-
-/// The WAL checksum of fileformat2 §4 / wal.c, continued from `(s0, s1)`:
-///
-/// "The checksum is computed by interpreting the input as an even number of unsigned 32-bit
-/// integers: x[0] through x[N]. [...] for i from 0 to n-1 step 2: s0 += x[i] + s1; s1 +=
-/// x[i+1] + s0;" with "32-bit big-endian integers if the magic number in the first 4 bytes of
-/// the WAL is 0x377f0683 and [...] little-endian if the magic number is 0x377f0682."
-///
-/// `data.len()` must be a multiple of 8 (headers and pages always are).
-fn wal_checksum(big_endian: bool, data: &[u8], (mut s0, mut s1): (u32, u32)) -> (u32, u32) {
-    debug_assert_eq!(data.len() % 8, 0);
-    for pair in data.chunks_exact(8) {
-        let (a, b) = ([pair[0], pair[1], pair[2], pair[3]], [pair[4], pair[5], pair[6], pair[7]]);
-        let (a, b) = if big_endian {
-            (u32::from_be_bytes(a), u32::from_be_bytes(b))
-        } else {
-            (u32::from_le_bytes(a), u32::from_le_bytes(b))
-        };
-        s0 = s0.wrapping_add(a).wrapping_add(s1);
-        s1 = s1.wrapping_add(b).wrapping_add(s0);
-    }
-    (s0, s1)
-}
-
-/// Stored checksum of a WAL header (bytes 24..32) or frame header (bytes 16..24): "always
-/// stored in the frame header in a big-endian format regardless of which byte order is used to
-/// compute the checksum".
-fn stored_checksum(bytes: &[u8], at: usize) -> (u32, u32) {
-    (be32(bytes, at), be32(bytes, at + 4))
-}
 
 /// Whether `size` bytes of WAL hold at least one whole frame of `page_size`.
 fn holds_frame(size: u64, page_size: u32) -> bool {
@@ -61,6 +35,8 @@ pub(super) fn scan_wal<R: Read>(
     mut reader: R,
     size: u64,
     db_page_size: Option<u32>,
+    db: &Image<'_>,
+    wal_again: &Image<'_>,
 ) -> io::Result<WalSummary> {
     let mut summary = WalSummary {
         size,
@@ -69,6 +45,9 @@ pub(super) fn scan_wal<R: Read>(
         committed_frames: 0,
         frames_after_break: 0,
         torn_tail: false,
+        stale_frames: 0,
+        stale_pages_checked: 0,
+        stale_pages_not_in_db: 0,
     };
     if size < WAL_HEADER_LEN {
         // "if( nSize>WAL_HDRSIZE )" guards recovery: a shorter WAL holds no frames.
@@ -164,12 +143,39 @@ pub(super) fn scan_wal<R: Read>(
     let frames = (size - WAL_HEADER_LEN) / frame_len;
     let partial = (size - WAL_HEADER_LEN) % frame_len;
     let mut frame = vec![0u8; frame_len as usize];
-    let mut running = header_sum;
-    // The stored checksum of the previous frame, from which an intact frame after a break chains.
+    // The stored checksum and the salts of the previous frame (the header's for frame 1). In
+    // the valid prefix the stored checksum is the running one; after a break an intact frame
+    // still chains from it.
     let mut previous_stored = header_sum;
+    let mut previous_salts = [0u8; 8];
+    previous_salts.copy_from_slice(salts);
     // Frame number (1-based) and salts-matched flag of the first frame that failed.
     let mut first_break: Option<(u64, bool)> = None;
     let mut after_break_commits = 0u64;
+    // An intact commit frame after the break with an intact frame chained from it: a commit the
+    // writer completed (see `stale` on what an unfinished one leaves).
+    let mut completed_commit_after_break: Option<u64> = None;
+    let mut previous_intact_commit = false;
+    // What a live writer overwrites next, as the scan saw it: the headers of the frames after the
+    // last commit (where a new transaction starts, or an unfinished one goes on), the whole break
+    // frame (the one it may be writing: header first, then the page) and the header after it.
+    // Read again at the end, they show whether the WAL moved while it was scanned.
+    let mut next_written: Vec<(u64, Vec<u8>)> = Vec::new();
+    // Stale generations are compared with the database's pages, so only when both agree on the
+    // page size (a mismatch is its own finding above).
+    let mut stale = (db_page_size == Some(page_size)).then(|| {
+        let mut header_start = [0u8; 12];
+        header_start.copy_from_slice(&header[..12]);
+        let mut header_salts = [0u8; 8];
+        header_salts.copy_from_slice(salts);
+        StaleFrames::new(Generation {
+            header_start,
+            salts: header_salts,
+            sequence: be32(&header, 12),
+            big_endian,
+            page_size,
+        })
+    });
 
     for index in 1..=frames {
         reader.read_exact(&mut frame)?;
@@ -179,46 +185,99 @@ pub(super) fn scan_wal<R: Read>(
         let same_salts = &fh[8..16] == salts;
         let pgno = be32(fh, 0);
         let commit = be32(fh, 4) != 0;
+        // walDecodeFrame(): salts, "A frame is only valid if the page number is greater than
+        // zero", then the cumulative checksum over the frame header's first 8 bytes and the page.
+        let sum = wal_checksum(big_endian, page, wal_checksum(big_endian, &fh[..8], previous_stored));
+        let intact = pgno != 0 && sum == stored;
+        if first_break.is_none() {
+            if index == summary.committed_frames + 1 {
+                next_written.clear();
+            }
+            next_written.push((index, if same_salts && intact { fh.to_vec() } else { frame.clone() }));
+        } else if first_break.is_some_and(|(at, _)| index == at + 1) {
+            next_written.push((index, fh.to_vec()));
+        }
         match first_break {
-            None => {
-                // walDecodeFrame(): salts, "A frame is only valid if the page number is greater
-                // than zero", then the cumulative checksum over the frame header's first 8 bytes
-                // and the page.
-                let sum = wal_checksum(big_endian, page, wal_checksum(big_endian, &fh[..8], running));
-                if same_salts && pgno != 0 && sum == stored {
-                    running = sum;
-                    summary.valid_frames = index;
-                    if commit {
-                        summary.committed_frames = index;
-                    }
-                } else {
-                    first_break = Some((index, same_salts));
+            None if same_salts && intact => {
+                summary.valid_frames = index;
+                if commit {
+                    summary.committed_frames = index;
                 }
             }
-            Some(_) => {
-                let sum = wal_checksum(big_endian, page, wal_checksum(big_endian, &fh[..8], previous_stored));
-                if same_salts && pgno != 0 && sum == stored {
-                    summary.frames_after_break += 1;
-                    after_break_commits += u64::from(commit);
+            None => first_break = Some((index, same_salts)),
+            Some(_) if same_salts && intact => {
+                summary.frames_after_break += 1;
+                after_break_commits += u64::from(commit);
+                if previous_intact_commit && completed_commit_after_break.is_none() {
+                    completed_commit_after_break = Some(index - 1);
                 }
+            }
+            Some(_) => {}
+        }
+        // The break frame counts too: one whose checksum is intact but whose salts were damaged.
+        previous_intact_commit = first_break.is_some() && intact && commit;
+        if let Some(stale) = stale.as_mut() {
+            if same_salts {
+                stale.current(fh);
+            } else if first_break.is_some() {
+                let chained = intact && fh[8..16] == previous_salts;
+                stale.stale(index, fh, page, chained, &previous_salts);
             }
         }
         previous_stored = stored;
+        previous_salts.copy_from_slice(&fh[8..16]);
     }
 
     if let Some((at, _)) = first_break
         && summary.frames_after_break > 0
     {
-        report.push(
-            "wal_frames_after_break",
-            Severity::Fatal,
-            format!(
-                "`{wal}`: frame {at} of {frames} breaks the checksum/salt chain, yet {} intact frames of the \
-                 same generation follow it ({after_break_commits} of them commit frames); SQLite's recovery \
-                 stops at frame {at} and silently drops them all",
-                summary.frames_after_break
-            ),
-        );
+        let dropped = summary.frames_after_break;
+        if let Some(commit) = completed_commit_after_break {
+            report.push(
+                "wal_frames_after_break",
+                Severity::Fatal,
+                format!(
+                    "`{wal}`: frame {at} of {frames} breaks the checksum/salt chain, yet {dropped} intact frames of \
+                     the same generation follow it ({after_break_commits} of them commit frames, and the commit in \
+                     frame {commit} was completed: the writer went on writing after it); SQLite's recovery stops \
+                     at frame {at} and silently drops them all"
+                ),
+            );
+        } else {
+            let what = if after_break_commits == 0 {
+                "none of them a commit frame: a transaction that never committed".to_owned()
+            } else {
+                format!(
+                    "{after_break_commits} of them commit frames, each the last of its chain: at most a commit a \
+                     killed writer had not finished (its commit frame written, the checksums of pages it rewrote \
+                     not yet), which never completed"
+                )
+            };
+            report.push(
+                "wal_frames_after_break",
+                Severity::Warning,
+                format!(
+                    "`{wal}`: frame {at} of {frames} breaks the checksum/salt chain and {dropped} intact frames of \
+                     the same generation follow it, {what}; SQLite's recovery stops at frame {at} and drops them"
+                ),
+            );
+        }
+    }
+    if let Some(stale) = stale {
+        summary.stale_frames = stale.frames;
+        let unmoved = || -> io::Result<bool> {
+            if wal_again.bytes_at(0, header.len())?.as_deref() != Some(&header[..]) {
+                return Ok(false);
+            }
+            for (index, seen) in &next_written {
+                let at = WAL_HEADER_LEN + (index - 1) * frame_len;
+                if wal_again.bytes_at(at, seen.len())?.as_deref() != Some(&seen[..]) {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        };
+        (summary.stale_pages_checked, summary.stale_pages_not_in_db) = stale.finish(report, wal, db, unmoved)?;
     }
     let torn_frame = first_break.is_some_and(|(_, same_salts)| same_salts);
     summary.torn_tail = summary.frames_after_break == 0 && (partial > 0 || torn_frame);
@@ -271,16 +330,6 @@ mod tests {
         assert_eq!(summary.committed_frames, summary.valid_frames);
         assert_eq!((summary.frames_after_break, summary.torn_tail), (0, false));
         assert_eq!(report.page_size, Some(4096));
-    }
-
-    #[test]
-    fn checksum_algorithm_by_hand() {
-        // Two pairs: s0 = 1 + 0 = 1, s1 = 2 + 1 = 3; s0 = 1 + 3 + 3 = 7, s1 = 3 + 4 + 7 = 14.
-        let data = [0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 4];
-        assert_eq!(wal_checksum(true, &data, (0, 0)), (7, 14));
-        let le: Vec<u8> = data.chunks(4).flat_map(|c| [c[3], c[2], c[1], c[0]]).collect();
-        assert_eq!(wal_checksum(false, &le, (0, 0)), (7, 14));
-        assert_eq!(wal_checksum(true, &[0xff; 8], (u32::MAX, u32::MAX)).0, u32::MAX.wrapping_mul(3));
     }
 
     #[test]
@@ -337,6 +386,73 @@ mod tests {
         let summary = report.wal.unwrap();
         assert!(!summary.torn_tail);
         assert_eq!(summary.valid_frames, frames - 1);
+    }
+
+    #[test]
+    fn a_break_is_fatal_only_before_a_completed_commit() {
+        let (db, wal) = real_wal(4096);
+        let frames = scan_bytes(&db, Some(&wal)).wal.unwrap().valid_frames;
+        let commit = |i: u64| be32(&wal, frame_offset(4096, i) + 4) != 0;
+        assert!(commit(frames) && commit(frames - 1) && commit(frames - 2), "single-frame transactions");
+        // Damage in the second to last frame: what SQLite drops after it is one transaction whose
+        // commit frame ends the chain, which is also what a writer killed mid-commit leaves.
+        let mut last = wal.clone();
+        last[frame_offset(4096, frames - 1) + 24 + 100] ^= 0x01;
+        let report = scan_bytes(&db, Some(&last));
+        assert!(report.is_ok(), "{:#?}", report.findings);
+        assert_eq!(codes(&report), ["wal_frames_after_break"]);
+        assert_eq!(report.findings[0].severity, Severity::Warning);
+        // One frame earlier: a commit after the break is followed by a frame chained from it, so
+        // the writer completed it, and SQLite drops it.
+        let mut earlier = wal.clone();
+        earlier[frame_offset(4096, frames - 2) + 24 + 100] ^= 0x01;
+        let report = scan_bytes(&db, Some(&earlier));
+        assert_eq!(fatal_codes(&report), ["wal_frames_after_break"]);
+        let message = &report.findings[0].message;
+        assert!(message.contains(&format!("the commit in frame {} was completed", frames - 1)), "{message}");
+        // A commit frame whose salts were damaged but whose checksum is intact, with a frame
+        // chained from it: completed, so fatal, with a single transaction after it.
+        let mut salt = wal.clone();
+        salt[frame_offset(4096, frames - 1) + 8] ^= 0x01;
+        assert_eq!(fatal_codes(&scan_bytes(&db, Some(&salt))), ["wal_frames_after_break"]);
+    }
+
+    #[test]
+    fn old_commits_missing_from_a_wal_that_moved_while_scanned_are_inconclusive() {
+        let (db, mut wal) = real_wal(4096);
+        // A header rewritten over the committed frames: they are not in the database file.
+        wal[16] ^= 0x10;
+        let sum = wal_checksum(wal[3] & 1 == 1, &wal[..24], (0, 0));
+        wal[24..28].copy_from_slice(&sum.0.to_be_bytes());
+        wal[28..32].copy_from_slice(&sum.1.to_be_bytes());
+        let scan = |again: &[u8]| {
+            let mut report = ScanReport::default();
+            let (db_image, wal_image) = (Image::Bytes(&db), Image::Bytes(again));
+            scan_wal(&mut report, "WAL", &wal[..], wal.len() as u64, Some(4096), &db_image, &wal_image).unwrap();
+            report
+        };
+        assert_eq!(fatal_codes(&scan(&wal)), ["wal_header_reset"]);
+        // Read again after the database file, frame 1 is not what the scan saw: a live writer
+        // wrote there meanwhile, and may have checkpointed it.
+        let mut moved = wal.clone();
+        moved[frame_offset(4096, 1) + 16] ^= 0x01;
+        let report = scan(&moved);
+        assert!(report.is_ok(), "{:#?}", report.findings);
+        assert_eq!(codes(&report), ["wal_changed_during_scan"]);
+        let mut restarted = wal.clone();
+        restarted[16] ^= 0x01;
+        assert_eq!(codes(&scan(&restarted)), ["wal_changed_during_scan"]);
+        // The writer finished the page of the frame it was writing, or wrote the next one.
+        let mut page_done = wal.clone();
+        page_done[frame_offset(4096, 1) + 24 + 4000] ^= 0x01;
+        assert_eq!(codes(&scan(&page_done)), ["wal_changed_during_scan"]);
+        let mut next = wal.clone();
+        next[frame_offset(4096, 2) + 8] ^= 0x01;
+        assert_eq!(codes(&scan(&next)), ["wal_changed_during_scan"]);
+        // Further on, nothing the writer writes next: the verdict stands.
+        let mut further = wal.clone();
+        further[frame_offset(4096, 5) + 24 + 10] ^= 0x01;
+        assert_eq!(fatal_codes(&scan(&further)), ["wal_header_reset"]);
     }
 
     #[test]
