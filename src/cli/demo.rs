@@ -166,6 +166,9 @@ pub fn run(dir: &Path, trades: u32) -> Result<ExitCode, CliError> {
             let a = s.artifact();
             if let Some(g) = &a.gate {
                 outln!("    gate {} ({} ms)", g.summary(), g.duration_ms);
+                if let Some(seal) = &g.seal {
+                    outln!("    seal: {}", seal.message);
+                }
             }
             match &a.pre_backup {
                 Some(b) => outln!("    pre-session backup: {} (sha256 {}…)", b.path.display(), &b.sha256[..12]),

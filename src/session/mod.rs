@@ -745,7 +745,7 @@ impl Session {
                     post.backup = out.published.as_ref().map(BackupRef::from);
                     post.ok = kind == BackupKind::Post && out.integrity.ok && out.published.is_some();
                     if post.ok {
-                        post.seal = Some(sealing::seal_close(&db, &self.id, &out, &self.guard));
+                        post.seal = Some(sealing::seal_close(&db, &self.id, &out));
                     }
                     if !out.integrity.ok {
                         post.error = Some(format!("the copy failed its check: {}", out.integrity.summary()));

@@ -63,7 +63,7 @@ pub(crate) fn final_checkpoint(session: &super::Session) {
 }
 
 /// Seals the clean close whose verified post-session backup is `out`.
-pub(crate) fn seal_close(db: &Path, session_id: &str, out: &BackupOutcome, guard: &Guard) -> SealSummary {
+pub(crate) fn seal_close(db: &Path, session_id: &str, out: &BackupOutcome) -> SealSummary {
     let mut summary = SealSummary { note: SEAL_NOTE.into(), ..SealSummary::default() };
     let (Some(digests), Some(published)) = (out.digests.as_ref(), out.published.as_ref()) else {
         summary.error = Some("no verified post-session backup: nothing to seal".into());
@@ -84,7 +84,6 @@ pub(crate) fn seal_close(db: &Path, session_id: &str, out: &BackupOutcome, guard
         Ok(()) => summary.sealed = true,
         Err(e) => summary.error = Some(e.to_string()),
     }
-    let _ = guard; // the close is audited by the session's own records
     summary
 }
 
