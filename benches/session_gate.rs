@@ -400,7 +400,7 @@ fn bench(c: &mut Criterion) {
             "bench".into(),
         );
         let gate_opts = GateOptions {
-            seal: Some(sqlite_warden::copies::seal::SealState::Sealed(Box::new(sealed))),
+            seal: Some(sqlite_warden::copies::seal::SealState::Sealed(std::sync::Arc::new(sealed))),
             ..GateOptions::default()
         };
         b.iter_custom(|iters| {

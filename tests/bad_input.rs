@@ -44,6 +44,16 @@ fn run(cmd: Command) -> Done {
     run_to_end(cmd, MINUTE)
 }
 
+/// `warden ARGS PATH` to its end (`run` gets the engine `true`).
+fn on(s: &common::Scratch, args: &[&str], path: &Path) -> Done {
+    let mut c = s.warden();
+    c.args(args).arg(path);
+    if args[0] == "run" {
+        c.args(["--", "true"]);
+    }
+    run(c)
+}
+
 fn no_panic(d: &Done, what: &str) {
     assert!(!d.stderr.contains("panicked"), "{what}: panicked: {}", d.diag());
     assert_ne!(d.code(), Some(101), "{what}: exit 101: {}", d.diag());
@@ -58,12 +68,7 @@ fn non_utf8_database_names_are_refused_by_every_layer_and_audited_as_records() {
 
     // The CLI: a usage error naming the bytes, nothing created.
     for args in [&["run", "--db"][..], &["check"], &["backup", "--db"], &["status", "--db"]] {
-        let mut c = s.warden();
-        c.args(args).arg(&db);
-        if args[0] == "run" {
-            c.args(["--", "true"]);
-        }
-        let d = run(c);
+        let d = on(&s, args, &db);
         no_panic(&d, args[0]);
         assert_eq!(d.code(), Some(64), "{args:?}: {}", d.diag());
         assert!(d.stderr.contains("caf\\xe9.db") && d.stderr.contains("not valid UTF-8"), "{}", d.diag());
@@ -179,12 +184,7 @@ fn a_directory_or_a_file_in_the_way_gets_its_own_code_and_nothing_is_created() {
         (&["status", "--db"], 11),
         (&["drill", "--db"], 66),
     ] {
-        let mut c = s.warden();
-        c.args(args).arg(&dir_db);
-        if args[0] == "run" {
-            c.args(["--", "true"]);
-        }
-        let d = run(c);
+        let d = on(&s, args, &dir_db);
         no_panic(&d, args[0]);
         assert_eq!(d.code(), Some(code), "{args:?}: {}", d.diag());
         if args[0] != "drill" {
@@ -200,12 +200,7 @@ fn a_directory_or_a_file_in_the_way_gets_its_own_code_and_nothing_is_created() {
     let lock_dir = sidecar(&db, "-warden.lock");
     std::fs::create_dir(&lock_dir).unwrap();
     for args in [&["run", "--db"][..], &["lock"], &["check"], &["backup", "--db"]] {
-        let mut c = s.warden();
-        c.args(args).arg(&db);
-        if args[0] == "run" {
-            c.args(["--", "true"]);
-        }
-        let d = run(c);
+        let d = on(&s, args, &db);
         no_panic(&d, args[0]);
         assert_eq!(d.code(), Some(73), "{args:?}: {}", d.diag());
         assert!(d.stderr.contains("e.db-warden.lock` is a directory"), "{args:?}: {}", d.diag());

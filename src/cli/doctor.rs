@@ -5,7 +5,6 @@
 //! [`sqlite_warden::ops::doctor`]).
 
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::process::ExitCode;
 
 use sqlite_warden::ops::doctor::{self, DoctorOptions, DoctorReport, Verdict};
@@ -80,12 +79,7 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode, CliError> {
     } else {
         render(&report)
     };
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-        Err(e) => return Err(CliError::Failed { message: format!("writing to stdout: {e}"), code: exit::IOERR }),
-    }
+    super::shared::emit(&text)?;
     Ok(ExitCode::from(report.exit_code))
 }
 

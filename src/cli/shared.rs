@@ -14,14 +14,11 @@ use sqlite_warden::util::exit;
 use super::CliError;
 use super::settings::CheckArg;
 
-/// Writes `text` to stdout; a closed pipe (`warden audit | head`) is not an error.
+/// Writes `text` to stdout, as [`out`] does: a closed pipe (`warden audit | head`) is not an
+/// error, any other failure is kept for [`stdout_failure`].
 pub(super) fn emit(text: &str) -> Result<(), CliError> {
-    let mut out = io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
-        Err(source) => Err(CliError::Io { context: "writing to stdout".into(), source }),
-    }
+    out(format_args!("{text}"), false);
+    Ok(())
 }
 
 /// The first error writing stdout other than a closed pipe (see [`out`]).

@@ -248,6 +248,15 @@ impl AuditRecord {
         }
     }
 
+    /// A record of `event` about `db`: what was decided (`allow`, `refuse`, `info`) and why.
+    pub fn decided(event: AuditEvent, db: &Path, decision: &str, reason: String) -> Self {
+        let mut r = AuditRecord::new(event);
+        r.db = Some(db.to_owned());
+        r.decision = Some(decision.to_owned());
+        r.reason = Some(reason);
+        r
+    }
+
     fn to_line(&self) -> Vec<u8> {
         let mut line = self.encode();
         if line.len() >= MAX_RECORD {

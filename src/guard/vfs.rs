@@ -108,6 +108,20 @@ impl Guard {
     }
 }
 
+/// Appends a record through `guard`'s audit log, or to the default log
+/// ([`AuditLog::default_dir`](crate::guard::audit::AuditLog::default_dir)) without one: for
+/// operations (restore, migrate, seal chains) that may run without a registered guard.
+///
+/// # Errors
+/// [`crate::guard::audit::AuditError`] when the log cannot be written.
+pub fn audit_with(guard: Option<&Guard>, rec: &mut AuditRecord) -> Result<(), crate::guard::audit::AuditError> {
+    use crate::guard::audit::AuditLog;
+    match guard {
+        Some(g) => g.audit(rec),
+        None => AuditLog::in_dir(AuditLog::default_dir()).append(rec),
+    }
+}
+
 fn guards() -> std::sync::MutexGuard<'static, HashMap<String, Guard>> {
     static G: OnceLock<Mutex<HashMap<String, Guard>>> = OnceLock::new();
     G.get_or_init(Mutex::default).lock().unwrap_or_else(PoisonError::into_inner)

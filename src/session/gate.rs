@@ -198,22 +198,19 @@ pub fn run(
     }
 
     // A seal that cannot be trusted fails closed before anything is copied or published.
-    if let Some(SealState::Broken(_)) = &opts.seal {
-        let check = crate::copies::seal::check(db, opts.seal.as_ref().unwrap_or(&SealState::None), None);
+    if let Some(state @ SealState::Broken(_)) = &opts.seal {
+        let check = crate::copies::seal::check(db, state, None);
         let reason = check.message.clone();
         report.seal = Some(check);
         return Ok((report.fail(GateFailure::Seal, reason, started), None));
     }
-    let expected = match &opts.seal {
-        Some(SealState::Sealed(image)) => Some(Arc::new((**image).clone())),
-        _ => None,
-    };
     let with_seal;
-    let backup = if expected.is_some() {
-        with_seal = BackupOptions { expect_seal: expected, ..backup.clone() };
-        &with_seal
-    } else {
-        backup
+    let backup = match &opts.seal {
+        Some(SealState::Sealed(image)) => {
+            with_seal = BackupOptions { expect_seal: Some(Arc::clone(image)), ..backup.clone() };
+            &with_seal
+        }
+        _ => backup,
     };
     let outcome = store.take(db, backup)?;
     let integrity = outcome.integrity.clone();
@@ -439,11 +436,11 @@ pub fn check_only(db: &Path, opts: &CheckOptions) -> Result<GateReport, BackupEr
     };
     let live = matches!(access, Access::Live(_));
     let private = crate::copies::backup::needs_private_copy(db);
+    let gate = GateOptions { seal: Some(crate::copies::seal::state(db)), ..GateOptions::default() };
     let mut attempt = 0;
     let mut report = loop {
         attempt += 1;
         // The verified copy lands in the private store and goes with the scratch directory.
-        let gate = GateOptions { seal: Some(crate::copies::seal::state(db)), ..GateOptions::default() };
         let (report, _copy) = run(db, &store, &gate, &backup)?;
         if live && report.failure == Some(GateFailure::Scan) && attempt < 3 {
             std::thread::sleep(std::time::Duration::from_millis(100));

@@ -89,11 +89,8 @@ pub(crate) fn seal_close(db: &Path, session_id: &str, out: &BackupOutcome) -> Se
 
 /// Audits a gate that refused a database for its seal.
 pub(crate) fn audit_mismatch(guard: &Guard, db: &Path, report: &super::gate::GateReport) {
-    let mut r = AuditRecord::new(AuditEvent::SealMismatch);
-    r.db = Some(resolved(db));
-    r.decision = Some("refuse".into());
-    r.reason = report.seal.as_ref().map(|c| c.message.clone());
-    let _ = guard.audit(&mut r);
+    let why = report.seal.as_ref().map(|c| c.message.clone()).unwrap_or_default();
+    let _ = guard.audit(&mut AuditRecord::decided(AuditEvent::SealMismatch, &resolved(db), "refuse", why));
 }
 
 /// What `warden accept` did.

@@ -199,11 +199,16 @@ pub fn proc_stat(pid: u32) -> Option<ProcStat> {
     })
 }
 
-fn read_trim(path: &str) -> Option<String> {
-    std::fs::read_to_string(path).ok().map(|s| s.trim_end_matches('\n').to_owned())
+/// `/proc/PID/comm`, or empty once it is gone.
+pub fn comm(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|s| s.trim_end_matches('\n').to_owned())
+        .unwrap_or_default()
 }
 
-fn cmdline(pid: u32) -> String {
+/// `/proc/PID/cmdline`, arguments joined by spaces (control characters shown as spaces), at
+/// most 200 characters.
+pub fn cmdline(pid: u32) -> String {
     let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let s: String = raw
         .split(|b| *b == 0)
@@ -217,7 +222,8 @@ fn cmdline(pid: u32) -> String {
     if s.chars().count() > 200 { s.chars().take(200).collect::<String>() + "…" } else { s }
 }
 
-fn uid(pid: u32) -> Option<u32> {
+/// The real uid of `pid` (`/proc/PID/status`), when readable.
+pub fn uid(pid: u32) -> Option<u32> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().next()?.parse().ok()
 }
@@ -290,7 +296,7 @@ pub fn scan(targets: &[Target]) -> io::Result<Scan> {
             pgid: stat.map(|s| s.pgid),
             start_ticks: stat.map(|s| s.start_ticks),
             uid: uid(pid),
-            comm: read_trim(&format!("/proc/{pid}/comm")).unwrap_or_default(),
+            comm: comm(pid),
             cmdline: cmdline(pid),
             files,
         });

@@ -9,24 +9,15 @@ use super::files::file_name;
 use super::model::{MovedFile, RestoreReport, Verification};
 use crate::copies::backup::BackupRecord;
 use crate::format::header::change_counter as read_change_counter;
-use crate::guard::audit::{AuditError, AuditEvent, AuditLog, AuditRecord};
+use crate::guard::audit::{AuditEvent, AuditRecord};
 use crate::guard::lock::{self, CloseState, LockError, WriterLock, WriterScope};
 use crate::guard::vfs::Guard;
 use crate::util::atomic;
 
-pub(super) fn audit(guard: Option<&Guard>, rec: &mut AuditRecord) -> Result<(), AuditError> {
-    match guard {
-        Some(g) => g.audit(rec),
-        None => AuditLog::in_dir(AuditLog::default_dir()).append(rec),
-    }
-}
+pub(super) use crate::guard::vfs::audit_with as audit;
 
 pub(super) fn audit_record(event: AuditEvent, target: &Path, decision: &str, reason: String) -> AuditRecord {
-    let mut r = AuditRecord::new(event);
-    r.db = Some(target.to_owned());
-    r.decision = Some(decision.to_owned());
-    r.reason = Some(reason);
-    r
+    AuditRecord::decided(event, target, decision, reason)
 }
 
 pub(super) fn describe_moves(moves: &[MovedFile]) -> String {

@@ -40,15 +40,22 @@ pub enum SealState {
     /// A session began after the seal and has not closed cleanly: it may have changed the
     /// database, so the seal no longer says what it must be.
     Open(OpenMarker),
-    /// Sealed: the next session must find exactly this.
-    Sealed(Box<SealedImage>),
+    /// Sealed: the next session must find exactly this (shared with the copy that is
+    /// compared against it, never cloned).
+    Sealed(std::sync::Arc<SealedImage>),
     /// The seal cannot be trusted (damaged, or of another database identity).
     Broken(String),
 }
 
 /// The seal state of `db` (resolved).
 pub fn state(db: &Path) -> SealState {
-    let loaded = match file::load(db) {
+    state_from(db, file::load(db))
+}
+
+/// The seal state of `db` from its seal file as already read (`file::load`), for a caller
+/// that needs the record itself too.
+pub fn state_from(db: &Path, loaded: Result<Option<SealedImage>, SealFileError>) -> SealState {
+    let loaded = match loaded {
         Ok(l) => l,
         Err(e) => return SealState::Broken(e.to_string()),
     };
@@ -68,7 +75,7 @@ pub fn state(db: &Path) -> SealState {
             db.display(),
             db.display()
         )),
-        _ => SealState::Sealed(Box::new(image)),
+        _ => SealState::Sealed(std::sync::Arc::new(image)),
     }
 }
 
@@ -338,25 +345,19 @@ pub fn start_chain(
     let previous = file::load(&db).ok().flatten().map(|i| i.seal.content);
     let image = make_seal(&db, digests, reason, None, backup_id, detail.clone());
     file::store(&db, &image)?;
-    let mut r = crate::guard::audit::AuditRecord::new(crate::guard::audit::AuditEvent::SealChainStarted);
-    r.db = Some(db.clone());
-    r.decision = Some("info".into());
-    r.reason = Some(format!(
+    let reason = format!(
         "a new seal chain starts: {detail}; content {} ({} pages){}",
         crate::util::fmt::short_hash(&image.seal.content),
         image.seal.page_count,
         previous.map(|p| format!("; the previous seal was {}", crate::util::fmt::short_hash(&p))).unwrap_or_default()
-    ));
-    audit(guard, &mut r);
+    );
+    let mut r = crate::guard::audit::AuditRecord::decided(
+        crate::guard::audit::AuditEvent::SealChainStarted,
+        &db,
+        "info",
+        reason,
+    );
+    // The seal is written either way; a lost record is logged by the audit log itself.
+    let _ = crate::guard::vfs::audit_with(guard, &mut r);
     Ok(image)
-}
-
-fn audit(guard: Option<&crate::guard::vfs::Guard>, r: &mut crate::guard::audit::AuditRecord) {
-    let g = match guard {
-        Some(g) => Some(g.clone()),
-        None => crate::guard::vfs::default_guard().ok(),
-    };
-    if let Some(g) = g {
-        let _ = g.audit(r);
-    }
 }

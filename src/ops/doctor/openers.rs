@@ -4,12 +4,10 @@
 use std::collections::BTreeSet;
 use std::io;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::facts::read_trim;
 use super::model::{Check, Ctx, Verdict, mk};
 use crate::copies::backup::sidecar;
 use crate::guard::lock::LockState;
@@ -46,25 +44,6 @@ struct Target {
     dev: (u32, u32),
     ino: u64,
     label: &'static str,
-}
-
-fn proc_comm(pid: u32) -> String {
-    read_trim(Path::new(&format!("/proc/{pid}/comm"))).unwrap_or_default()
-}
-
-fn proc_cmdline(pid: u32) -> String {
-    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let mut s: String =
-        raw.split(|b| *b == 0).filter(|a| !a.is_empty()).map(String::from_utf8_lossy).collect::<Vec<_>>().join(" ");
-    if s.chars().count() > 200 {
-        s = s.chars().take(200).collect::<String>() + "…";
-    }
-    s
-}
-
-fn proc_uid(pid: u32) -> Option<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().next()?.parse().ok()
 }
 
 /// Parses one `/proc/PID/maps` line into (major, minor, inode) of the mapped file.
@@ -135,9 +114,9 @@ fn scan_proc(targets: &[Target], lock_file: Option<(u32, u32, u64)>, me: u32) ->
         if !files.is_empty() {
             scan.openers.push(Opener {
                 pid,
-                command: proc_comm(pid),
-                cmdline: proc_cmdline(pid),
-                uid: proc_uid(pid),
+                command: crate::storage::openers::comm(pid),
+                cmdline: crate::storage::openers::cmdline(pid),
+                uid: crate::storage::openers::uid(pid),
                 files: files.into_iter().map(str::to_owned).collect(),
             });
         }

@@ -9,7 +9,7 @@ use rusqlite::{Connection, OpenFlags};
 
 use super::error::{MigrateError, io_err};
 use crate::copies::copy;
-use crate::guard::audit::{AuditEvent, AuditLog, AuditRecord};
+use crate::guard::audit::{AuditEvent, AuditRecord};
 use crate::guard::vfs::Guard;
 use crate::util::atomic;
 
@@ -92,15 +92,8 @@ pub(super) fn audit(
     decision: &str,
     reason: String,
 ) -> Option<String> {
-    let mut r = AuditRecord::new(event);
-    r.db = Some(db.to_owned());
-    r.decision = Some(decision.to_owned());
-    r.reason = Some(reason);
-    let written = match guard {
-        Some(g) => g.audit(&mut r),
-        None => AuditLog::in_dir(AuditLog::default_dir()).append(&mut r),
-    };
-    written.err().map(|e| format!("the audit record was lost: {e}"))
+    let mut r = AuditRecord::decided(event, db, decision, reason);
+    crate::guard::vfs::audit_with(guard, &mut r).err().map(|e| format!("the audit record was lost: {e}"))
 }
 
 pub(super) fn guard_or_default(guard: Option<&Guard>) -> Result<Guard, MigrateError> {

@@ -130,7 +130,16 @@ pub fn collect(opts: &StatusOptions) -> StatusReport {
     }
 
     // The seal: a cheap look (identity, size, status change time), never the pages.
-    let seal = (!held).then(|| seal_status(db));
+    // Read once: the cheap comparison below, and when a new chain began (further down).
+    let resolved_db = crate::storage::resolve(db).unwrap_or_else(|_| db.to_owned());
+    let sealed = crate::copies::seal::file::load(&resolved_db);
+    let chain_started = match &sealed {
+        Ok(Some(img)) if img.seal.reason != crate::copies::seal::SealReason::Session => {
+            img.seal.sealed_at.parse::<Timestamp>().ok()
+        }
+        _ => None,
+    };
+    let seal = (!held).then(|| seal_status(&resolved_db, sealed));
 
     // An interrupted restore (its intent record); one holding the lock is just running.
     let restore = match crate::copies::restore::pending(db) {
@@ -209,13 +218,6 @@ pub fn collect(opts: &StatusOptions) -> StatusReport {
     let restored_at = last_restore.as_ref().and_then(|r| r.finished_at.parse::<Timestamp>().ok());
     // Likewise a new seal chain (`warden accept`, a restore, an import): the database was
     // explicitly accepted or replaced then, and what was refused before is settled.
-    let resolved_db = crate::storage::resolve(db).unwrap_or_else(|_| db.to_owned());
-    let chain_started = match crate::copies::seal::file::load(&resolved_db) {
-        Ok(Some(img)) if img.seal.reason != crate::copies::seal::SealReason::Session => {
-            img.seal.sealed_at.parse::<Timestamp>().ok()
-        }
-        _ => None,
-    };
     let restored_at = restored_at.max(chain_started);
     let before_restore =
         |started_at: &str| restored_at.is_some_and(|r| started_at.parse::<Timestamp>().is_ok_and(|t| t < r));
@@ -613,15 +615,17 @@ fn read_drill(path: &Path, now: Timestamp) -> Option<DrillInfo> {
 
 /// The seal of `db` against the file as it is now, from `stat` alone: a write moves the
 /// status change time even when the modification time is put back.
-fn seal_status(db: &Path) -> crate::copies::seal::SealCheck {
+fn seal_status(
+    db: &Path,
+    sealed: Result<Option<crate::copies::seal::SealedImage>, crate::copies::seal::SealFileError>,
+) -> crate::copies::seal::SealCheck {
     use crate::copies::seal::{self, SealState, SealVerdict};
-    let db = crate::storage::resolve(db).unwrap_or_else(|_| db.to_owned());
-    let state = seal::state(&db);
-    let mut check = seal::check(&db, &state, None);
+    let state = seal::state_from(db, sealed);
+    let mut check = seal::check(db, &state, None);
     if let SealState::Sealed(image) = &state
         && let Some(then) = &image.seal.live
     {
-        let now = seal::LiveStat::of(&db);
+        let now = seal::LiveStat::of(db);
         let moved = match &now {
             None => Some("the database file is gone".to_owned()),
             Some(n) if (n.dev, n.ino) != (then.dev, then.ino) => {
