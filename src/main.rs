@@ -19,11 +19,20 @@ fn main() -> ExitCode {
     };
     // Output that could not be written (other than to a reader that went away) turns a
     // success into an I/O error; a failure keeps its own code.
-    match cli::stdout_failure() {
+    let code = match cli::stdout_failure() {
         Some(e) if code == ExitCode::SUCCESS => {
             eprintln!("warden: cannot write to stdout: {e}");
             ExitCode::from(sqlite_warden::util::exit::IOERR)
         }
         _ => code,
+    };
+    // An audit record that could not be written is a failure too: the record of what
+    // happened is part of the job.
+    match sqlite_warden::guard::audit::lost_records() {
+        Some((n, first)) => {
+            eprintln!("warden: {n} audit record(s) could not be written; the first: {first}");
+            if code == ExitCode::SUCCESS { ExitCode::from(sqlite_warden::util::exit::IOERR) } else { code }
+        }
+        None => code,
     }
 }

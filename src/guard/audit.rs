@@ -332,6 +332,7 @@ impl AuditLog {
         self.write_line(&line).map_err(|source| {
             let e = AuditError::Io { path: self.path.clone(), source };
             tracing::error!(target: "sqlite_warden::guard::audit", error = %e, "audit record lost");
+            note_lost(&e);
             e
         })
     }
@@ -362,6 +363,27 @@ impl AuditLog {
         }
         Ok(())
     }
+}
+
+/// Records lost by this process so far, and the error of the first one.
+static LOST: AtomicU64 = AtomicU64::new(0);
+static FIRST_LOST: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+fn note_lost(e: &AuditError) {
+    if LOST.fetch_add(1, Ordering::SeqCst) == 0 {
+        let mut first = FIRST_LOST.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *first = Some(e.to_string());
+    }
+}
+
+/// How many audit records this process could not write, with the first error: a command
+/// that lost any must not report success (the CLI turns its 0 into 74).
+pub fn lost_records() -> Option<(u64, String)> {
+    let n = LOST.load(Ordering::SeqCst);
+    (n > 0).then(|| {
+        let first = FIRST_LOST.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        (n, first.unwrap_or_default())
+    })
 }
 
 fn mirror(rec: &AuditRecord) {

@@ -108,6 +108,8 @@ fn ours() -> std::sync::MutexGuard<'static, Vec<usize>> {
 /// Registers one VFS object per `(name, shim)` over the VFS named `parent`. Every name is
 /// checked before any is registered. None becomes SQLite's default.
 pub(crate) fn register(parent_name: &str, objects: Vec<(String, Arc<dyn Shim>)>) -> Result<(), RegisterFailure> {
+    #[cfg(feature = "faults")]
+    super::faults::link_in();
     let c_parent = CString::new(parent_name).map_err(|_| RegisterFailure::InvalidName(parent_name.to_owned()))?;
     // SAFETY: a valid C string; vfs_find only reads the VFS list.
     let parent = unsafe { ffi::sqlite3_vfs_find(c_parent.as_ptr()) };

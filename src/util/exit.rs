@@ -57,7 +57,7 @@ exit_codes! {
     UNAVAILABLE = 69: "Refused: storage not local, unsafe WAL, the guard refused the open; `warden salvage`: no sqlite3 shell.";
     SOFTWARE = 70: "Internal error, or SQLite older than 3.51.3 (`warden run`).";
     CANTCREAT = 73: "Cannot create: the target exists (or a file is in the way, e.g. a directory named `<db>-warden.lock`), not enough free space for the pre-session backup, the artifact cannot be written.";
-    IOERR = 74: "I/O error or disk full; `warden run`: the engine exited 0 but the post-session backup failed.";
+    IOERR = 74: "I/O error or disk full, or an audit record could not be written (a command that lost one never exits 0); `warden run`: the engine exited 0 but the post-session backup failed.";
     TEMPFAIL = 75: "Busy: the writer lock is held by another session or engine, a hot journal needs a session to recover it, a restore is unfinished.";
     NOPERM = 77: "Not permitted: this user may not read (or write) the database or create it in its directory; `warden migrate import --owner` without root.";
     CONFIG = 78: "Invalid configuration: an unreadable or invalid config file or value, an empty retention policy, no `[engine] command` to deploy.";

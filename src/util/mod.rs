@@ -5,6 +5,7 @@
 
 pub mod atomic;
 pub mod exit;
+pub mod fault;
 pub mod fmt;
 pub mod identity;
 pub mod progress;
