@@ -66,6 +66,15 @@ pub fn run(args: AcceptArgs) -> Result<ExitCode, CliError> {
     } else {
         exit::DATAERR
     };
+    if code == exit::IOERR {
+        // The gate passed but the seal could not be written: an error, said where errors go.
+        eprintln!(
+            "warden: `{}` was not accepted: {}\n(hint: once the disk is fixed, run `warden accept --db {}` again)",
+            report.db.display(),
+            report.error.as_deref().unwrap_or("the seal was not written"),
+            report.db.display()
+        );
+    }
     if json {
         let mut v = serde_json::to_value(&report).unwrap_or_default();
         if let Some(o) = v.as_object_mut() {

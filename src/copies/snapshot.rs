@@ -650,6 +650,7 @@ pub fn take(db: impl AsRef<Path>, opts: &SnapshotOptions) -> Result<SnapshotRepo
     if copy::is_empty_db(db) {
         return Err(SnapshotError::Empty { db: db.to_owned() });
     }
+    crate::copies::sweep_state(db);
     let dir = opts.dir_for(db);
     crate::storage::target::require_utf8(&dir)?;
     judge_storage(db, &dir, opts.guard.as_ref())?;
@@ -746,7 +747,9 @@ pub fn take(db: impl AsRef<Path>, opts: &SnapshotOptions) -> Result<SnapshotRepo
         })
         .map_err(io_err("writing", &manifest_path));
     if let Err(e) = written {
-        // Without its manifest the file is not a snapshot: take it back out.
+        // Without its manifest the file is not a snapshot: take it back out, and the
+        // manifest with it (its rename may have landed before the directory sync failed).
+        let _ = std::fs::remove_file(&manifest_path);
         let _ = std::fs::remove_file(&final_path);
         let _ = atomic::sync_dir(&dir);
         return Err(full(e));

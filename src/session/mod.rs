@@ -457,6 +457,8 @@ impl Session {
             return Err(fail(artifact, Step::Config, SessionError::Artifact { path: artifact_path.clone(), source }));
         }
         session_dir_ok.set(true);
+        crate::util::atomic::sweep_dead_temps(&session_dir);
+        crate::copies::sweep_state(&config.db);
 
         // 1. SQLite floor.
         if vfs::sqlite_version_number() < vfs::SQLITE_FLOOR {

@@ -153,6 +153,7 @@ pub fn accept(
     let db = resolved(db);
     crate::storage::check_database(&db, crate::storage::Need::Write { create: false })?;
     let acquired = WriterLock::acquire(&db, WriterScope::Connection)?;
+    crate::copies::sweep_state(&db);
     let replaced = seal::check(&db, &seal::state(&db), None);
     let opts = BackupOptions {
         kind: Some(crate::copies::kind::BackupKind::Manual),

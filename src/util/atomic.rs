@@ -33,6 +33,39 @@ pub fn temp_owner(name: &str) -> Option<u32> {
     rest.split('.').next()?.parse().ok()
 }
 
+/// True when the process `pid` still exists (this process always does).
+pub fn pid_alive(pid: u32) -> bool {
+    pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Removes what killed or failed processes left in `dir`: every entry whose name is a
+/// temporary name of this crate ([`temp_path_for`]) and whose owner process is gone (a
+/// directory with all it holds). The directory is synced when anything went. Returns
+/// what was removed; errors are skipped (the next sweep tries again). A live owner's
+/// temporaries are never touched, and neither is any name without [`TMP_MARK`].
+pub fn sweep_dead_temps(dir: &Path) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else { return removed };
+    for entry in rd.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with('.') || temp_owner(&name).is_none_or(pid_alive) {
+            continue;
+        }
+        let path = entry.path();
+        let gone = match entry.file_type() {
+            Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
+            _ => std::fs::remove_file(&path),
+        };
+        if gone.is_ok() {
+            removed.push(path);
+        }
+    }
+    if !removed.is_empty() {
+        let _ = sync_dir(dir);
+    }
+    removed
+}
+
 /// `fsync` of a directory, so that a rename or unlink inside it is durable.
 ///
 /// # Errors
@@ -164,6 +197,29 @@ mod tests {
         assert!(e.is_err());
         assert_eq!(std::fs::read(&p).unwrap(), b"old");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn sweep_takes_only_dead_owners_temps() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        // pid 0x7fffffff never exists; our own pid always does.
+        let dead = d.join(format!(".a.json{TMP_MARK}2147483646.0"));
+        let dead_dir = d.join(format!("..warden-drill{TMP_MARK}2147483646.1"));
+        let mine = temp_path_for(&d.join("b.json"));
+        for f in [&dead, &mine] {
+            std::fs::write(f, b"x").unwrap();
+        }
+        std::fs::create_dir(&dead_dir).unwrap();
+        std::fs::write(dead_dir.join("copy.sqlite"), b"x").unwrap();
+        std::fs::write(d.join("published.json"), b"x").unwrap();
+        std::fs::write(d.join(format!("user{TMP_MARK}2147483646.0")), b"x").unwrap();
+        let mut gone = sweep_dead_temps(d);
+        gone.sort();
+        let mut want = vec![dead, dead_dir];
+        want.sort();
+        assert_eq!(gone, want);
+        assert!(mine.exists() && d.join("published.json").exists());
     }
 
     #[test]

@@ -548,6 +548,13 @@ impl BackupStore {
         if (!verified && !opts.keep_unverified) || seal_diff.is_some() {
             return Ok(BackupOutcome { integrity, published: None, manifest, digests, seal_diff });
         }
+        // A journal or WAL still beside the copy means SQLite could not finish with it (an
+        // I/O error while it was checked): the bytes hashed may not be the bytes a reader
+        // would see. Never published.
+        if let Some(side) = ["-journal", "-wal"].iter().map(|s| crate::format::names::sidecar(&tmp, s)).find(|p| p.exists()) {
+            let why = io::Error::other("SQLite left this file beside the private copy: the copy is not settled");
+            return Err(full(io_err("settling the private copy", &side)(why)));
+        }
         std::fs::rename(&tmp, &final_path).map_err(io_err("publishing", &final_path))?;
         pause_point("backup-data-renamed");
         let manifest_path = self.dir.join(format!("{id}.{MANIFEST_EXT}"));
@@ -556,7 +563,9 @@ impl BackupStore {
             .and_then(|bytes| atomic::write_atomic(&manifest_path, &bytes, 0o600));
         if let Err(e) = written {
             // Without its manifest the copy is not a backup: take it back out, so a failed
-            // backup leaves the directory as it found it (and frees the space it took).
+            // backup leaves the directory as it found it (and frees the space it took). The
+            // manifest too: its rename may have landed before the directory sync failed.
+            let _ = std::fs::remove_file(&manifest_path);
             let _ = std::fs::remove_file(&final_path);
             let _ = atomic::sync_dir(&self.dir);
             return Err(full(io_err("writing", &manifest_path)(e)));

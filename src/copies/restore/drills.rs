@@ -126,7 +126,7 @@ pub struct DrillReport {
 
 /// Removes drill scratch directories left by dead processes.
 fn remove_stale_scratch(parent: &Path) {
-    remove_dead_temps(parent, &format!("{DRILL_PREFIX}{TMP_MARK}"), |p| std::fs::remove_dir_all(p));
+    remove_dead_temps(parent, &format!(".{DRILL_PREFIX}{TMP_MARK}"), |p| std::fs::remove_dir_all(p));
 }
 
 /// Restores the newest good backup of `db` into a scratch directory, checks it (size and
@@ -139,6 +139,7 @@ fn remove_stale_scratch(parent: &Path) {
 /// be made, no space, the store cannot be read).
 pub fn drill(db: &Path, store: &BackupStore, opts: &DrillOptions) -> Result<DrillReport, RestoreError> {
     let db = crate::storage::resolve(db).map_err(io_err("resolving", db))?;
+    crate::copies::sweep_state(&db);
     let started = Started::now();
     let mut record = DrillRecord {
         schema: 1,

@@ -38,10 +38,6 @@ pub(super) fn restore_temp_for(target: &Path) -> PathBuf {
     atomic::temp_path_for(&target.with_file_name(format!("{}{RESTORE_TMP}", file_name(target))))
 }
 
-fn pid_alive(pid: u32) -> bool {
-    pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists()
-}
-
 /// Removes the entries of `dir` whose names start with `prefix` (temporary names, see
 /// [`atomic::temp_owner`]) and whose owner process is gone, with `remove`: what a killed
 /// restore or drill left. Returns what was removed.
@@ -50,7 +46,7 @@ pub(super) fn remove_dead_temps(dir: &Path, prefix: &str, remove: fn(&Path) -> i
     let Ok(rd) = std::fs::read_dir(dir) else { return removed };
     for entry in rd.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if !name.starts_with(prefix) || atomic::temp_owner(&name).is_some_and(pid_alive) {
+        if !name.starts_with(prefix) || atomic::temp_owner(&name).is_some_and(atomic::pid_alive) {
             continue;
         }
         if remove(&entry.path()).is_ok() {

@@ -145,6 +145,9 @@ pub use self::recovery::{intent_path, pending, recover_interrupted};
 /// nothing changed.
 pub fn restore(db: &Path, store: &BackupStore, opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
     let db = crate::storage::resolve(db).map_err(io_err("resolving", db))?;
+    if !opts.dry_run {
+        crate::copies::sweep_state(&db);
+    }
     match &opts.to {
         Some(to) => restore_elsewhere(&db, to, store, opts),
         None => restore_in_place(&db, store, opts),
