@@ -42,6 +42,9 @@ struct Case {
     /// The live database may be missing right after the fault (a restore between its two
     /// renames, an import that never finished): the clean run must bring it back.
     absent_ok: bool,
+    /// A fault after the commit point leaves the job done: the clean run may then refuse
+    /// with 73 ("already exists", warden never overwrites), and the checks still apply.
+    done_is_73: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -120,7 +123,12 @@ impl Fx {
 
     fn ok(&self, args: &[&str]) -> Output {
         let out = self.warden().args(args).output().unwrap();
-        assert!(out.status.success(), "setup `warden {}` failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "setup `warden {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
         out
     }
 
@@ -172,7 +180,8 @@ fn digest(db: &Path) -> Option<String> {
 fn integrity(db: &Path) -> Result<(), String> {
     let c = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
         .map_err(|e| format!("cannot open {}: {e}", db.display()))?;
-    let r: String = c.query_row("PRAGMA integrity_check", [], |r| r.get(0)).map_err(|e| format!("integrity_check: {e}"))?;
+    let r: String =
+        c.query_row("PRAGMA integrity_check", [], |r| r.get(0)).map_err(|e| format!("integrity_check: {e}"))?;
     if r == "ok" { Ok(()) } else { Err(format!("integrity_check of {}: {r}", db.display())) }
 }
 
@@ -292,7 +301,10 @@ fn run_faulted(fx: &Fx, args: &[OsString], spec: &str, trace: &Path) -> Output {
 fn learn(case: &Case) -> Vec<String> {
     let fx = Fx::new();
     (case.setup)(&fx);
-    let trace = fx.root.join("../trace-learn").with_file_name(format!("{}-trace", fx.root.file_name().unwrap().to_string_lossy()));
+    let trace = fx
+        .root
+        .join("../trace-learn")
+        .with_file_name(format!("{}-trace", fx.root.file_name().unwrap().to_string_lossy()));
     let out = run_faulted(&fx, &(case.args)(&fx), "trace", &trace);
     assert!(
         out.status.success(),
@@ -317,7 +329,12 @@ fn one(case: &Case, kind: Kind, k: u64, tally: &mut Tally) {
     let _ = std::fs::remove_file(&trace);
     let hit = lines.iter().find(|l| l.contains(" injected=") || l.ends_with(" killed")).cloned();
     let mut fail = |what: String| {
-        tally.failures.push(format!("{} {} k={k} ({}): {what}", case.name, kind.name(), hit.as_deref().unwrap_or("no step hit")));
+        tally.failures.push(format!(
+            "{} {} k={k} ({}): {what}",
+            case.name,
+            kind.name(),
+            hit.as_deref().unwrap_or("no step hit")
+        ));
     };
     tally.steps += 1;
     if hit.is_some() {
@@ -358,7 +375,10 @@ fn one(case: &Case, kind: Kind, k: u64, tally: &mut Tally) {
     }
     let rerun = case.rerun.map_or_else(|| args.clone(), |r| r(&fx));
     let again = fx.warden().args(&rerun).output().unwrap();
-    if !again.status.success() {
+    let done = case.done_is_73
+        && again.status.code() == Some(73)
+        && String::from_utf8_lossy(&again.stderr).contains("already exists");
+    if !again.status.success() && !done {
         fail(format!(
             "the clean run after the fault failed ({}): {}",
             again.status,
@@ -453,13 +473,22 @@ macro_rules! case_test {
 
 case_test!(
     backup,
-    Case { absent_ok: false, name: "backup", setup: setup_backed_up, args: |fx| with_db(fx, &["backup"]), rerun: None, extra: no_extra }
+    Case {
+        absent_ok: false,
+        done_is_73: false,
+        name: "backup",
+        setup: setup_backed_up,
+        args: |fx| with_db(fx, &["backup"]),
+        rerun: None,
+        extra: no_extra
+    }
 );
 
 case_test!(
     verify,
     Case {
         absent_ok: false,
+        done_is_73: false,
         name: "backups-verify",
         setup: setup_backed_up,
         args: |fx| with_db(fx, &["backups", "verify", "--all"]),
@@ -472,6 +501,7 @@ case_test!(
     prune,
     Case {
         absent_ok: false,
+        done_is_73: false,
         name: "prune",
         setup: |fx| {
             setup_backed_up(fx);
@@ -484,7 +514,10 @@ case_test!(
             let n = std::fs::read_dir(fx.db.with_file_name("engine.db.warden/backups"))
                 .unwrap()
                 .flatten()
-                .filter(|e| e.file_name().to_string_lossy().ends_with(".sqlite") && !e.file_name().to_string_lossy().starts_with('.'))
+                .filter(|e| {
+                    e.file_name().to_string_lossy().ends_with(".sqlite")
+                        && !e.file_name().to_string_lossy().starts_with('.')
+                })
                 .count();
             // --keep-last 1 keeps the newest and, while the daily buckets are short, the
             // oldest (what a clean prune of this set keeps).
@@ -500,6 +533,7 @@ case_test!(
     snapshot,
     Case {
         absent_ok: false,
+        done_is_73: false,
         name: "snapshot",
         setup: |fx| {
             setup_backed_up(fx);
@@ -556,6 +590,7 @@ case_test!(
     restore,
     Case {
         absent_ok: true,
+        done_is_73: false,
         name: "restore",
         setup: setup_changed_since_backup,
         args: |fx| with_db(fx, &["restore"]),
@@ -568,6 +603,7 @@ case_test!(
     restore_to,
     Case {
         absent_ok: false,
+        done_is_73: false,
         name: "restore-to",
         setup: setup_backed_up,
         args: |fx| {
@@ -597,7 +633,15 @@ case_test!(
 
 case_test!(
     drill,
-    Case { absent_ok: false, name: "drill", setup: setup_backed_up, args: |fx| with_db(fx, &["drill"]), rerun: None, extra: no_extra }
+    Case {
+        absent_ok: false,
+        done_is_73: false,
+        name: "drill",
+        setup: setup_backed_up,
+        args: |fx| with_db(fx, &["drill"]),
+        rerun: None,
+        extra: no_extra
+    }
 );
 
 fn session_args(fx: &Fx) -> Vec<OsString> {
@@ -607,10 +651,10 @@ fn session_args(fx: &Fx) -> Vec<OsString> {
 }
 
 fn trades_consistent(fx: &Fx, _: Phase) -> Result<(), String> {
-    let c = rusqlite::Connection::open_with_flags(&fx.db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(|e| e.to_string())?;
-    let ok: Option<bool> = c
-        .query_row("SELECT (SELECT count(*) FROM trades) = (SELECT trades FROM ledger)", [], |r| r.get(0))
-        .ok();
+    let c = rusqlite::Connection::open_with_flags(&fx.db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| e.to_string())?;
+    let ok: Option<bool> =
+        c.query_row("SELECT (SELECT count(*) FROM trades) = (SELECT trades FROM ledger)", [], |r| r.get(0)).ok();
     if ok == Some(false) {
         return Err("trades and ledger disagree: a transaction was torn".into());
     }
@@ -622,7 +666,8 @@ fn trades_consistent(fx: &Fx, _: Phase) -> Result<(), String> {
             continue;
         }
         let bytes = std::fs::read(p).unwrap_or_default();
-        serde_json::from_slice::<serde_json::Value>(&bytes).map_err(|e| format!("artifact {} does not parse: {e}", p.display()))?;
+        serde_json::from_slice::<serde_json::Value>(&bytes)
+            .map_err(|e| format!("artifact {} does not parse: {e}", p.display()))?;
     }
     Ok(())
 }
@@ -635,13 +680,22 @@ fn setup_session(fx: &Fx) {
 
 case_test!(
     session,
-    Case { absent_ok: false, name: "session", setup: setup_session, args: session_args, rerun: None, extra: trades_consistent }
+    Case {
+        absent_ok: false,
+        done_is_73: false,
+        name: "session",
+        setup: setup_session,
+        args: session_args,
+        rerun: None,
+        extra: trades_consistent
+    }
 );
 
 case_test!(
     accept,
     Case {
         absent_ok: false,
+        done_is_73: false,
         name: "accept",
         setup: |fx| {
             setup_backed_up(fx);
@@ -661,6 +715,7 @@ case_test!(
     export,
     Case {
         absent_ok: false,
+        done_is_73: false,
         name: "migrate-export",
         setup: setup_backed_up,
         args: |fx| {
@@ -694,15 +749,25 @@ case_test!(
     import,
     Case {
         absent_ok: true,
+        done_is_73: true,
         name: "migrate-import",
         setup: |fx| {
             let src = fx.root.join("old/engine.db");
             std::fs::create_dir(src.parent().unwrap()).unwrap();
             make_db(&src);
             fx.ok(&["backup", "--db", src.to_str().unwrap()]);
-            fx.ok(&["migrate", "export", "--db", src.to_str().unwrap(), "--to", fx.root.join("bundle").to_str().unwrap()]);
+            fx.ok(&[
+                "migrate",
+                "export",
+                "--db",
+                src.to_str().unwrap(),
+                "--to",
+                fx.root.join("bundle").to_str().unwrap(),
+            ]);
             let c = rusqlite::Connection::open(&src).unwrap();
-            let d: String = c.query_row("SELECT count(*) || ':' || total(id) || ':' || sum(length(v)) FROM t", [], |r| r.get(0)).unwrap();
+            let d: String = c
+                .query_row("SELECT count(*) || ':' || total(id) || ':' || sum(length(v)) FROM t", [], |r| r.get(0))
+                .unwrap();
             fx.allowed.borrow_mut().insert(d);
         },
         args: |fx| {

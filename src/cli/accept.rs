@@ -66,12 +66,19 @@ pub fn run(args: AcceptArgs) -> Result<ExitCode, CliError> {
     } else {
         exit::DATAERR
     };
-    if code == exit::IOERR {
-        // The gate passed but the seal could not be written: an error, said where errors go.
+    if code != exit::OK {
+        // Not accepted: said where errors go too, with the way out.
+        let (why, hint) = if code == exit::IOERR {
+            (report.error.clone().unwrap_or_else(|| "the seal was not written".into()), "once the disk is fixed, run")
+        } else {
+            (
+                format!("the gate failed: {}", report.gate.summary()),
+                "restore a good backup (`warden restore`), or fix the cause and run",
+            )
+        };
         eprintln!(
-            "warden: `{}` was not accepted: {}\n(hint: once the disk is fixed, run `warden accept --db {}` again)",
+            "warden: `{}` was not accepted: {why}\n(hint: {hint} `warden accept --db {}` again)",
             report.db.display(),
-            report.error.as_deref().unwrap_or("the seal was not written"),
             report.db.display()
         );
     }

@@ -26,7 +26,12 @@ use crate::util::fault::{self, Op, Verdict};
 /// Keeps the interposers in the link: the object holding them is pulled in because this
 /// function, which the VFS registration calls, names them.
 pub(crate) fn link_in() {
-    let keep: [usize; 4] = [write as *const () as usize, fsync as *const () as usize, rename as *const () as usize, read as *const () as usize];
+    let keep: [usize; 4] = [
+        write as *const () as usize,
+        fsync as *const () as usize,
+        rename as *const () as usize,
+        read as *const () as usize,
+    ];
     std::hint::black_box(keep);
 }
 
@@ -48,9 +53,7 @@ fn fd_path(fd: c_int, buf: &mut [u8; 4096]) -> Option<usize> {
         link[14 + i] = digits[len - 1 - i];
     }
     // SAFETY: `link` is NUL-terminated (its tail is zeros), `buf` has buf.len() bytes.
-    let r = unsafe {
-        libc::syscall(libc::SYS_readlinkat, libc::AT_FDCWD, link.as_ptr(), buf.as_mut_ptr(), buf.len())
-    };
+    let r = unsafe { libc::syscall(libc::SYS_readlinkat, libc::AT_FDCWD, link.as_ptr(), buf.as_mut_ptr(), buf.len()) };
     usize::try_from(r).ok().filter(|&n| n > 0 && n < buf.len())
 }
 

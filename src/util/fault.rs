@@ -123,7 +123,11 @@ impl Spec {
         };
         let at: u64 = match (action, at) {
             (Action::Trace, "") => 0,
-            (_, n) => n.parse().ok().filter(|&n| n > 0).ok_or_else(|| format!("fault step must be a number >= 1 in {text:?}"))?,
+            (_, n) => n
+                .parse()
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| format!("fault step must be a number >= 1 in {text:?}"))?,
         };
         let root = std::fs::canonicalize(root).map_err(|e| format!("fault root {}: {e}", root.display()))?;
         Ok(Spec { action, at, persistent, reads, root, trace })
@@ -245,9 +249,8 @@ mod imp {
     /// The bytes of the root, for the interposers' allocation-free prefix test.
     pub fn under_root(path: &[u8]) -> bool {
         let g = SPEC.lock().unwrap_or_else(PoisonError::into_inner);
-        g.as_ref().is_some_and(|a| {
-            path.starts_with(&a.root) && (path.len() == a.root.len() || path[a.root.len()] == b'/')
-        })
+        g.as_ref()
+            .is_some_and(|a| path.starts_with(&a.root) && (path.len() == a.root.len() || path[a.root.len()] == b'/'))
     }
 
     /// Enters the fault layer on this thread; `None` when already inside (no recursion).

@@ -551,7 +551,9 @@ impl BackupStore {
         // A journal or WAL still beside the copy means SQLite could not finish with it (an
         // I/O error while it was checked): the bytes hashed may not be the bytes a reader
         // would see. Never published.
-        if let Some(side) = ["-journal", "-wal"].iter().map(|s| crate::format::names::sidecar(&tmp, s)).find(|p| p.exists()) {
+        if let Some(side) =
+            ["-journal", "-wal"].iter().map(|s| crate::format::names::sidecar(&tmp, s)).find(|p| p.exists())
+        {
             let why = io::Error::other("SQLite left this file beside the private copy: the copy is not settled");
             return Err(full(io_err("settling the private copy", &side)(why)));
         }
@@ -692,9 +694,13 @@ fn verify_copy(tmp: &Path, opts: &BackupOptions) -> Result<Verified, Failure> {
     let mut report = checked
         .report
         .unwrap_or_else(|| IntegrityReport::failed(opts.check, "the check did not run".into(), Duration::ZERO));
+    let mut sha256 = checked.sha256;
     if checked.changed {
         report.ok = false;
         report.error = Some("the copy changed while it was being checked".into());
+        // Never good, but kept as evidence (a post-crash copy): its manifest must still
+        // describe the bytes it keeps, not the ones hashed before they changed.
+        sha256 = copy::sha256_file(tmp, None).map_err(|e| Failure::Io { action: "hashing", path: tmp.to_owned(), source: e })?.0;
     }
-    Ok((report, checked.sha256, ms(checked.hash_time), checked.pages, checked.digests))
+    Ok((report, sha256, ms(checked.hash_time), checked.pages, checked.digests))
 }

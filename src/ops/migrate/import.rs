@@ -144,6 +144,34 @@ impl Drop for Undo {
 }
 
 /// Checks the target: its directory, that nothing is in the way, local storage.
+/// The marker of an import that has not put its database in place yet.
+const PENDING: &str = ".import-pending.json";
+
+/// Takes back out what an import killed before its commit left: a state directory holding
+/// [`PENDING`] beside no database, whose importer is gone. Once the database is in place
+/// only the marker is left over, and that goes (the import had finished).
+fn settle_interrupted(target: &Path, state_dir: &Path) {
+    let parent = atomic::parent_of(target);
+    remove_dead_temps(parent, &format!(".{}{IMPORT_TMP}{TMP_MARK}", file_name(target)));
+    remove_dead_temps(parent, &format!(".{}{TMP_MARK}", file_name(state_dir)));
+    crate::copies::sweep_state(target);
+    let marker = state_dir.join(PENDING);
+    let Ok(bytes) = std::fs::read(&marker) else { return };
+    let pid = serde_json::from_slice::<serde_json::Value>(&bytes).ok().and_then(|v| v["pid"].as_u64());
+    if pid.is_some_and(|p| u32::try_from(p).is_ok_and(atomic::pid_alive)) {
+        return;
+    }
+    let settled = if exists(target) {
+        std::fs::remove_file(&marker).and_then(|()| atomic::sync_dir(state_dir))
+    } else {
+        std::fs::remove_dir_all(state_dir).and_then(|()| atomic::sync_dir(atomic::parent_of(state_dir)))
+    };
+    match settled {
+        Ok(()) => tracing::warn!(state = %state_dir.display(), "settled what an interrupted import left"),
+        Err(e) => tracing::warn!(state = %state_dir.display(), error = %e, "cannot settle an interrupted import"),
+    }
+}
+
 fn import_preflight(target: &Path, state_dir: &Path, guard: &Guard) -> Result<FsVerdict, MigrateError> {
     let parent = atomic::parent_of(target);
     if !parent.is_dir() {
@@ -299,7 +327,8 @@ pub fn import(bundle: &Path, target: &Path, opts: &ImportOptions) -> Result<Impo
         return Err(MigrateError::BundleMissing { path: bundle.to_owned() });
     }
 
-    // 1. Preflight, 2. verify (nothing written by either).
+    // 1. Preflight, 2. verify (nothing written by either, but what a killed import left).
+    settle_interrupted(&target, &state_dir);
     let storage = import_preflight(&target, &state_dir, &guard)?;
     let refused = |e: MigrateError| {
         if matches!(e, MigrateError::Tampered { .. } | MigrateError::GateFailed { .. }) {
@@ -337,8 +366,6 @@ pub fn import(bundle: &Path, target: &Path, opts: &ImportOptions) -> Result<Impo
     space_preflight(&parent, vb.manifest.bytes())?;
 
     // 3. The gate on a private copy beside the target.
-    remove_dead_temps(&parent, &format!(".{}{IMPORT_TMP}{TMP_MARK}", file_name(&target)));
-    remove_dead_temps(&parent, &format!(".{}{TMP_MARK}", file_name(&state_dir)));
     let tmp = atomic::temp_path_for(&target.with_file_name(format!("{}{IMPORT_TMP}", file_name(&target))));
     let mut tmp_guard = TempGuard::with_sidecars(&tmp);
     let (integrity, counts, size) = gate_copy(&vb, &tmp, opts.check_budget).map_err(refused)?;
@@ -389,10 +416,19 @@ pub fn import(bundle: &Path, target: &Path, opts: &ImportOptions) -> Result<Impo
             o.apply(d)?;
         }
     }
+    // WAL on the copy, through the engine role on the target's own storage: the rename
+    // below is then the last change, and the header already says WAL.
+    let (journal_mode, header_wal) = switch_to_wal(&tmp, &guard)?;
+    let _ = std::fs::remove_file(lock::lock_path_for(&tmp));
+    // Until the database is in place, the state directory says whose it is: a killed
+    // import leaves a state directory that the next one recognises and takes back out.
+    let marker = state_tmp.join(PENDING);
+    let pending = serde_json::json!({ "pid": std::process::id(), "bundle": vb.dir, "target": target });
+    atomic::write_atomic(&marker, pending.to_string().as_bytes(), 0o600).map_err(io_err("writing", &marker))?;
     sync_dir(&session_tmp)?;
     sync_dir(&state_tmp)?;
 
-    // 5. The writer lock, then the database into place.
+    // 5. The writer lock, the state directory, then the database into place (the commit).
     let lock_file = lock::lock_path_for(&target);
     let lock_existed = exists(&lock_file);
     let lock = match WriterLock::acquire(&target, WriterScope::Process) {
@@ -410,6 +446,14 @@ pub fn import(bundle: &Path, target: &Path, opts: &ImportOptions) -> Result<Impo
     if let Some(o) = &opts.owner {
         o.apply(&lock_file)?;
     }
+    match atomic::rename_noreplace(&state_tmp, &state_dir) {
+        Ok(()) => undo.dirs.push(state_dir.clone()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists || e.raw_os_error() == Some(libc::ENOTEMPTY) => {
+            return Err(MigrateError::TargetExists { path: state_dir.clone() });
+        }
+        Err(e) => return Err(io_err("installing", &state_dir)(e)),
+    }
+    sync_dir(&parent)?;
     match atomic::rename_noreplace(&tmp, &target) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
@@ -420,17 +464,10 @@ pub fn import(bundle: &Path, target: &Path, opts: &ImportOptions) -> Result<Impo
     tmp_guard.disarm();
     undo.files.extend(["", "-wal", "-shm", "-journal"].iter().map(|s| sidecar(&target, s)));
     sync_dir(&parent)?;
-
-    // 6. WAL on the local disk, through the engine role; then the state directory.
-    let (journal_mode, header_wal) = switch_to_wal(&target, &guard)?;
-    match atomic::rename_noreplace(&state_tmp, &state_dir) {
-        Ok(()) => undo.dirs.push(state_dir.clone()),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists || e.raw_os_error() == Some(libc::ENOTEMPTY) => {
-            return Err(MigrateError::TargetExists { path: state_dir.clone() });
-        }
-        Err(e) => return Err(io_err("installing", &state_dir)(e)),
-    }
-    sync_dir(&parent)?;
+    // 6. Committed: the database is in place, the marker goes.
+    let marker = state_dir.join(PENDING);
+    std::fs::remove_file(&marker).map_err(io_err("removing", &marker))?;
+    sync_dir(&state_dir)?;
     lock.release(CloseState::observe(&target, read_change_counter(&target)));
     undo.armed = false;
     // A new seal chain on this host: the first session's gate must find what was imported.
