@@ -700,7 +700,9 @@ fn verify_copy(tmp: &Path, opts: &BackupOptions) -> Result<Verified, Failure> {
         report.error = Some("the copy changed while it was being checked".into());
         // Never good, but kept as evidence (a post-crash copy): its manifest must still
         // describe the bytes it keeps, not the ones hashed before they changed.
-        sha256 = copy::sha256_file(tmp, None).map_err(|e| Failure::Io { action: "hashing", path: tmp.to_owned(), source: e })?.0;
+        sha256 = copy::sha256_file(tmp, None)
+            .map_err(|e| Failure::Io { action: "hashing", path: tmp.to_owned(), source: e })?
+            .0;
     }
     Ok((report, sha256, ms(checked.hash_time), checked.pages, checked.digests))
 }
