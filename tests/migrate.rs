@@ -245,14 +245,21 @@ fn export_then_import_reproduces_the_data_exactly() {
     assert_eq!(listed.code(), Some(0), "{}", listed.diag());
     assert_eq!(listed.json().as_array().unwrap().len(), 2);
 
-    // The audit log: the export, the engine open that switched to WAL, the import.
+    // The audit log: the export, the engine open that switched the copy to WAL before it
+    // was put in place (so the install is the last change), the import.
     let imp = has_event(&s, "migration_imported", &target).expect("migration_imported");
     let reason = imp["reason"].as_str().unwrap();
     assert!(reason.contains(report["manifest_sha256"].as_str().unwrap()), "{reason}");
     assert!(reason.contains(&format!("host {}", m["source"]["host"].as_str().unwrap())), "{reason}");
     assert!(
-        events(&s).iter().any(|v| v["event"] == "open" && v["role"] == "engine" && v["db"] == p(&target)),
-        "the switch to WAL went through the engine role"
+        events(&s).iter().any(|v| v["event"] == "open"
+            && v["role"] == "engine"
+            && v["db"].as_str().is_some_and(|d| d.starts_with(&format!(
+                "{}/.{}.import.warden-tmp.",
+                p(target.parent().unwrap()),
+                target.file_name().unwrap().to_str().unwrap()
+            )))),
+        "the switch to WAL went through the engine role, on the copy beside the target"
     );
     let lock = warden(&s, &["lock", p(&target), "--json"]).json();
     assert_eq!(lock["state"], "free");

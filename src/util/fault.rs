@@ -62,7 +62,8 @@ impl Op {
         }
     }
 
-    fn is_read(self) -> bool {
+    /// True for the reads, which `:read` specs count instead of the changes.
+    pub fn is_read(self) -> bool {
         self == Op::Read
     }
 }

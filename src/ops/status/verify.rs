@@ -137,6 +137,8 @@ pub fn verify_backups(
         }
     };
     let base = opts.scratch_dir.clone().unwrap_or_else(std::env::temp_dir);
+    // What killed verifications left there (never a live one's).
+    crate::util::atomic::sweep_dead_temps(&base);
     let scratch = ScratchDir::create(&base, "warden-verify").map_err(|source| BackupError::Io {
         action: "creating a scratch directory in",
         path: base.clone(),
@@ -178,6 +180,19 @@ fn copy_for_check(from: &Path, to: &Path) -> Result<(), CopyError> {
     Ok(())
 }
 
+/// The first integrity message that reports an I/O error (`error code=N` with SQLite's
+/// primary code SQLITE_IOERR), as opposed to damage.
+fn io_error_in(report: &crate::copies::check::IntegrityReport) -> Option<String> {
+    let io = |m: &str| {
+        m.split("error code=")
+            .nth(1)
+            .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next()?.parse::<i32>().ok())
+            .is_some_and(|code| code & 0xff == rusqlite::ffi::SQLITE_IOERR)
+    };
+    // "disk I/O error" is SQLite's own text for SQLITE_IOERR (sqlite3_errstr).
+    report.messages.iter().chain(report.error.iter()).find(|m| io(m) || m.contains("disk I/O error")).cloned()
+}
+
 fn verify_one(
     store: &BackupStore,
     rec: &BackupRecord,
@@ -216,7 +231,7 @@ fn verify_one(
         }
         Err(CopyError::Read(e)) => {
             cleanup(&copy);
-            out.reason = Some(format!("cannot read the data file: {e}"));
+            out.reason = Some(format!("cannot read the data file `{}`: {e}", rec.path.display()));
             out.duration_ms = ms(started);
             return Ok(out);
         }
@@ -231,10 +246,29 @@ fn verify_one(
     }
     let on_copy = BackupRecord { manifest: m.clone(), path: copy.clone(), manifest_path: rec.manifest_path.clone() };
     let hashed = store.verify_hash(&on_copy);
-    let checked = backup::check_file(&copy, opts.check, opts.budget, None);
+    let mut checked = backup::check_file(&copy, opts.check, opts.budget, None);
+    // Bytes that hash as recorded, of a backup that passed when taken, failing now: a read
+    // error can look like damage to SQLite ("malformed"). Checked once more before it is
+    // called failed; a disk that keeps failing fails both.
+    if matches!(hashed, Ok(true)) && !checked.0.ok && m.verified && !checked.0.timed_out {
+        tracing::warn!(id = %m.id, first = %checked.0.summary(), "the check failed on bytes that hash as recorded; checking once more");
+        checked = backup::check_file(&copy, opts.check, opts.budget, None);
+    }
     cleanup(&copy);
     let hash_ok = hashed?;
     let (integrity, _) = checked;
+    // A check that stopped on an I/O error (SQLITE_IOERR reading the scratch copy) says
+    // nothing about the backup: an error naming the copy, never a "damaged" verdict.
+    if hash_ok
+        && !integrity.ok
+        && let Some(msg) = io_error_in(&integrity)
+    {
+        return Err(BackupError::Io {
+            action: "checking the scratch copy of a backup",
+            path: copy,
+            source: std::io::Error::other(format!("SQLite could not read it ({msg}); the backup itself is not judged")),
+        });
+    }
     out.hash_ok = Some(hash_ok);
     let copy_size = m.size;
     let mut reasons = Vec::new();
