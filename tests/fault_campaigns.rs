@@ -351,6 +351,9 @@ fn one(case: &Case, kind: Kind, k: u64, tally: &mut Tally) {
                 if hit.as_deref().is_some_and(|h| h.contains("/audit/")) {
                     fail("exited 0 although one of its audit records was lost".into());
                 }
+                if case.name == "session" && hit.as_deref().is_some_and(|h| h.contains("/.seal.warden-tmp.")) {
+                    fail("exited 0 although the clean close's seal was not written".into());
+                }
             }
         }
         (_, Some(c), None) => {

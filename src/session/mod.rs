@@ -800,11 +800,15 @@ impl Session {
             let close = if outcome.is_clean() { CloseState::observe(&db, read_change_counter(&db)) } else { None };
             lock.release(close);
         }
+        // A clean close whose seal could not be written is not a success: the next gate
+        // would have nothing to compare with.
+        let seal_lost =
+            post_ok && self.artifact.post_backup.as_ref().and_then(|p| p.seal.as_ref()).is_some_and(|s| !s.sealed);
         let code = if stopped {
             i32::from(crate::util::exit::FOREIGN_WRITER)
         } else if outcome.not_started {
             outcome.process_exit_code()
-        } else if outcome.is_clean() && post_attempted && !post_ok {
+        } else if outcome.is_clean() && ((post_attempted && !post_ok) || seal_lost) {
             74
         } else {
             outcome.process_exit_code()

@@ -243,6 +243,14 @@ pub fn run(
                     "the engine exited 0 but the post-session backup failed: {}",
                     a.post_backup.as_ref().and_then(|p| p.error.clone()).unwrap_or_default()
                 )),
+                SessionStatus::Completed if code != 0 => {
+                    let why = a.post_backup.as_ref().and_then(|p| p.seal.as_ref()).and_then(|s| s.error.clone());
+                    Some(format!(
+                        "the engine exited 0 and the post-session backup is good, but the seal could not be written: {}\n(hint: the next `warden run` gates without comparing; `warden accept --db {}` seals the database now)",
+                        why.unwrap_or_default(),
+                        a.database.display()
+                    ))
+                }
                 _ => None,
             };
             RunReport { artifact: a, artifact_path: Some(artifact_path), exit_code: code, error }
@@ -252,6 +260,9 @@ pub fn run(
 }
 
 fn finish_failed(err: super::SessionError, code: i32) -> RunReport {
+    // The engine's own failure stays the exit code; a clean engine whose close could not be
+    // recorded is not a success.
+    let code = if code == 0 { i32::from(err.exit_code()) } else { code };
     RunReport {
         artifact: HealthArtifact::new("unknown", std::path::Path::new(""), std::path::Path::new("")),
         artifact_path: None,
