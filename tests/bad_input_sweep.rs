@@ -40,12 +40,26 @@ const KNOWN_DEFECTS: &[(&str, &str, &str)] = &[
     ("not a database", "backup", "creates `<db>.warden/backups/.warden-store.lock` before the copy fails"),
     ("not a database", "snapshot", "creates `<db>.warden/snapshots/` and its lock before the copy fails"),
     ("not a database", "status", "exit 10 (no backup) where the database is unusable (11)"),
-    ("a directory", "salvage", "exit 74 `SQLite read error 266`, not 66 `is a directory`"),
-    ("symlink to a directory", "salvage", "exit 74 `cannot open`, not 66 `is a directory`"),
-    ("truncated manifest", "status", "exit 0: an unreadable manifest is only a log WARN (10: backups cannot be listed)"),
-    ("truncated manifest", "verify", "exit 0: `verify --all` skips an unreadable manifest (65 names every failed backup)"),
-    ("truncated artifact", "prune", "deletes the backups the latest session depends on when its artifact is unreadable"),
-    ("truncated artifact", "status", "exit 0: an unreadable artifact is only a log WARN (12: artifacts cannot be read)"),
+    (
+        "truncated manifest",
+        "status",
+        "exit 0: an unreadable manifest is only a log WARN (10: backups cannot be listed)",
+    ),
+    (
+        "truncated manifest",
+        "verify",
+        "exit 0: `verify --all` skips an unreadable manifest (65 names every failed backup)",
+    ),
+    (
+        "truncated artifact",
+        "prune",
+        "deletes the backups the latest session depends on when its artifact is unreadable",
+    ),
+    (
+        "truncated artifact",
+        "status",
+        "exit 0: an unreadable artifact is only a log WARN (12: artifacts cannot be read)",
+    ),
     ("lock file is a directory", "restore", "exit 74 where every other command says 73 for the same lock directory"),
     ("as nobody", "backup", "exit 74 `cannot examine … Permission denied` where not permitted is 77"),
     ("as nobody", "snapshot", "exit 74 `cannot examine … Permission denied` where not permitted is 77"),
@@ -57,8 +71,8 @@ const KNOWN_DEFECTS: &[(&str, &str, &str)] = &[
 // ---------------------------------------------------------------------------------------------
 
 const COLS: [&str; 13] = [
-    "run", "backup", "prune", "snapshot", "restore", "drill", "check", "accept", "status", "backups", "verify", "salvage",
-    "export",
+    "run", "backup", "prune", "snapshot", "restore", "drill", "check", "accept", "status", "backups", "verify",
+    "salvage", "export",
 ];
 
 /// What a row hands to the columns: the `X` of every command and the row's extra arguments.

@@ -204,6 +204,11 @@ impl BackupStore {
         &self.dir
     }
 
+    /// The database the backups belong to (resolved).
+    pub fn database(&self) -> &Path {
+        &self.db
+    }
+
     /// Creates the directory (`0700`) if needed.
     ///
     /// # Errors
@@ -551,7 +556,9 @@ impl BackupStore {
         // A journal or WAL still beside the copy means SQLite could not finish with it (an
         // I/O error while it was checked): the bytes hashed may not be the bytes a reader
         // would see. Never published.
-        if let Some(side) = ["-journal", "-wal"].iter().map(|s| crate::format::names::sidecar(&tmp, s)).find(|p| p.exists()) {
+        if let Some(side) =
+            ["-journal", "-wal"].iter().map(|s| crate::format::names::sidecar(&tmp, s)).find(|p| p.exists())
+        {
             let why = io::Error::other("SQLite left this file beside the private copy: the copy is not settled");
             return Err(full(io_err("settling the private copy", &side)(why)));
         }
