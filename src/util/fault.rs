@@ -62,6 +62,7 @@ impl Op {
         }
     }
 
+    #[cfg(feature = "faults")]
     fn is_read(self) -> bool {
         self == Op::Read
     }
