@@ -32,15 +32,33 @@ pub enum PruneError {
         /// The backup directory that does not exist.
         dir: std::path::PathBuf,
     },
+    /// A session artifact cannot be read: which backups its session depends on is unknown,
+    /// so nothing is removed (a dry run still shows the plan).
+    #[error(
+        "not pruning the backups of `{}`: the session artifact `{}` cannot be read ({why}), so the backups its session depends on are unknown; nothing was removed\n(hint: a damaged artifact is evidence: move it aside (`mv {} {}.damaged`) once you have looked at it, then prune again)",
+        crate::util::fmt::path_text(db),
+        crate::util::fmt::path_text(artifact),
+        crate::util::fmt::path_text(artifact),
+        crate::util::fmt::path_text(artifact)
+    )]
+    UnreadableArtifact {
+        /// The database.
+        db: std::path::PathBuf,
+        /// The artifact.
+        artifact: std::path::PathBuf,
+        /// Why it cannot be read.
+        why: String,
+    },
 }
 
 impl PruneError {
-    /// The process exit code: [`exit::CONFIG`] for an empty policy, [`exit::NOINPUT`] for
-    /// no backup directory, the store's own otherwise.
+    /// The process exit code: `CONFIG` for an empty policy, `NOINPUT` for no backup
+    /// directory, `DATAERR` for an unreadable session artifact, the store's own otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
             PruneError::Policy(_) => crate::util::exit::CONFIG,
             PruneError::NoStore { .. } => crate::util::exit::NOINPUT,
+            PruneError::UnreadableArtifact { .. } => crate::util::exit::DATAERR,
             PruneError::Store(e) => e.exit_code(),
         }
     }
