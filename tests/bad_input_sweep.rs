@@ -45,6 +45,8 @@ pub const FIXED: &[&str] = &[
     "src/cli/session.rs:prune_cmd (+ session::health::unreadable): with the latest session artifact \
      truncated, `prune --keep-last 1` deleted the post-session backup that session depended on; now 65 \
      `PruneError::UnreadableArtifact` naming the artifact, nothing removed",
+    "src/ops/status/gather.rs:gather: `status` said healthy (0) with a truncated backup manifest or session \
+     artifact (only a log WARN); now `backups_unreadable` (10) / `sessions_unreadable` (12) naming the file",
 ];
 
 /// Cells `(row, column)` that assert the correct behaviour of a defect not fixed yet.
@@ -54,16 +56,6 @@ const KNOWN_DEFECTS: &[(&str, &str, &str)] = &[
     ("not a database", "backup", "creates `<db>.warden/backups/.warden-store.lock` before the copy fails"),
     ("not a database", "snapshot", "creates `<db>.warden/snapshots/` and its lock before the copy fails"),
     ("not a database", "status", "exit 10 (no backup) where the database is unusable (11)"),
-    (
-        "truncated manifest",
-        "status",
-        "exit 0: an unreadable manifest is only a log WARN (10: backups cannot be listed)",
-    ),
-    (
-        "truncated artifact",
-        "status",
-        "exit 0: an unreadable artifact is only a log WARN (12: artifacts cannot be read)",
-    ),
     ("as nobody", "backup", "exit 74 `cannot examine … Permission denied` where not permitted is 77"),
     ("as nobody", "snapshot", "exit 74 `cannot examine … Permission denied` where not permitted is 77"),
     ("as nobody", "export", "exit 74 `reading … Permission denied` where not permitted is 77"),
