@@ -6,6 +6,15 @@
 //! the scratch tree (names, kinds, sizes, mtimes, contents; all but the test's own audit
 //! directory) is identical before and after.
 //!
+//! Fixed in `src/` from cells of this sweep (details in [`FIXED`]): `cli::parse` refuses
+//! arguments with control characters (64); `copies::prune::prune` creates no store for a
+//! missing backup directory (66); `prune_cmd` removes nothing while a session artifact is
+//! unreadable (65); `copies::salvage::salvage` and `ops::migrate::export` refuse a directory
+//! or an empty file (66); `restore_in_place` says "no backup" before creating the lock;
+//! `RestoreError::exit_code` gives a lock directory 73; `backups verify --all` fails (65) on
+//! an unreadable manifest; `ops::status::gather` reports unreadable manifests (10) and
+//! artifacts (12).
+//!
 //! Defects the sweep found and that were fixed in `src/` are listed in [`FIXED`]; cells
 //! asserting the correct behaviour of defects not fixed yet are in [`KNOWN_DEFECTS`], printed
 //! and counted (they never pass silently, and one that starts passing fails the test until it

@@ -53,8 +53,9 @@ pub struct BackupArgs {
 /// `warden prune` arguments.
 #[derive(Debug, ClapArgs)]
 #[command(after_help = "\
-The backups the latest session depends on are never removed. Exit codes: 0 done; 78 an
-empty policy or an invalid config.
+The backups the latest session depends on are never removed. Exit codes: 0 done; 65 a
+session artifact cannot be read (nothing removed); 66 no backup directory; 78 an empty
+policy or an invalid config.
 
 Examples:
   warden prune --db /var/lib/engine/engine.db --dry-run
