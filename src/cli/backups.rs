@@ -132,6 +132,14 @@ fn verify_cmd(
         (None, false) => BackupSelection::NewestGood,
     };
     let opts = VerifyOptions { check: settings.check, budget: None, scratch_dir };
+    // `--all` means every published manifest: one that cannot be read is a failed backup.
+    let unreadable = if matches!(which, BackupSelection::All) { store.unreadable_manifests()? } else { vec![] };
+    for (path, why) in &unreadable {
+        eprintln!(
+            "warden: FAILED `{}`: the manifest cannot be read ({why}); its backup cannot be verified or restored\n(hint: a damaged manifest is evidence: keep it; `warden backup` takes a fresh backup)",
+            path.display()
+        );
+    }
     let report = match status::verify_backups(&store, &which, &opts) {
         Ok(r) => r,
         Err(VerifyError::NoBackups { what, dir }) => {
@@ -173,5 +181,5 @@ fn verify_cmd(
         }
         emit(&o)?;
     }
-    Ok(ExitCode::from(if report.ok { exit::OK } else { exit::DATAERR }))
+    Ok(ExitCode::from(if report.ok && unreadable.is_empty() { exit::OK } else { exit::DATAERR }))
 }

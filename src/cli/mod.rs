@@ -191,6 +191,13 @@ pub fn parse() -> Result<Args, ExitCode> {
         );
         return Err(ExitCode::from(exit::USAGE));
     }
+    if let Some(arg) = control_char_argument(std::env::args_os()) {
+        eprintln!(
+            "warden: the argument `{}` contains a control character (a newline, a tab, ...): warden names every database and directory it guards on one line (errors, audit log, artifacts)\nwarden: (hint: rename the file or directory; `ls --quoting-style=escape` shows the characters)",
+            arg.escape_default()
+        );
+        return Err(ExitCode::from(exit::USAGE));
+    }
     Args::try_parse().map_err(|e| {
         // A closed stdout (`warden --help | head -1`) is not an error worth reporting.
         let _ = e.print();
@@ -202,6 +209,15 @@ pub fn parse() -> Result<Args, ExitCode> {
 /// may be anything (its opens are judged by the guard, which refuses such names).
 fn non_utf8_argument(args: impl Iterator<Item = std::ffi::OsString>) -> Option<std::ffi::OsString> {
     args.skip(1).take_while(|a| a != "--").find(|a| a.to_str().is_none())
+}
+
+/// The first argument before `--` (the engine's own arguments may be anything) that contains
+/// a control character: a path with a newline would split every message and record naming it.
+fn control_char_argument(args: impl Iterator<Item = std::ffi::OsString>) -> Option<String> {
+    args.skip(1)
+        .take_while(|a| a != "--")
+        .filter_map(|a| a.into_string().ok())
+        .find(|a| a.chars().any(char::is_control))
 }
 
 /// The exit code of a clap "error": 0 for the help and version it printed, else 64.
@@ -267,12 +283,11 @@ impl CliError {
             CliError::Io { .. } => exit::IOERR,
             CliError::Open(e) => e.exit_code(),
             CliError::Register(_) | CliError::Demo(_) => exit::SOFTWARE,
-            CliError::Config(_) | CliError::Prune(sqlite_warden::copies::prune::PruneError::Policy(_)) => exit::CONFIG,
+            CliError::Config(_) => exit::CONFIG,
+            CliError::Prune(e) => e.exit_code(),
             CliError::Usage(_) => exit::USAGE,
             CliError::Failed { code, .. } => *code,
-            CliError::Backup(e) | CliError::Prune(sqlite_warden::copies::prune::PruneError::Store(e)) => {
-                backup_exit_code(e)
-            }
+            CliError::Backup(e) => backup_exit_code(e),
         }
     }
 }

@@ -53,8 +53,9 @@ pub struct BackupArgs {
 /// `warden prune` arguments.
 #[derive(Debug, ClapArgs)]
 #[command(after_help = "\
-The backups the latest session depends on are never removed. Exit codes: 0 done; 78 an
-empty policy or an invalid config.
+The backups the latest session depends on are never removed. Exit codes: 0 done; 65 a
+session artifact cannot be read (nothing removed); 66 no backup directory; 78 an empty
+policy or an invalid config.
 
 Examples:
   warden prune --db /var/lib/engine/engine.db --dry-run
@@ -284,6 +285,10 @@ pub fn prune_cmd(args: PruneArgs) -> Result<ExitCode, CliError> {
     let settings = db.settings().with(backup_dir).with(session_dir).with(retention).resolve()?;
     let store = BackupStore::new(&settings.backup_dir, &settings.database);
     let protected = sqlite_warden::session::protected_by_latest_session(&settings.session_dir, &settings.database);
+    // Which backups a session whose artifact cannot be read depends on is unknown: remove none.
+    if !dry_run && let Some((artifact, why)) = sqlite_warden::session::health::unreadable(&settings.session_dir).pop() {
+        return Err(prune::PruneError::UnreadableArtifact { db: settings.database.clone(), artifact, why }.into());
+    }
     let plan = prune::prune(&store, &settings.retention, &protected, dry_run)?;
     if json {
         outln!("{}", serde_json::json!({ "dry_run": dry_run, "plan": plan }));

@@ -19,6 +19,49 @@ pub enum PruneError {
     /// The store could not be read or a backup not removed.
     #[error(transparent)]
     Store(#[from] BackupError),
+    /// There is no backup directory at all: nothing to prune, and none is created (a
+    /// mistyped `--db` must not leave `<typo>.warden/backups/` behind).
+    #[error(
+        "no backups of `{}`: `{}` does not exist; nothing was pruned or created\n(hint: check --db or `database` in warden.toml; `warden backups` lists the backups)",
+        crate::util::fmt::path_text(db),
+        crate::util::fmt::path_text(dir)
+    )]
+    NoStore {
+        /// The database.
+        db: std::path::PathBuf,
+        /// The backup directory that does not exist.
+        dir: std::path::PathBuf,
+    },
+    /// A session artifact cannot be read: which backups its session depends on is unknown,
+    /// so nothing is removed (a dry run still shows the plan).
+    #[error(
+        "not pruning the backups of `{}`: the session artifact `{}` cannot be read ({why}), so the backups its session depends on are unknown; nothing was removed\n(hint: a damaged artifact is evidence: move it aside (`mv {} {}.damaged`) once you have looked at it, then prune again)",
+        crate::util::fmt::path_text(db),
+        crate::util::fmt::path_text(artifact),
+        crate::util::fmt::path_text(artifact),
+        crate::util::fmt::path_text(artifact)
+    )]
+    UnreadableArtifact {
+        /// The database.
+        db: std::path::PathBuf,
+        /// The artifact.
+        artifact: std::path::PathBuf,
+        /// Why it cannot be read.
+        why: String,
+    },
+}
+
+impl PruneError {
+    /// The process exit code: `CONFIG` for an empty policy, `NOINPUT` for no backup
+    /// directory, `DATAERR` for an unreadable session artifact, the store's own otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            PruneError::Policy(_) => crate::util::exit::CONFIG,
+            PruneError::NoStore { .. } => crate::util::exit::NOINPUT,
+            PruneError::UnreadableArtifact { .. } => crate::util::exit::DATAERR,
+            PruneError::Store(e) => e.exit_code(),
+        }
+    }
 }
 
 /// Plans retention over `store` and, unless `dry_run`, removes what the plan drops. The
@@ -35,9 +78,13 @@ pub fn prune(
     dry_run: bool,
 ) -> Result<Plan, PruneError> {
     policy.validate()?;
-    // A dry run creates nothing: no store, no lock file, where there are no backups yet.
-    if dry_run && !store.dir().exists() {
-        return Ok(retention::plan(policy, &[], protected, jiff::Timestamp::now()));
+    // Prune creates nothing: no store, no lock file, where there are no backups at all (a
+    // dry run plans nothing; a real run says so).
+    if !store.dir().exists() {
+        if dry_run {
+            return Ok(retention::plan(policy, &[], protected, jiff::Timestamp::now()));
+        }
+        return Err(PruneError::NoStore { db: store.database().to_owned(), dir: store.dir().to_owned() });
     }
     let lock = store.lock()?;
     if !dry_run {

@@ -115,6 +115,17 @@ pub enum SalvageError {
         /// The source.
         db: PathBuf,
     },
+    /// The source is a directory, or an empty file: there is nothing to salvage, and a
+    /// "salvaged" file of nothing must not be made.
+    #[error(
+        "`{db}` {what}; there is nothing to salvage\n(hint: name the damaged database file itself; `warden backups` lists the last good backups)"
+    )]
+    NotADatabase {
+        /// The source.
+        db: PathBuf,
+        /// `is a directory, not a database file` or `is an empty file: no tables, no data`.
+        what: &'static str,
+    },
     /// The sqlite3 shell was asked for and is not usable.
     #[error(
         "the `recover` method needs the sqlite3 shell with `.recover`: {why}\n(hint: `apt-get install sqlite3`, or use --method rows)"
@@ -163,7 +174,7 @@ impl SalvageError {
         use crate::util::exit;
         match self {
             SalvageError::Target { .. } => exit::CANTCREAT,
-            SalvageError::Missing { .. } => exit::NOINPUT,
+            SalvageError::Missing { .. } | SalvageError::NotADatabase { .. } => exit::NOINPUT,
             SalvageError::NoShell { .. } => exit::UNAVAILABLE,
             SalvageError::Unreadable { .. } => exit::DATAERR,
             SalvageError::Io { .. } | SalvageError::Sqlite { .. } => exit::IOERR,
@@ -191,6 +202,12 @@ pub fn salvage(db: &Path, to: &Path, method: Method) -> Result<SalvageReport, Sa
     let started = Instant::now();
     if !db.exists() {
         return Err(SalvageError::Missing { db: db.to_owned() });
+    }
+    if db.is_dir() {
+        return Err(SalvageError::NotADatabase { db: db.to_owned(), what: "is a directory, not a database file" });
+    }
+    if crate::copies::copy::is_empty_db(db) {
+        return Err(SalvageError::NotADatabase { db: db.to_owned(), what: "is an empty file: no tables, no data" });
     }
     for suffix in ["", "-wal", "-journal", "-shm", "-warden.lock"] {
         if same_file(to, &sidecar(db, suffix)) {

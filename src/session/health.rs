@@ -309,6 +309,22 @@ impl HealthArtifact {
     }
 }
 
+/// The artifacts in `dir` that cannot be read or parsed (which [`list`] skips), with why,
+/// sorted by name. A missing or unreadable directory is none here ([`list`] reports it).
+pub fn unreadable(dir: &Path) -> Vec<(PathBuf, String)> {
+    let Ok(rd) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut out: Vec<(PathBuf, String)> = rd
+        .filter_map(Result::ok)
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            !name.starts_with('.') && name.ends_with(".json")
+        })
+        .filter_map(|e| HealthArtifact::read(&e.path()).err().map(|err| (e.path(), err.to_string())))
+        .collect();
+    out.sort();
+    out
+}
+
 /// Every artifact in `dir`, oldest first (by start time, then id). Unreadable files are
 /// skipped with a warning.
 ///

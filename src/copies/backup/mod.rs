@@ -204,6 +204,11 @@ impl BackupStore {
         &self.dir
     }
 
+    /// The database the backups belong to (resolved).
+    pub fn database(&self) -> &Path {
+        &self.db
+    }
+
     /// Creates the directory (`0700`) if needed.
     ///
     /// # Errors
@@ -368,6 +373,30 @@ impl BackupStore {
             }
         }
         out.sort_by(|a, b| b.manifest.created.cmp(&a.manifest.created).then(b.manifest.id.cmp(&a.manifest.id)));
+        Ok(out)
+    }
+
+    /// This database's published manifests that cannot be read or parsed (which
+    /// [`BackupStore::list`] skips with a warning), with why: `warden backups verify --all`
+    /// counts each as a failed backup.
+    ///
+    /// # Errors
+    /// [`BackupError::Io`] when the directory cannot be read.
+    pub fn unreadable_manifests(&self) -> Result<Vec<(PathBuf, String)>, BackupError> {
+        let mut out = Vec::new();
+        for name in copy::dir_names(&self.dir)? {
+            if !self.is_ours(&name) || name.contains(TMP_MARK) || !name.ends_with(&format!(".{MANIFEST_EXT}")) {
+                continue;
+            }
+            let manifest_path = self.dir.join(&name);
+            let parsed = std::fs::read(&manifest_path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice::<Manifest>(&b).map(|_| ()).map_err(|e| e.to_string()));
+            if let Err(e) = parsed {
+                out.push((manifest_path, e));
+            }
+        }
+        out.sort();
         Ok(out)
     }
 

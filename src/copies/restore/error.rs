@@ -194,8 +194,9 @@ impl RestoreError {
             | RestoreError::InterruptedConflict { .. } => exit::CANTCREAT,
             RestoreError::Usage { .. } => exit::USAGE,
             RestoreError::Store { source: BackupError::Missing { .. } } => exit::NOINPUT,
-            RestoreError::Lock { .. }
-            | RestoreError::CrossDevice { .. }
+            // The lock's own code: a directory in the way is 73 here as for every command.
+            RestoreError::Lock { source } => source.exit_code(),
+            RestoreError::CrossDevice { .. }
             | RestoreError::NoSpace { .. }
             | RestoreError::DiskFull { .. }
             | RestoreError::Io { .. }

@@ -52,6 +52,12 @@ pub(super) fn restore_in_place(
         return Err(RestoreError::CrossDevice { db: db.to_owned(), state_dir: state });
     }
 
+    // No backup directory and no interrupted restore: nothing to restore from, said before
+    // the writer lock file is created (a mistyped --db leaves nothing behind).
+    if !store.dir().exists() && !state.join(INTENT_FILE).exists() {
+        choose(db, store, opts)?;
+    }
+
     // 1. The writer lock (a dry run only looks).
     let lock = if opts.dry_run {
         let st = lock::inspect(db).map_err(|source| RestoreError::Lock { source })?;

@@ -22,6 +22,17 @@ pub enum MigrateError {
         /// The database.
         db: PathBuf,
     },
+    /// The database to export is a directory, or an empty file: a bundle of nothing would
+    /// look like a real one.
+    #[error(
+        "`{db}` {what}; refusing to export it\n(hint: check --db or `database` in warden.toml; `warden backups` lists the last good backups)"
+    )]
+    NotADatabase {
+        /// The database.
+        db: PathBuf,
+        /// `is a directory, not a database file` or `is an empty file: no tables, no data`.
+        what: &'static str,
+    },
     /// There is no bundle at the path.
     #[error(
         "no bundle at `{path}`\n(hint: pass the directory `warden migrate export --to` made; copy it whole, e.g. `rsync -a` or `tar`)"
@@ -239,7 +250,7 @@ impl MigrateError {
     pub fn exit_code(&self) -> u8 {
         use MigrateError as E;
         match self {
-            E::Missing { .. } | E::BundleMissing { .. } => exit::NOINPUT,
+            E::Missing { .. } | E::NotADatabase { .. } | E::BundleMissing { .. } => exit::NOINPUT,
             E::Tampered { .. } | E::GateFailed { .. } | E::CopyFailedCheck { .. } | E::Changed { .. } => exit::DATAERR,
             E::NetworkTarget { .. } | E::Probe { .. } => exit::UNAVAILABLE,
             E::TargetExists { .. } | E::CannotCreate { .. } => exit::CANTCREAT,

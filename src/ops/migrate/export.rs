@@ -101,8 +101,14 @@ pub struct ExportReport {
 pub fn export(db: &Path, to: &Path, opts: &ExportOptions) -> Result<ExportReport, MigrateError> {
     let started = Instant::now();
     let db = crate::storage::resolve(db).map_err(io_err("resolving", db))?;
+    if db.is_dir() {
+        return Err(MigrateError::NotADatabase { db, what: "is a directory, not a database file" });
+    }
     if !db.is_file() {
         return Err(MigrateError::Missing { db });
+    }
+    if crate::copies::copy::is_empty_db(&db) {
+        return Err(MigrateError::NotADatabase { db, what: "is an empty file: no tables, no data" });
     }
     let guard = guard_or_default(opts.guard.as_ref())?;
     let session_dir = opts.session_dir.clone().unwrap_or_else(|| SessionConfig::state_dir(&db).join(SESSIONS_DIR));

@@ -256,6 +256,18 @@ pub fn collect(opts: &StatusOptions) -> StatusReport {
             (None, None)
         }
     };
+    // An artifact that cannot be read is a session whose end nobody can tell.
+    for (path, why) in health::unreadable(&opts.session_dir) {
+        problems.push(Problem::new(
+            ProblemKind::SessionsUnreadable,
+            format!(
+                "the session artifact `{}` cannot be read ({why}): how that session ended is unknown\n(hint: look at it; it is evidence: move it aside (`mv {} {}.damaged`) once understood)",
+                path.display(),
+                path.display(),
+                path.display()
+            ),
+        ));
+    }
     if let Some(g) = last_gate.as_ref().filter(|g| !g.passed && !before_restore(&g.at)) {
         problems.push(Problem::new(
             ProblemKind::GateFailed,
@@ -332,6 +344,16 @@ pub fn collect(opts: &StatusOptions) -> StatusReport {
             problems.push(Problem::new(ProblemKind::BackupsUnreadable, format!("cannot list the backups: {e}")));
             backups.error = Some(e.to_string());
         }
+    }
+    // A manifest that cannot be read is a backup that can be neither verified nor restored.
+    for (path, why) in store.unreadable_manifests().unwrap_or_default() {
+        problems.push(Problem::new(
+            ProblemKind::BackupsUnreadable,
+            format!(
+                "the backup manifest `{}` cannot be read ({why}): its backup can be neither verified nor restored\n(hint: `warden backups verify --all` names every damaged one; `warden backup` takes a fresh one)",
+                path.display()
+            ),
+        ));
     }
 
     // The newest drill.
