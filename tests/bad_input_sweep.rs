@@ -36,6 +36,12 @@ use common::proc::*;
 
 /// Fixes in `src/` that cells of this sweep found (file:function: what).
 pub const FIXED: &[&str] = &[
+    "src/storage/target.rs:require_sqlite (backup, snapshot, accept, status): a file that is not an SQLite \
+     database made backup and snapshot create their store directories and locks, and accept the lock and \
+     `<db>.warden/`, before failing; status called it `no backup` (10); now 65 `is not an SQLite database` \
+     before anything is created, and status says `database_unusable` (11); accept on an empty file is 66",
+    "src/copies/copy.rs:first_not_local, BackupError/SnapshotError/MigrateError/TargetError::exit_code: a \
+     permission denied while judging or reading was 74 (I/O); now 77 (not permitted)",
     "src/cli/mod.rs:parse (control_char_argument): a path with a newline was printed raw, splitting every \
      error over lines and naming the file nowhere whole; now refused with 64, escaped, with a hint",
     "src/copies/prune.rs:prune: `warden prune` on a missing (or directory, empty, mistyped) database created \
@@ -59,16 +65,7 @@ pub const FIXED: &[&str] = &[
 ];
 
 /// Cells `(row, column)` that assert the correct behaviour of a defect not fixed yet.
-const KNOWN_DEFECTS: &[(&str, &str, &str)] = &[
-    ("empty file", "accept", "exit 65 (check says 66) and creates the lock, `<db>.warden/` and its backups dir"),
-    ("not a database", "accept", "creates the lock, `<db>.warden/` and its backups dir though nothing is accepted"),
-    ("not a database", "backup", "creates `<db>.warden/backups/.warden-store.lock` before the copy fails"),
-    ("not a database", "snapshot", "creates `<db>.warden/snapshots/` and its lock before the copy fails"),
-    ("not a database", "status", "exit 10 (no backup) where the database is unusable (11)"),
-    ("as nobody", "backup", "exit 74 `cannot examine … Permission denied` where not permitted is 77"),
-    ("as nobody", "snapshot", "exit 74 `cannot examine … Permission denied` where not permitted is 77"),
-    ("as nobody", "export", "exit 74 `reading … Permission denied` where not permitted is 77"),
-];
+const KNOWN_DEFECTS: &[(&str, &str, &str)] = &[];
 
 // ---------------------------------------------------------------------------------------------
 // Columns

@@ -568,9 +568,14 @@ pub(crate) fn first_not_local(
             .map_err(|e| ("registering the guard for", first, io::Error::other(e.to_string())))?,
     };
     for &(path, what) in paths {
-        let v = guard
-            .classify(path)
-            .map_err(|e| ("examining the storage of", path.to_owned(), io::Error::other(e.to_string())))?;
+        let v = guard.classify(path).map_err(|e| {
+            // Keep the kind (a permission problem stays one: exit 77, not 74).
+            let kind = match &e {
+                crate::storage::ProbeError::Path { source, .. } => source.kind(),
+                _ => io::ErrorKind::Other,
+            };
+            ("examining the storage of", path.to_owned(), io::Error::new(kind, e.to_string()))
+        })?;
         if !v.kind.is_local() {
             return Ok(Some((path.to_owned(), what, v)));
         }

@@ -384,6 +384,7 @@ impl SnapshotError {
             SnapshotError::HotJournal { .. } => exit::TEMPFAIL,
             SnapshotError::Source { source, .. } => source.exit_code(),
             SnapshotError::Cancelled { .. } => exit::CANCELLED,
+            SnapshotError::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => exit::NOPERM,
             SnapshotError::NoSpace { .. }
             | SnapshotError::DiskFull { .. }
             | SnapshotError::Sqlite { .. }
@@ -650,6 +651,7 @@ pub fn take(db: impl AsRef<Path>, opts: &SnapshotOptions) -> Result<SnapshotRepo
     if copy::is_empty_db(db) {
         return Err(SnapshotError::Empty { db: db.to_owned() });
     }
+    crate::storage::target::require_sqlite(db)?;
     crate::copies::sweep_state(db);
     let dir = opts.dir_for(db);
     crate::storage::target::require_utf8(&dir)?;

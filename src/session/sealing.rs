@@ -152,6 +152,10 @@ pub fn accept(
     use crate::guard::lock::{WriterLock, WriterScope};
     let db = resolved(db);
     crate::storage::check_database(&db, crate::storage::Need::Write { create: false })?;
+    if crate::copies::copy::is_empty_db(&db) {
+        return Err(crate::copies::backup::BackupError::Empty { db: db.clone() }.into());
+    }
+    crate::storage::target::require_sqlite(&db)?;
     let acquired = WriterLock::acquire(&db, WriterScope::Connection)?;
     crate::copies::sweep_state(&db);
     let replaced = seal::check(&db, &seal::state(&db), None);

@@ -100,6 +100,15 @@ pub enum TargetError {
         /// What is there instead.
         kind: &'static str,
     },
+    /// The file does not start with SQLite's header.
+    #[error(
+        "`{}` is not an SQLite database (its first bytes are not `SQLite format 3`); nothing was created\n(hint: check the path; if it is the database and it was overwritten, `warden restore --db {}` brings back the newest good backup)",
+        path.display(), path.display()
+    )]
+    NotADatabase {
+        /// The file.
+        path: PathBuf,
+    },
     /// `stat` or `access` failed otherwise.
     #[error("cannot examine `{}`: {source}", path.display())]
     Io {
@@ -121,9 +130,31 @@ impl TargetError {
             }
             TargetError::Denied { .. } => exit::NOPERM,
             TargetError::InTheWay { .. } => exit::CANTCREAT,
+            TargetError::NotADatabase { .. } => exit::DATAERR,
+            TargetError::Io { source, .. } if source.kind() == io::ErrorKind::PermissionDenied => exit::NOPERM,
             TargetError::Io { .. } => exit::IOERR,
         }
     }
+}
+
+/// `Err(NotADatabase)` when the non-empty file at `db` does not start with SQLite's magic
+/// (an empty file, or one whose content is all in its `-wal`, is not judged here). Read
+/// through SQLite's VFS, so it is safe in a process holding SQLite locks on `db`. Commands
+/// that copy or accept a database call it before they create anything; `restore` never does
+/// (a database overwritten with garbage is what it is for).
+///
+/// # Errors
+/// [`TargetError::NotADatabase`]; [`TargetError::Io`] when the header cannot be read.
+pub fn require_sqlite(db: &Path) -> Result<(), TargetError> {
+    if std::fs::metadata(db).map(|m| m.len()).unwrap_or(0) == 0 {
+        return Ok(());
+    }
+    let head =
+        crate::format::header::read_raw_header(db).map_err(|source| TargetError::Io { path: db.to_owned(), source })?;
+    if head.len() < crate::format::header::MAGIC.len() || &head[..16] != crate::format::header::MAGIC {
+        return Err(TargetError::NotADatabase { path: db.to_owned() });
+    }
+    Ok(())
 }
 
 /// `Err(NotUtf8)` when `path` is not valid UTF-8.

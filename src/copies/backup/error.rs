@@ -161,6 +161,7 @@ impl BackupError {
             BackupError::Changing { .. } => exit::DATAERR,
             BackupError::Source { source, .. } => source.exit_code(),
             BackupError::Cancelled { .. } => exit::CANCELLED,
+            BackupError::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => exit::NOPERM,
             BackupError::NoSpace { .. }
             | BackupError::DiskFull { .. }
             | BackupError::Io { .. }

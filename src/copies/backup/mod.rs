@@ -489,6 +489,7 @@ impl BackupStore {
         if copy::is_empty_db(db) {
             return Err(BackupError::Empty { db: db.to_owned() });
         }
+        crate::storage::target::require_sqlite(db)?;
         crate::storage::target::require_utf8(&self.dir)?;
         self.judge_storage(db, opts)?;
         // Read, never created here: a check or a scratch copy must create nothing beside the

@@ -246,7 +246,7 @@ pub enum MigrateError {
 impl MigrateError {
     /// The sysexits-style exit code (documented in the README): 65 tampered bundle or failed
     /// gate, 66 missing, 69 network target, 73 target exists, 74 I/O, 75 writer lock or hot
-    /// journal, 77 chown not permitted, 64 usage, 130 cancelled.
+    /// journal, 77 chown or reading not permitted, 64 usage, 130 cancelled.
     pub fn exit_code(&self) -> u8 {
         use MigrateError as E;
         match self {
@@ -261,6 +261,7 @@ impl MigrateError {
             E::Wal { source: Some(source), .. } => open_exit_code(source),
             E::Snapshot(e) => e.exit_code(),
             E::Cancelled { .. } => exit::CANCELLED,
+            E::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => exit::NOPERM,
             E::Wal { source: None, .. }
             | E::Lock { .. }
             | E::NoSpace { .. }

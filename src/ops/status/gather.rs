@@ -112,7 +112,9 @@ pub fn collect(opts: &StatusOptions) -> StatusReport {
         wal_bytes: size_of(&backup::sidecar(db, "-wal")),
         journal_bytes: size_of(&backup::sidecar(db, "-journal")),
     };
-    let unusable = match crate::storage::check_database(db, crate::storage::Need::Read) {
+    let unusable = match crate::storage::check_database(db, crate::storage::Need::Read)
+        .and_then(|()| crate::storage::target::require_sqlite(db))
+    {
         Ok(()) | Err(crate::storage::TargetError::Missing { .. }) => None,
         Err(e) => Some(e),
     };
