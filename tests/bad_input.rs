@@ -275,12 +275,7 @@ fn as_nobody(s: &common::Scratch, args: &[&OsStr]) -> Option<Done> {
         .current_dir(s.dir.path())
         .env("WARDEN_AUDIT_DIR", s.path("nobody-audit"))
         .env_remove("WARDEN_CONFIG");
-    let probe = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", WARDEN, "version"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    if !probe.is_ok_and(|st| st.success()) {
+    if !can_run_as_nobody() {
         return None;
     }
     Some(run(c))

@@ -35,14 +35,18 @@ fn step() -> impl Strategy<Value = Step> {
 }
 
 fn open(db: &Path, wal: bool, guard: &sqlite_warden::Guard) -> Option<rusqlite::Connection> {
+    try_open(db, wal, guard).ok()
+}
+
+fn try_open(db: &Path, wal: bool, guard: &sqlite_warden::Guard) -> Result<rusqlite::Connection, String> {
     let journal = if wal { JournalChoice::Wal } else { JournalChoice::Delete };
     let c = open_engine(db, &EngineOptions { guard: Some(guard.clone()), create: true, journal, ..Default::default() })
-        .ok()?;
+        .map_err(|e| e.to_string())?;
     c.execute_batch(
         "CREATE TABLE IF NOT EXISTS r(txn INTEGER, j INTEGER, pad TEXT); CREATE INDEX IF NOT EXISTS r_txn ON r(txn);",
     )
-    .ok()?;
-    Some(c)
+    .map_err(|e| e.to_string())?;
+    Ok(c)
 }
 
 /// Runs the workload; `ack` is told each transaction whose COMMIT returned OK.
@@ -101,7 +105,7 @@ fn verify(
     sizes: &BTreeMap<u32, u8>,
     acked: &BTreeMap<u32, u8>,
 ) -> Result<(), String> {
-    let c = open(db, wal, guard).ok_or("the database does not open after the fault")?;
+    let c = try_open(db, wal, guard).map_err(|e| format!("the database does not open after the fault: {e}"))?;
     let ic: String = c.query_row("PRAGMA integrity_check", [], |r| r.get(0)).map_err(|e| e.to_string())?;
     if ic != "ok" {
         return Err(format!("integrity_check: {ic}"));
@@ -123,6 +127,37 @@ fn verify(
     Ok(())
 }
 
+/// One faulted run in this process: the workload with the fault armed, then the checks.
+/// Ok(true) when a fault was injected.
+fn io_case(wal: bool, action: Action, persistent: bool, at: u64, steps: &[Step]) -> Result<bool, String> {
+    let scratch = common::Scratch::new();
+    let guard = common::local_guard(&scratch);
+    let db = scratch.path("engine.db");
+    drop(try_open(&db, wal, &guard).expect("the fresh database opens"));
+    let root = std::fs::canonicalize(scratch.dir.path()).unwrap();
+    fault::arm(Spec { action, at, persistent, reads: false, root, trace: None }).unwrap();
+    let mut acked = BTreeMap::new();
+    let sizes = workload(&db, wal, &guard, steps, |i, n| {
+        acked.insert(i, n);
+    });
+    let hit = fault::injected() > 0;
+    fault::disarm();
+    verify(&db, wal, &guard, &sizes, &acked)
+        .map_err(|e| format!("{action:?}@{at} persistent={persistent} wal={wal}: {e}"))?;
+    Ok(hit)
+}
+
+/// The case proptest found: a short write of the WAL with the disk full from then on.
+#[test]
+#[cfg_attr(not(feature = "faults"), ignore = "needs the fault layer: cargo test --features testing,faults")]
+fn short_wal_write_then_full_disk_recovers() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let steps = [Step::Txn(6), Step::Txn(10), Step::Txn(27), Step::Txn(7)];
+    for at in 60..110 {
+        io_case(true, Action::Short, true, at, &steps).unwrap();
+    }
+}
+
 /// The in-process fault layer is one per process: its properties run one at a time.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
@@ -141,7 +176,7 @@ fn cases() -> u32 {
 #[test]
 #[cfg_attr(not(feature = "faults"), ignore = "needs the fault layer: cargo test --features testing,faults")]
 fn acknowledged_transactions_survive_io_faults() {
-    let _one = ONE_AT_A_TIME.lock().unwrap();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let (tried, injected) = (std::cell::Cell::new(0u64), std::cell::Cell::new(0u64));
     let mut runner =
         proptest::test_runner::TestRunner::new(ProptestConfig { cases: cases(), ..ProptestConfig::default() });
@@ -153,29 +188,10 @@ fn acknowledged_transactions_survive_io_faults() {
         proptest::collection::vec(step(), 4..24),
     );
     let result = runner.run(&strategy, |(wal, action, persistent, at, steps)| {
-        let scratch = common::Scratch::new();
-        let guard = common::local_guard(&scratch);
-        let db = scratch.path("engine.db");
-        drop(open(&db, wal, &guard).expect("the fresh database opens"));
-        let spec = Spec {
-            action,
-            at,
-            persistent,
-            reads: false,
-            root: std::fs::canonicalize(scratch.dir.path()).unwrap(),
-            trace: None,
-        };
-        fault::arm(spec).unwrap();
-        let mut acked = BTreeMap::new();
-        let sizes = workload(&db, wal, &guard, &steps, |i, n| {
-            acked.insert(i, n);
-        });
-        let hit = fault::injected();
-        fault::disarm();
+        let hit = io_case(wal, action, persistent, at, &steps).map_err(TestCaseError::fail)?;
         tried.set(tried.get() + 1);
-        injected.set(injected.get() + u64::from(hit > 0));
-        verify(&db, wal, &guard, &sizes, &acked)
-            .map_err(|e| TestCaseError::fail(format!("{action:?}@{at} persistent={persistent} wal={wal}: {e}")))
+        injected.set(injected.get() + u64::from(hit));
+        Ok(())
     });
     fault::disarm();
     let failed = u32::from(result.is_err());

@@ -155,3 +155,48 @@ fn audit_lines_from_many_processes_never_interleave() {
     // Each engine: open, writer_lock_acquired, close, writer_lock_released.
     assert!(per_pid.values().all(|&n| n == 4), "{per_pid:?}");
 }
+
+/// An engine that reconnects while another of its threads starts processes was refused as
+/// "already has a writer: pid <itself>": each child holds a copy of the lock's open file
+/// description from `fork` until its `exec`, so the lock just released still looked held.
+/// Found by `tests/engine_faults.rs` running its kill -9 children beside the I/O-fault
+/// workload.
+#[test]
+fn reconnecting_while_another_thread_spawns_is_not_refused_as_busy() {
+    let s = Scratch::new();
+    let guard = common::local_guard(&s);
+    let db = s.path("spawny.db");
+    let opts = sqlite_warden::EngineOptions { guard: Some(guard), create: true, ..Default::default() };
+    drop(sqlite_warden::open_engine(&db, &opts).unwrap());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let spawner = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut n = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = Command::new("true").stdout(Stdio::null()).status();
+                n += 1;
+            }
+            n
+        })
+    };
+    let mut refused = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(4);
+    let mut opens = 0;
+    while Instant::now() < deadline {
+        match sqlite_warden::open_engine(&db, &opts) {
+            Ok(c) => drop(c),
+            Err(e) => refused.push(e.to_string()),
+        }
+        opens += 1;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let spawned = spawner.join().unwrap();
+    assert!(spawned > 20 && opens > 20, "the race was not exercised ({spawned} spawns, {opens} opens)");
+    assert!(
+        refused.is_empty(),
+        "{} of {opens} reopens refused while {spawned} children were spawned, e.g.: {}",
+        refused.len(),
+        refused[0]
+    );
+}

@@ -345,6 +345,17 @@ fn key_of(md: &std::fs::Metadata) -> Key {
     (md.dev(), md.ino())
 }
 
+/// Tries the lock again for up to half a second: true once it is ours.
+fn own_copy_released(file: &File) -> io::Result<bool> {
+    for _ in 0..50 {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        if let TryLock::Locked = try_lock_exclusive(file)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 impl WriterLock {
     /// Takes the writer lock of `db` without waiting.
     ///
@@ -426,12 +437,16 @@ impl WriterLock {
                 .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
                 .open(&lock_path)
                 .map_err(|e| not_a_file(&lock_path, &e).unwrap_or_else(|| err(e)))?;
-            match try_lock_exclusive(&file).map_err(&err)? {
-                TryLock::Busy => {
-                    let holder = read_record(&mut file).map(|r| Box::new(r.holder));
+            if let TryLock::Busy = try_lock_exclusive(&file).map_err(&err)? {
+                let holder = read_record(&mut file).map(|r| Box::new(r.holder));
+                // Recorded as ours, yet not in this process's registry: the lock we just
+                // released lives on in a child this process is forking (another thread's
+                // `Command::spawn`), which holds a copy of the description until its `exec`
+                // closes it. Wait for that, briefly, instead of refusing ourselves.
+                let ours = holder.as_ref().is_some_and(|h| h.process.pid == std::process::id());
+                if !(ours && own_copy_released(&file).map_err(&err)?) {
                     return Err(LockError::Held { db: db.to_owned(), lock_path, holder });
                 }
-                TryLock::Locked => {}
             }
             // The file we locked must still be the one at the path; if it was replaced
             // between open and lock, our lock protects nothing: retry on the new file.

@@ -51,7 +51,7 @@ exit_codes! {
     STATUS_DRILL = 16: "`warden status`: the last restore drill failed, or its record cannot be read.";
     FOREIGN_WRITER = 17: "A process other than warden and its engine had the database open for writing during a session: `warden run` stopped the engine for it (`on_foreign_writer = \"stop\"`); `warden status`: the last session saw one.";
     USAGE = 64: "Usage: a bad flag or argument (a path that is not UTF-8 among them), no engine command, an ambiguous id prefix, an option `warden deploy` cannot render safely.";
-    DATAERR = 65: "Data damaged: the integrity gate or a check failed, a backup or bundle does not match its manifest or is not a known-good state, the set changed while it was copied.";
+    DATAERR = 65: "Data damaged: the integrity gate or a check failed, the file is not an SQLite database, a backup or bundle does not match its manifest or is not a known-good state, a manifest or artifact cannot be read, the set changed while it was copied.";
     NOINPUT = 66: "Input missing: no database (or an empty one without `--create`), a directory or other non-file where the database should be, no backup, no such id, no bundle.";
     UNSEALED = 67: "Changed unseen: the database is not what the last clean close sealed (changed without a guarded session), or its seal is damaged; `warden run` did not start the engine, `warden check` failed (the way out: restore the sealed backup, or `warden accept`).";
     UNAVAILABLE = 69: "Refused: storage not local, unsafe WAL, the guard refused the open; `warden salvage`: no sqlite3 shell.";

@@ -416,3 +416,14 @@ pub fn trade_count(db: &Path) -> i64 {
         .and_then(|c| c.query_row("SELECT count(*) FROM trades", [], |r| r.get(0)))
         .unwrap_or(0)
 }
+
+/// True when this machine lets the tests run `warden` as `nobody` through `setpriv` (the
+/// permission cases need a real unprivileged user).
+pub fn can_run_as_nobody() -> bool {
+    Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", WARDEN, "version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|st| st.success())
+}

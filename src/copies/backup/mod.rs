@@ -352,14 +352,7 @@ impl BackupStore {
     /// Every published backup whose file name is this database's, newest first.
     fn list_named(&self) -> Result<Vec<BackupRecord>, BackupError> {
         let mut out = Vec::new();
-        for name in copy::dir_names(&self.dir)? {
-            if !self.is_ours(&name) || name.contains(TMP_MARK) || !name.ends_with(&format!(".{MANIFEST_EXT}")) {
-                continue;
-            }
-            let manifest_path = self.dir.join(&name);
-            let parsed = std::fs::read(&manifest_path)
-                .map_err(|e| e.to_string())
-                .and_then(|b| serde_json::from_slice::<Manifest>(&b).map_err(|e| e.to_string()));
+        for (manifest_path, parsed) in self.manifests()? {
             match parsed {
                 Ok(manifest) => {
                     let path = self.dir.join(&manifest.file);
@@ -383,6 +376,14 @@ impl BackupStore {
     /// # Errors
     /// [`BackupError::Io`] when the directory cannot be read.
     pub fn unreadable_manifests(&self) -> Result<Vec<(PathBuf, String)>, BackupError> {
+        let mut out: Vec<_> =
+            self.manifests()?.into_iter().filter_map(|(path, parsed)| parsed.err().map(|e| (path, e))).collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// This database's published manifest files (never temporaries), each read and parsed.
+    fn manifests(&self) -> Result<Vec<(PathBuf, Result<Manifest, String>)>, BackupError> {
         let mut out = Vec::new();
         for name in copy::dir_names(&self.dir)? {
             if !self.is_ours(&name) || name.contains(TMP_MARK) || !name.ends_with(&format!(".{MANIFEST_EXT}")) {
@@ -391,12 +392,9 @@ impl BackupStore {
             let manifest_path = self.dir.join(&name);
             let parsed = std::fs::read(&manifest_path)
                 .map_err(|e| e.to_string())
-                .and_then(|b| serde_json::from_slice::<Manifest>(&b).map(|_| ()).map_err(|e| e.to_string()));
-            if let Err(e) = parsed {
-                out.push((manifest_path, e));
-            }
+                .and_then(|b| serde_json::from_slice::<Manifest>(&b).map_err(|e| e.to_string()));
+            out.push((manifest_path, parsed));
         }
-        out.sort();
         Ok(out)
     }
 

@@ -38,9 +38,7 @@ pub(super) fn remove_dead_temps(dir: &Path, prefix: &str) {
         if !name.starts_with(prefix) {
             continue;
         }
-        let alive = atomic::temp_owner(&name)
-            .is_some_and(|pid| pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists());
-        if alive {
+        if atomic::temp_owner(&name).is_some_and(atomic::pid_alive) {
             continue;
         }
         let p = entry.path();
