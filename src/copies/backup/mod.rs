@@ -189,6 +189,9 @@ pub(super) fn sqlite_version() -> String {
 
 pub use crate::util::testing::pause_point;
 
+/// A manifest file and what reading it gave.
+type ReadManifest = (PathBuf, Result<Manifest, String>);
+
 impl BackupStore {
     /// The store in `dir` for the database `db` (files are named after `db`'s file name,
     /// and belong to it only when their manifest names its identity or its resolved path:
@@ -383,7 +386,7 @@ impl BackupStore {
     }
 
     /// This database's published manifest files (never temporaries), each read and parsed.
-    fn manifests(&self) -> Result<Vec<(PathBuf, Result<Manifest, String>)>, BackupError> {
+    fn manifests(&self) -> Result<Vec<ReadManifest>, BackupError> {
         let mut out = Vec::new();
         for name in copy::dir_names(&self.dir)? {
             if !self.is_ours(&name) || name.contains(TMP_MARK) || !name.ends_with(&format!(".{MANIFEST_EXT}")) {
