@@ -304,6 +304,23 @@ impl Settings {
             Some(p) => (load(p)?, p.parent().map(Path::to_owned).unwrap_or_default()),
             None => (FileConfig::default(), PathBuf::new()),
         };
+        // An empty path would silently mean "the working directory" (backups, audit log and
+        // all): refused, whether it came from the file or a flag.
+        let empty = |p: &Option<PathBuf>| p.as_ref().is_some_and(|p| p.as_os_str().is_empty());
+        for (key, bad) in [
+            ("database", empty(&fc.database) || empty(&overrides.database)),
+            ("backup_dir", empty(&fc.backup_dir) || empty(&overrides.backup_dir)),
+            ("session_dir", empty(&fc.session_dir) || empty(&overrides.session_dir)),
+            ("audit_dir", empty(&fc.audit_dir) || empty(&overrides.audit_dir)),
+            ("snapshots.dir", empty(&fc.snapshots.dir) || empty(&overrides.snapshot_dir)),
+        ] {
+            if bad {
+                return Err(ConfigError::Invalid {
+                    key,
+                    message: "an empty path, which would mean the working directory\n(hint: leave the setting out for its default, or give a path)".into(),
+                });
+            }
+        }
         let rel = |p: PathBuf| if p.is_absolute() || base.as_os_str().is_empty() { p } else { base.join(p) };
         let database = overrides.database.or_else(|| fc.database.map(rel)).ok_or(ConfigError::NoDatabase)?;
         let database = crate::storage::resolve(&database)
@@ -528,6 +545,28 @@ command = ["/bin/engine", "--live"]
         assert_eq!(s.retention.keep_weekly, RetentionPolicy::default().keep_weekly);
         assert!(s.create);
         assert_eq!(s.command, vec![OsString::from("/bin/engine"), OsString::from("--live")]);
+    }
+
+    #[test]
+    fn empty_paths_are_refused_not_taken_as_the_working_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("warden.toml");
+        for (body, key) in [
+            ("database = \"\"\n", "database"),
+            ("database = \"a.db\"\nbackup_dir = \"\"\n", "backup_dir"),
+            ("database = \"a.db\"\nsession_dir = \"\"\n", "session_dir"),
+            ("database = \"a.db\"\naudit_dir = \"\"\n", "audit_dir"),
+            ("database = \"a.db\"\n[snapshots]\ndir = \"\"\n", "snapshots.dir"),
+        ] {
+            std::fs::write(&p, body).unwrap();
+            match Settings::resolve(Some(&p), Overrides::default()) {
+                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{body}"),
+                other => panic!("{body}: {other:?}"),
+            }
+        }
+        let flags =
+            Overrides { database: Some(PathBuf::from("a.db")), backup_dir: Some(PathBuf::new()), ..Default::default() };
+        assert!(matches!(Settings::resolve(None, flags), Err(ConfigError::Invalid { key: "backup_dir", .. })));
     }
 
     #[test]
