@@ -457,7 +457,10 @@ impl Session {
             return Err(fail(artifact, Step::Config, SessionError::Artifact { path: artifact_path.clone(), source }));
         }
         session_dir_ok.set(true);
-        crate::util::atomic::sweep_dead_temps(&session_dir);
+        // The default session directory is swept with the state directory.
+        if session_dir != SessionConfig::state_dir(&config.db).join("sessions") {
+            crate::util::atomic::sweep_dead_temps(&session_dir);
+        }
         crate::copies::sweep_state(&config.db);
 
         // 1. SQLite floor.

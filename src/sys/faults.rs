@@ -14,10 +14,8 @@
 //! so a call that is not under the fault root allocates nothing (a forked child before
 //! `exec` stays safe).
 
-use std::ffi::{CStr, OsStr, c_char, c_int, c_uint, c_void};
-use std::os::unix::ffi::OsStrExt;
+use std::ffi::{CStr, c_char, c_int, c_uint, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::Path;
 
 use libc::{mode_t, off_t, size_t, ssize_t};
 
@@ -92,15 +90,11 @@ unsafe fn at_path(dirfd: c_int, name: *const c_char, buf: &mut [u8; 4096]) -> Op
 /// Asks the decision half about one operation whose path is in `buf[..len]`.
 fn ask(op: Op, fd_for_kind: Option<c_int>, path: Option<(&[u8; 4096], usize)>) -> Verdict {
     let Some((buf, len)) = path else { return Verdict::Pass };
-    let bytes = &buf[..len];
-    if !fault::under_root(bytes) {
-        return Verdict::Pass;
-    }
     let op = match (op, fd_for_kind) {
         (Op::Sync, Some(fd)) if is_dir(fd) => Op::DirSync,
         (op, _) => op,
     };
-    fault::decide(op, Path::new(OsStr::from_bytes(bytes)))
+    fault::decide(op, &buf[..len])
 }
 
 fn is_dir(fd: c_int) -> bool {
@@ -156,8 +150,8 @@ fn int_call(v: Verdict, call: impl FnOnce() -> libc::c_long) -> c_int {
     }
 }
 
-/// Runs a write-like call with `n` bytes (half of them on a short write).
-fn write_call(v: Verdict, n: size_t, call: impl FnOnce(size_t) -> libc::c_long) -> ssize_t {
+/// Runs a read or write of `n` bytes (half of them on a short write).
+fn sized_call(v: Verdict, n: size_t, call: impl FnOnce(size_t) -> libc::c_long) -> ssize_t {
     match v {
         Verdict::Pass => call(n) as ssize_t,
         Verdict::Short => call(n / 2) as ssize_t,
@@ -170,7 +164,7 @@ fn write_call(v: Verdict, n: size_t, call: impl FnOnce(size_t) -> libc::c_long) 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, n: size_t) -> ssize_t {
     // SAFETY: forwarding the caller's arguments to the system call it asked for.
-    write_call(on_fd(Op::Write, fd), n, |n| unsafe { libc::syscall(libc::SYS_write, fd, buf, n) })
+    sized_call(on_fd(Op::Write, fd), n, |n| unsafe { libc::syscall(libc::SYS_write, fd, buf, n) })
 }
 
 /// # Safety
@@ -178,7 +172,7 @@ pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, n: size_t) -> ssiz
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn pwrite64(fd: c_int, buf: *const c_void, n: size_t, off: off_t) -> ssize_t {
     // SAFETY: forwarding the caller's arguments to the system call it asked for.
-    write_call(on_fd(Op::Write, fd), n, |n| unsafe { libc::syscall(libc::SYS_pwrite64, fd, buf, n, off) })
+    sized_call(on_fd(Op::Write, fd), n, |n| unsafe { libc::syscall(libc::SYS_pwrite64, fd, buf, n, off) })
 }
 
 /// # Safety
@@ -194,7 +188,7 @@ pub unsafe extern "C" fn pwrite(fd: c_int, buf: *const c_void, n: size_t, off: o
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t {
     // SAFETY: forwarding the caller's arguments to the system call it asked for.
-    write_call(on_fd(Op::Read, fd), n, |n| unsafe { libc::syscall(libc::SYS_read, fd, buf, n) })
+    sized_call(on_fd(Op::Read, fd), n, |n| unsafe { libc::syscall(libc::SYS_read, fd, buf, n) })
 }
 
 /// # Safety
@@ -202,7 +196,7 @@ pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn pread64(fd: c_int, buf: *mut c_void, n: size_t, off: off_t) -> ssize_t {
     // SAFETY: forwarding the caller's arguments to the system call it asked for.
-    write_call(on_fd(Op::Read, fd), n, |n| unsafe { libc::syscall(libc::SYS_pread64, fd, buf, n, off) })
+    sized_call(on_fd(Op::Read, fd), n, |n| unsafe { libc::syscall(libc::SYS_pread64, fd, buf, n, off) })
 }
 
 /// # Safety

@@ -149,6 +149,7 @@ pub enum Verdict {
 #[cfg(feature = "faults")]
 mod imp {
     use std::io::Write;
+    use std::os::unix::ffi::OsStrExt;
     use std::path::{Path, PathBuf};
     use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
     use std::sync::{Mutex, PoisonError};
@@ -247,13 +248,6 @@ mod imp {
         }
     }
 
-    /// The bytes of the root, for the interposers' allocation-free prefix test.
-    pub fn under_root(path: &[u8]) -> bool {
-        let g = SPEC.lock().unwrap_or_else(PoisonError::into_inner);
-        g.as_ref()
-            .is_some_and(|a| path.starts_with(&a.root) && (path.len() == a.root.len() || path[a.root.len()] == b'/'))
-    }
-
     /// Enters the fault layer on this thread; `None` when already inside (no recursion).
     pub fn enter() -> Option<Busy> {
         BUSY.try_with(|b| if b.replace(true) { None } else { Some(Busy) }).ok().flatten()
@@ -267,10 +261,16 @@ mod imp {
         }
     }
 
-    /// The decision for one operation on `path` (already known to be under the root).
-    pub fn decide(op: Op, path: &Path) -> Verdict {
+    /// The decision for one operation on the absolute path `path` (raw bytes, so the
+    /// interposers need not allocate for paths outside the root).
+    pub fn decide(op: Op, path: &[u8]) -> Verdict {
         let mut g = SPEC.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(armed) = g.as_mut() else { return Verdict::Pass };
+        let root = &armed.root;
+        if !(path.starts_with(root) && (path.len() == root.len() || path[root.len()] == b'/')) {
+            return Verdict::Pass;
+        }
+        let path = Path::new(std::ffi::OsStr::from_bytes(path));
         if op.is_read() != armed.spec.reads {
             return Verdict::Pass;
         }
@@ -314,7 +314,7 @@ mod imp {
 }
 
 #[cfg(feature = "faults")]
-pub use imp::{active, arm, decide, disarm, enter, injected, steps, under_root};
+pub use imp::{active, arm, decide, disarm, enter, injected, steps};
 
 /// Without the `faults` feature: never armed.
 #[cfg(not(feature = "faults"))]
