@@ -15,6 +15,7 @@ pub mod retention;
 pub mod salvage;
 pub mod seal;
 pub mod snapshot;
+pub mod store;
 
 /// Sweeps what killed processes left in the state directory of `db` and the folders warden
 /// writes inside it (`sessions/`, `drills/`, `restores/`; backups and snapshots have their
