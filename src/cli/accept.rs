@@ -6,7 +6,6 @@ use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use clap::Args as ClapArgs;
-use sqlite_warden::copies::backup::BackupStore;
 use sqlite_warden::util::exit;
 
 use super::CliError;
@@ -50,7 +49,7 @@ pub fn run(args: AcceptArgs) -> Result<ExitCode, CliError> {
     let AcceptArgs { json, db, backup_dir, audit_dir, check, gate_budget } = args;
     let settings = db.settings().with(backup_dir).with(audit_dir).with(check).with(gate_budget).resolve()?;
     let guard = settings.guard()?;
-    let store = BackupStore::new(&settings.backup_dir, &settings.database);
+    let store = settings.backup_store();
     let report = sqlite_warden::session::sealing::accept(
         &settings.database,
         &store,

@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args as ClapArgs, Subcommand};
-use sqlite_warden::copies::backup::BackupStore;
 use sqlite_warden::ops::config::Settings;
 use sqlite_warden::ops::status::{self, BackupInfo, BackupSelection, VerifyError, VerifyOptions, VerifyOutcome};
 use sqlite_warden::util::exit;
@@ -78,7 +77,7 @@ pub fn backups(args: BackupsArgs) -> Result<ExitCode, CliError> {
         return verify_cmd(id, all, &settings, scratch_dir, json);
     }
     let settings = args.db.settings().with(args.backup_dir).resolve()?;
-    let store = BackupStore::new(&settings.backup_dir, &settings.database);
+    let store = settings.backup_store();
     let now = jiff::Timestamp::now();
     let list: Vec<BackupInfo> = store.list()?.iter().map(|r| BackupInfo::of(r, now)).collect();
     if args.json {
@@ -125,7 +124,7 @@ fn verify_cmd(
     scratch_dir: Option<PathBuf>,
     json: bool,
 ) -> Result<ExitCode, CliError> {
-    let store = BackupStore::new(&settings.backup_dir, &settings.database);
+    let store = settings.backup_store();
     let which = match (id, all) {
         (Some(id), _) => BackupSelection::Id(id),
         (None, true) => BackupSelection::All,

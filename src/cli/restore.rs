@@ -13,7 +13,6 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use sqlite_warden::copies::backup::BackupStore;
 use sqlite_warden::copies::restore::{
     self, DrillOptions, DrillOutcome, DrillReport, RecoveryAction, RestoreError, RestoreOptions, RestoreOutcome,
     RestoreReport,
@@ -97,7 +96,7 @@ pub fn run(args: RestoreArgs) -> Result<ExitCode, CliError> {
 fn restore_cmd(args: RestoreArgs) -> Result<ExitCode, CliError> {
     let settings = args.db.settings().with(args.backup_dir).with(args.audit_dir).with(args.gate_budget).resolve()?;
     let guard = settings.guard()?;
-    let store = BackupStore::new(&settings.backup_dir, &settings.database);
+    let store = settings.backup_store();
     let opts = RestoreOptions {
         from: args.from,
         to: args.to,
@@ -217,7 +216,7 @@ pub fn drill(args: DrillArgs) -> Result<ExitCode, CliError> {
 fn drill_cmd(args: DrillArgs) -> Result<ExitCode, CliError> {
     let settings = args.db.settings().with(args.backup_dir).with(args.audit_dir).with(args.gate_budget).resolve()?;
     let guard = settings.guard()?;
-    let store = BackupStore::new(&settings.backup_dir, &settings.database);
+    let store = settings.backup_store();
     let opts =
         DrillOptions { scratch: args.scratch, record_path: None, check_budget: settings.budget, guard: Some(guard) };
     let report = restore::drill(&settings.database, &store, &opts).map_err(|e| failed(&e))?;

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use clap::Args as ClapArgs;
-use sqlite_warden::copies::backup::{BackupOptions, BackupStore};
+use sqlite_warden::copies::backup::BackupOptions;
 use sqlite_warden::copies::prune;
 use sqlite_warden::copies::retention::Plan;
 use sqlite_warden::session::BackupKind;
@@ -234,7 +234,7 @@ pub fn backup_cmd(args: BackupArgs) -> Result<ExitCode, CliError> {
     let BackupArgs { db, backup_dir, audit_dir, check, gate_budget, json, quiet } = args;
     let settings = db.settings().with(backup_dir).with(audit_dir).with(check).with(gate_budget).resolve()?;
     let guard = settings.guard()?;
-    let store = BackupStore::new(&settings.backup_dir, &settings.database);
+    let store = settings.backup_store();
     let progress = TermProgress::new_if_terminal(quiet);
     let opts = BackupOptions {
         kind: Some(BackupKind::Manual),
@@ -283,7 +283,7 @@ pub fn backup_cmd(args: BackupArgs) -> Result<ExitCode, CliError> {
 pub fn prune_cmd(args: PruneArgs) -> Result<ExitCode, CliError> {
     let PruneArgs { db, backup_dir, session_dir, retention, dry_run, json } = args;
     let settings = db.settings().with(backup_dir).with(session_dir).with(retention).resolve()?;
-    let store = BackupStore::new(&settings.backup_dir, &settings.database);
+    let store = settings.backup_store();
     let protected = sqlite_warden::session::protected_by_latest_session(&settings.session_dir, &settings.database);
     // Which backups a session whose artifact cannot be read depends on is unknown: remove none.
     if !dry_run && let Some((artifact, why)) = sqlite_warden::session::health::unreadable(&settings.session_dir).pop() {

@@ -102,7 +102,7 @@ pub fn prune(
             verified: r.manifest.verified,
         })
         .collect();
-    let plan = retention::plan(policy, &candidates, protected, jiff::Timestamp::now());
+    let mut plan = retention::plan(policy, &candidates, protected, jiff::Timestamp::now());
     if !dry_run {
         for d in plan.dropped() {
             if let Some(rec) = records.iter().find(|r| r.manifest.id == d.id) {
@@ -111,6 +111,13 @@ pub fn prune(
                 crate::copies::backup::pause_point("prune-removed-one");
             }
         }
+        store.repack_small(&lock)?;
     }
+    let dropping: Vec<&str> = plan.dropped().map(|d| d.id.as_str()).collect();
+    let collected = store.collect_packs(&lock, &dropping, dry_run)?;
+    if !collected.packs.is_empty() && !dry_run {
+        tracing::info!(packs = collected.packs.len(), bytes = collected.bytes, "removed packs no kept backup uses");
+    }
+    plan.packs = Some(collected);
     Ok(plan)
 }

@@ -311,6 +311,10 @@ pub struct Decision {
 pub struct Plan {
     /// Newest first (ties by id).
     pub decisions: Vec<Decision>,
+    /// The page store's packs that no kept backup uses (removed, or in a dry run, to be
+    /// removed): filled in by `prune`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packs: Option<crate::copies::store::Collected>,
 }
 
 impl Plan {
@@ -429,7 +433,7 @@ pub fn plan(policy: &RetentionPolicy, candidates: &[Candidate], protected: &BTre
             Decision { id: c.id.clone(), created: c.created, kind: c.kind, size: c.size, keep, reasons, detail }
         })
         .collect();
-    Plan { decisions }
+    Plan { decisions, packs: None }
 }
 
 /// `u32` to `usize`, saturating on (hypothetical) 16-bit targets.

@@ -28,6 +28,10 @@
 //! keep_crash_copies = 3
 //! # max_total_bytes = 10_000_000_000
 //!
+//! [backups]                         # how backups are kept; see `copies::store`
+//! store       = "pages"              # deduplicated page store; "files": one full copy each
+//! compression = 3                    # zstd level of stored pages, 0 (off) to 19
+//!
 //! [engine]
 //! command = ["/usr/local/bin/engine", "--live"]   # no shell; `warden run -- …` overrides
 //!
@@ -51,7 +55,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::copies::backup::CheckMode;
+use crate::copies::backup::{BackupStore, CheckMode, StoreFormat};
 use crate::copies::retention::RetentionPolicy;
 use crate::session::SessionConfig;
 use crate::session::watch::OnForeignWriter;
@@ -84,6 +88,49 @@ pub struct FileConfig {
     /// `[session]`.
     #[serde(default)]
     pub session: SessionSection,
+    /// `[backups]`.
+    #[serde(default)]
+    pub backups: BackupsSection,
+}
+
+/// `[backups]`: how new backups are kept.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupsSection {
+    /// `pages` (default) or `files`.
+    pub store: Option<String>,
+    /// zstd level of stored pages, 0 (off) to 19 (default 3).
+    pub compression: Option<i64>,
+}
+
+/// `[backups]` as a [`StoreFormat`].
+///
+/// # Errors
+/// [`ConfigError::Invalid`] for an unknown store or a level out of range.
+fn parse_backups(b: &BackupsSection) -> Result<StoreFormat, ConfigError> {
+    let level = match b.compression {
+        None => 3,
+        Some(l @ 0..=19) => l as i32,
+        Some(l) => {
+            return Err(ConfigError::Invalid {
+                key: "backups.compression",
+                message: format!("{l} (hint: a zstd level from 0, off, to 19; 3 is the default)"),
+            });
+        }
+    };
+    match b.store.as_deref() {
+        None | Some("pages") => Ok(StoreFormat::Pages { level }),
+        Some("files") if b.compression.is_none() => Ok(StoreFormat::Files),
+        Some("files") => Err(ConfigError::Invalid {
+            key: "backups.compression",
+            message: "set with store = \"files\", which never compresses (hint: drop it, or use store = \"pages\")"
+                .into(),
+        }),
+        Some(other) => Err(ConfigError::Invalid {
+            key: "backups.store",
+            message: format!("{other:?} (hint: \"pages\" for the deduplicated page store, or \"files\")"),
+        }),
+    }
 }
 
 /// `[session]`: what happens while `warden run`'s engine runs.
@@ -239,6 +286,8 @@ pub struct Settings {
     pub on_foreign_writer: OnForeignWriter,
     /// How often `warden run` looks for foreign writers.
     pub foreign_writer_every: Duration,
+    /// How new backups are kept (`[backups]`).
+    pub backup_format: StoreFormat,
 }
 
 /// Finds the config file: `explicit`, else `$WARDEN_CONFIG`, else `./warden.toml` if present.
@@ -391,6 +440,7 @@ impl Settings {
             Some(s) => parse_foreign_writer_every(&s)?,
             None => crate::session::watch::DEFAULT_EVERY,
         };
+        let backup_format = parse_backups(&fc.backups)?;
         let command = if overrides.command.is_empty() {
             fc.engine.command.unwrap_or_default().into_iter().map(OsString::from).collect()
         } else {
@@ -413,7 +463,13 @@ impl Settings {
             snapshot_check,
             on_foreign_writer,
             foreign_writer_every,
+            backup_format,
         })
+    }
+
+    /// The backup store these settings name.
+    pub fn backup_store(&self) -> BackupStore {
+        BackupStore::new(&self.backup_dir, &self.database).with_format(self.backup_format)
     }
 
     /// The options of one snapshot under these settings.
@@ -465,6 +521,7 @@ impl Settings {
             snapshot_check: self.snapshot_check,
             on_foreign_writer: self.on_foreign_writer,
             foreign_writer_every: self.foreign_writer_every,
+            store_format: self.backup_format,
         }
     }
 }

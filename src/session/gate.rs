@@ -418,7 +418,8 @@ pub fn check_only(db: &Path, opts: &CheckOptions) -> Result<GateReport, BackupEr
         path: base.clone(),
         source,
     })?;
-    let store = BackupStore::new(scratch.path(), db);
+    // A scratch copy that is thrown away: never worth storing as pages.
+    let store = BackupStore::new(scratch.path(), db).with_format(crate::copies::backup::StoreFormat::Files);
     let backup = BackupOptions {
         kind: Some(crate::copies::kind::BackupKind::Manual),
         session_id: None,

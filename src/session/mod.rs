@@ -103,6 +103,8 @@ pub struct SessionConfig {
     /// How often `warden run` looks for foreign writers (default [`watch::DEFAULT_EVERY`],
     /// 2 s; at least [`watch::MIN_EVERY`]).
     pub foreign_writer_every: Duration,
+    /// How new backups are kept (default: the page store, zstd 3).
+    pub store_format: crate::copies::backup::StoreFormat,
 }
 
 impl std::fmt::Debug for SessionConfig {
@@ -145,6 +147,7 @@ impl SessionConfig {
             snapshot_check: Some(CheckMode::Quick),
             on_foreign_writer: watch::OnForeignWriter::Warn,
             foreign_writer_every: watch::DEFAULT_EVERY,
+            store_format: crate::copies::backup::StoreFormat::default(),
         }
     }
 
@@ -470,7 +473,7 @@ impl Session {
         }
 
         // 2. Storage of the database and of the backups.
-        let store = BackupStore::new(&backup_dir, &config.db);
+        let store = BackupStore::new(&backup_dir, &config.db).with_format(config.store_format);
         let verdict = match guard.classify(&config.db) {
             Ok(v) => v,
             Err(e) => return Err(fail(artifact, Step::Storage, e.into())),

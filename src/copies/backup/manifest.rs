@@ -54,6 +54,22 @@ pub struct Manifest {
     pub warden_version: String,
     /// Host that made it.
     pub host: String,
+    /// Where the bytes are when they are in the page store (then `file` is empty): the
+    /// restore point's map. `None`: the data file `file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pages: Option<crate::copies::store::PageMap>,
+    /// What storing the pages cost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored: Option<super::StoredCost>,
+    /// The content digest of the copy (what a seal of it records, see
+    /// [`crate::copies::seal::PageDigests::content_digest`]): the same for every copy of
+    /// the same content.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    /// When its exact content passed (or failed) its check; `None` in backups made before
+    /// warden recorded it, which were all checked when written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checked: Option<super::CheckedWhen>,
 }
 
 impl Manifest {
@@ -86,7 +102,21 @@ impl Manifest {
             sqlite_version: sqlite_version(),
             warden_version: env!("CARGO_PKG_VERSION").to_owned(),
             host: crate::util::identity::ProcessIdentity::current().host,
+            pages: None,
+            stored: None,
+            content: None,
+            checked: None,
         }
+    }
+
+    /// Its bytes are in the page store.
+    pub fn is_paged(&self) -> bool {
+        self.pages.is_some()
+    }
+
+    /// Its check has not run yet ([`super::CheckedWhen::Pending`]).
+    pub fn check_pending(&self) -> bool {
+        self.checked == Some(super::CheckedWhen::Pending)
     }
 
     /// A backup that may be restored as a known-good state: verified, and not a post-crash

@@ -60,10 +60,12 @@ pub use crate::copies::check::{CheckMode, IntegrityReport, check_file};
 
 mod error;
 mod manifest;
+mod paged;
 
 pub use error::BackupError;
 pub(crate) use error::io_err;
 pub use manifest::{BackupRecord, BackupRef, Manifest, Timings};
+pub use paged::{CheckedWhen, MaterializeError, StoreFormat, StoredCost};
 
 /// Suffix of backup data files.
 pub const DATA_EXT: &str = "sqlite";
@@ -149,6 +151,8 @@ pub struct BackupStore {
     stem: String,
     /// The database, resolved: backups belong to the file, not to a name.
     db: PathBuf,
+    /// How new backups are kept.
+    format: StoreFormat,
 }
 
 /// Holds the store's lock while alive.
@@ -199,7 +203,19 @@ impl BackupStore {
     pub fn new(dir: impl Into<PathBuf>, db: &Path) -> Self {
         let db = crate::storage::resolve(db).unwrap_or_else(|_| db.to_owned());
         let stem = db.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "db".into());
-        BackupStore { dir: dir.into(), stem, db }
+        BackupStore { dir: dir.into(), stem, db, format: StoreFormat::default() }
+    }
+
+    /// The same store, keeping new backups as `format` says (existing ones stay as they are).
+    #[must_use]
+    pub fn with_format(mut self, format: StoreFormat) -> Self {
+        self.format = format;
+        self
+    }
+
+    /// How new backups are kept.
+    pub fn format(&self) -> StoreFormat {
+        self.format
     }
 
     /// The directory.
@@ -302,6 +318,10 @@ impl BackupStore {
                 }
             }
         }
+        match self.pages().remove_temporaries() {
+            Ok(gone) => out.temp_removed.extend(gone),
+            Err(e) => return Err(io_err("removing leftovers in", &self.dir)(std::io::Error::other(e))),
+        }
         if !out.is_empty() {
             atomic::sync_dir(&self.dir).map_err(io_err("syncing", &self.dir))?;
             tracing::warn!(dir = %self.dir.display(), ?out, "recovered leftovers of an interrupted backup or prune");
@@ -357,9 +377,13 @@ impl BackupStore {
         let mut out = Vec::new();
         for (manifest_path, parsed) in self.manifests()? {
             match parsed {
+                Ok(manifest) if manifest.is_paged() => {
+                    // Its bytes are in the page store: the manifest is the backup.
+                    out.push(BackupRecord { manifest, path: manifest_path.clone(), manifest_path });
+                }
                 Ok(manifest) => {
                     let path = self.dir.join(&manifest.file);
-                    if path.exists() && !manifest.file.contains('/') {
+                    if path.exists() && !manifest.file.contains('/') && !manifest.file.is_empty() {
                         out.push(BackupRecord { manifest, path, manifest_path });
                     }
                 }
@@ -387,9 +411,23 @@ impl BackupStore {
 
     /// This database's published manifest files (never temporaries), each read and parsed.
     fn manifests(&self) -> Result<Vec<ReadManifest>, BackupError> {
+        self.read_manifests(true)
+    }
+
+    /// Every published manifest in the directory, any database's: what the page store's
+    /// collection must keep.
+    fn all_manifests(&self) -> Result<Vec<ReadManifest>, BackupError> {
+        self.read_manifests(false)
+    }
+
+    fn read_manifests(&self, only_ours: bool) -> Result<Vec<ReadManifest>, BackupError> {
         let mut out = Vec::new();
         for name in copy::dir_names(&self.dir)? {
-            if !self.is_ours(&name) || name.contains(TMP_MARK) || !name.ends_with(&format!(".{MANIFEST_EXT}")) {
+            if (only_ours && !self.is_ours(&name))
+                || name.contains(TMP_MARK)
+                || name.starts_with('.')
+                || !name.ends_with(&format!(".{MANIFEST_EXT}"))
+            {
                 continue;
             }
             let manifest_path = self.dir.join(&name);
@@ -414,6 +452,11 @@ impl BackupStore {
     /// # Errors
     /// [`BackupError::Io`] when the file cannot be read.
     pub fn verify_hash(&self, rec: &BackupRecord) -> Result<bool, BackupError> {
+        if rec.path == rec.manifest_path {
+            return Err(io_err("hashing", &rec.path)(io::Error::other(
+                "a backup in the page store has no data file: materialize it first",
+            )));
+        }
         let md = std::fs::metadata(&rec.path).map_err(io_err("reading", &rec.path))?;
         if md.len() != rec.manifest.size {
             return Ok(false);
@@ -431,6 +474,10 @@ impl BackupStore {
     pub fn remove(&self, _lock: &StoreLock, rec: &BackupRecord) -> Result<(), BackupError> {
         std::fs::remove_file(&rec.manifest_path).map_err(io_err("removing", &rec.manifest_path))?;
         pause_point("remove-between");
+        if rec.manifest.is_paged() {
+            // Its pages stay until no kept backup uses them (`collect_packs`).
+            return atomic::sync_dir(&self.dir).map_err(io_err("syncing", &self.dir));
+        }
         match std::fs::remove_file(&rec.path) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -573,6 +620,10 @@ impl BackupStore {
             sqlite_version: sqlite_version(),
             warden_version: env!("CARGO_PKG_VERSION").to_owned(),
             host: crate::util::identity::ProcessIdentity::current().host,
+            pages: None,
+            stored: None,
+            content: None,
+            checked: None,
         };
         // Not what was sealed: verified structure, unexpected content. Never published as
         // a good backup (a restore would pick it).
@@ -588,9 +639,26 @@ impl BackupStore {
             let why = io::Error::other("SQLite left this file beside the private copy: the copy is not settled");
             return Err(full(io_err("settling the private copy", &side)(why)));
         }
-        std::fs::rename(&tmp, &final_path).map_err(io_err("publishing", &final_path))?;
-        pause_point("backup-data-renamed");
+        let mut manifest = manifest;
+        manifest.content = digests.as_ref().map(|d| d.content_digest());
+        manifest.checked = Some(CheckedWhen::AtWrite);
         let manifest_path = self.dir.join(format!("{id}.{MANIFEST_EXT}"));
+        let final_path = match self.format {
+            StoreFormat::Pages { level } => {
+                let (map, cost) = self.store_copy(&tmp, page_size, &manifest.sha256, level).map_err(full)?;
+                manifest.file = String::new();
+                manifest.pages = Some(map);
+                manifest.stored = Some(cost);
+                manifest.timings.total_ms = ms(started.elapsed());
+                pause_point("backup-pages-stored");
+                manifest_path.clone()
+            }
+            StoreFormat::Files => {
+                std::fs::rename(&tmp, &final_path).map_err(io_err("publishing", &final_path))?;
+                pause_point("backup-data-renamed");
+                final_path
+            }
+        };
         let written = serde_json::to_vec_pretty(&manifest)
             .map_err(io::Error::other)
             .and_then(|bytes| atomic::write_atomic(&manifest_path, &bytes, 0o600));
@@ -599,7 +667,9 @@ impl BackupStore {
             // backup leaves the directory as it found it (and frees the space it took). The
             // manifest too: its rename may have landed before the directory sync failed.
             let _ = std::fs::remove_file(&manifest_path);
-            let _ = std::fs::remove_file(&final_path);
+            if final_path != manifest_path {
+                let _ = std::fs::remove_file(&final_path);
+            }
             let _ = atomic::sync_dir(&self.dir);
             return Err(full(io_err("writing", &manifest_path)(e)));
         }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::error::{RestoreError, io_err, store_err};
-use super::files::{file_name, remove_dead_temps, space_preflight};
+use super::files::{remove_dead_temps, space_preflight};
 use super::guard::{audit, audit_record};
 use super::model::Started;
 use super::verify::verify_into;
@@ -186,9 +186,9 @@ pub fn drill(db: &Path, store: &BackupStore, opts: &DrillOptions) -> Result<Dril
             std::fs::DirBuilder::new().mode(0o700).create(&scratch).map_err(io_err("creating", &scratch))?;
             let _cleanup = TempGuard::new(vec![scratch.clone()]);
             record.scratch = Some(scratch.clone());
-            let copy = scratch.join(file_name(&rec.path));
+            let copy = scratch.join(format!("{}.{}", rec.manifest.id, crate::copies::backup::DATA_EXT));
             let store_lock = store.lock().map_err(store_err)?;
-            let (v, copy_time, check_time) = verify_into(&rec, &copy, opts.check_budget)?;
+            let (v, copy_time, check_time) = verify_into(store, &rec, &copy, opts.check_budget)?;
             drop(store_lock);
             record.bytes = v.found_size;
             record.copy_ms = ms(copy_time);

@@ -238,7 +238,14 @@ pub(super) fn restore_in_place(
 /// A new seal chain: the next gate must find exactly what was installed (a restore of the
 /// sealed backup makes it pass at once; any other restore is sealed here).
 pub(super) fn seal_restored(db: &Path, rec: &BackupRecord, guard: Option<&Guard>, messages: &mut Vec<String>) {
-    let chained = crate::copies::seal::digest_file(&rec.path).map_err(|e| e.to_string()).and_then(|d| {
+    // A paged backup has no data file: digest what was installed, read through SQLite's
+    // VFS (never a descriptor whose close could drop a lock of this process).
+    let digests = if rec.manifest.is_paged() {
+        crate::sys::sqlite::VfsFile::open(None, db).and_then(|f| crate::copies::seal::digest_reader(f.reader()))
+    } else {
+        crate::copies::seal::digest_file(&rec.path)
+    };
+    let chained = digests.map_err(|e| e.to_string()).and_then(|d| {
         let detail = format!("restore of backup {} by {}", rec.manifest.id, crate::util::identity::who());
         let reason = crate::copies::seal::SealReason::Restore;
         crate::copies::seal::start_chain(db, d, reason, Some(rec.manifest.id.clone()), detail, guard)

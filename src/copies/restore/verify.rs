@@ -10,7 +10,7 @@ use super::error::{RestoreError, io_err, store_err};
 use super::files::restore_temp_for;
 use super::guard::{audit, refused_record};
 use super::model::{RestoreOptions, RestoreOutcome, RestoreReport, Started, Verification, base_report};
-use crate::copies::backup::{BackupRecord, BackupStore, CheckMode, Manifest, check_file};
+use crate::copies::backup::{BackupRecord, BackupStore, CheckMode, Manifest, MaterializeError, check_file};
 use crate::copies::copy::{self, TempGuard};
 use crate::util::atomic;
 use crate::util::fmt::ms;
@@ -19,6 +19,7 @@ use crate::util::fmt::ms;
 /// then the integrity and foreign key checks on the copy, then the copy is re-hashed.
 /// `tmp` is left in place (fsynced) whatever the outcome; the caller removes it on failure.
 pub(super) fn verify_into(
+    store: &BackupStore,
     rec: &BackupRecord,
     tmp: &Path,
     budget: Option<Duration>,
@@ -30,14 +31,16 @@ pub(super) fn verify_into(
         v.duration_ms = ms(started.elapsed());
         Ok((v, copy, check))
     };
-    let md = match std::fs::metadata(&rec.path) {
-        Ok(md) => md,
+    let md_len = match std::fs::metadata(&rec.path) {
+        // A backup in the page store: its size is checked as it is materialized.
+        Ok(_) if m.is_paged() => m.size,
+        Ok(md) => md.len(),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Err(RestoreError::NotFound { from: m.id.clone(), dir: atomic::parent_of(&rec.path).to_owned() });
         }
         Err(e) => return Err(io_err("reading", &rec.path)(e)),
     };
-    v.found_size = md.len();
+    v.found_size = md_len;
     if v.found_size != m.size {
         v.failure =
             Some(format!("size mismatch: the manifest says {} bytes, the file has {} bytes", m.size, v.found_size));
@@ -49,13 +52,17 @@ pub(super) fn verify_into(
     }
     let dir = atomic::parent_of(tmp).to_owned();
     let copy_started = Instant::now();
-    let (sha, n) = copy::copy_hashed(&rec.path, tmp).map_err(|e| {
-        if copy::io_is_full(&e) {
-            RestoreError::DiskFull { dir: dir.clone() }
-        } else {
-            io_err("copying the backup to", tmp)(e)
+    let (sha, n) = match store.materialize(rec, tmp) {
+        Ok(done) => done,
+        Err(MaterializeError::Damaged(why)) => {
+            v.failure = Some(format!("the stored pages are not the recorded ones: {why}"));
+            return done(v, copy_started.elapsed(), Duration::ZERO);
         }
-    })?;
+        Err(MaterializeError::Write { source, .. }) if copy::io_is_full(&source) => {
+            return Err(RestoreError::DiskFull { dir: dir.clone() });
+        }
+        Err(MaterializeError::Write { source, .. }) => return Err(io_err("copying the backup to", tmp)(source)),
+    };
     let copy_time = copy_started.elapsed();
     v.found_size = n;
     v.found_sha256 = Some(sha.clone());
@@ -119,7 +126,7 @@ pub(super) fn verify_beside(
     let store_lock = store.lock().map_err(store_err)?;
     let tmp = restore_temp_for(target);
     let tmp_guard = TempGuard::with_sidecars(&tmp);
-    let (verification, _, _) = verify_into(rec, &tmp, opts.check_budget)?;
+    let (verification, _, _) = verify_into(store, rec, &tmp, opts.check_budget)?;
     drop(store_lock);
     let mut report = base_report(started, db, target, rec, verification, opts.dry_run);
     if report.verification.ok {

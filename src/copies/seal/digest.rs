@@ -166,8 +166,14 @@ impl PageHasher {
 /// # Errors
 /// The read error.
 pub fn digest_file(path: &std::path::Path) -> std::io::Result<PageDigests> {
-    use std::io::Read as _;
-    let mut f = std::fs::File::open(path)?;
+    digest_reader(std::fs::File::open(path)?)
+}
+
+/// The digests of the image `f` reads, from its start.
+///
+/// # Errors
+/// The read error.
+pub fn digest_reader(mut f: impl std::io::Read) -> std::io::Result<PageDigests> {
     let mut h = PageHasher::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {

@@ -26,7 +26,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-pub use digest::{PageDigests, PageHasher, digest_file};
+pub use digest::{PageDigests, PageHasher, digest_file, digest_reader};
 pub use file::{LiveStat, OpenMarker, Seal, SealFileError, SealReason, SealedImage};
 
 /// How many differing pages a report names one by one.

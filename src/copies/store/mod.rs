@@ -123,7 +123,7 @@ pub struct StoreCheck {
 }
 
 /// What [`PageStore::collect`] removed (or, in a dry run, would remove).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Collected {
     /// Packs no kept restore point uses.
     pub packs: Vec<String>,

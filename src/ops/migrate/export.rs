@@ -1,6 +1,8 @@
 //! Export of a migration bundle ([`export`]): the consistent, checked copy of the database, its
 //! artifacts, audit log and (optionally) backups. Does not own: the bundle mechanics or the import.
 
+use crate::copies::copy::TempGuard;
+use crate::util::atomic;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -123,9 +125,26 @@ pub fn export(db: &Path, to: &Path, opts: &ExportOptions) -> Result<ExportReport
         notes.push(format!("no audit log at `{}`; none included", audit_log.display()));
     }
     let mut backups = Vec::new();
+    let mut paged_scratch: Option<(PathBuf, TempGuard)> = None;
     if opts.backups != BackupsInBundle::None {
         let store = BackupStore::new(&backup_dir, &db);
         for rec in store.list().map_err(|e| io_err("listing", &backup_dir)(io::Error::other(e.to_string())))? {
+            if opts.backups == BackupsInBundle::All && rec.manifest.is_paged() {
+                // The new host has no page store yet: the bundle carries the backup as the
+                // full file it materializes to, with a manifest that says so.
+                let dir = match &paged_scratch {
+                    Some((d, _)) => d,
+                    None => {
+                        let d = atomic::temp_path_for(&atomic::parent_of(to).join(".export-backups"));
+                        atomic::create_dir_synced(&d, 0o700).map_err(io_err("creating", &d))?;
+                        &paged_scratch.insert((d.clone(), TempGuard::new(vec![d]))).0
+                    }
+                };
+                let (data, manifest) = as_file_backup(&store, &rec, dir)?;
+                backups.push((manifest, format!("{BACKUPS_DIR}/{}.json", rec.manifest.id)));
+                backups.push((data, format!("{BACKUPS_DIR}/{}.sqlite", rec.manifest.id)));
+                continue;
+            }
             backups.push((rec.manifest_path.clone(), format!("{BACKUPS_DIR}/{}", file_name(&rec.manifest_path))));
             if opts.backups == BackupsInBundle::All {
                 backups.push((rec.path.clone(), format!("{BACKUPS_DIR}/{}", file_name(&rec.path))));
@@ -251,4 +270,26 @@ pub fn export(db: &Path, to: &Path, opts: &ExportOptions) -> Result<ExportReport
         duration_ms: ms(started.elapsed()),
         messages,
     })
+}
+
+/// A paged backup as a file backup in `dir`: the materialized data file (checked against its
+/// SHA-256) and a manifest naming it.
+fn as_file_backup(
+    store: &BackupStore,
+    rec: &crate::copies::backup::BackupRecord,
+    dir: &Path,
+) -> Result<(PathBuf, PathBuf), MigrateError> {
+    let id = &rec.manifest.id;
+    let data = dir.join(format!("{id}.sqlite"));
+    store.materialize(rec, &data).map_err(|e| match e {
+        crate::copies::backup::MaterializeError::Write { path, source } => io_err("writing", &path)(source),
+        damaged => io_err("materializing backup", &rec.manifest_path)(io::Error::other(damaged.to_string())),
+    })?;
+    let mut m = rec.manifest.clone();
+    m.pages = None;
+    m.file = format!("{id}.sqlite");
+    let manifest = dir.join(format!("{id}.json"));
+    let bytes = serde_json::to_vec_pretty(&m).map_err(|e| io_err("encoding", &manifest)(io::Error::other(e)))?;
+    atomic::write_atomic(&manifest, &bytes, 0o600).map_err(io_err("writing", &manifest))?;
+    Ok((data, manifest))
 }

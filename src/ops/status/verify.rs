@@ -221,7 +221,22 @@ fn verify_one(
     };
     cleanup(&copy);
     let ms = |s: Instant| crate::util::fmt::ms(s.elapsed());
-    match copy_for_check(&rec.path, &copy) {
+    let copied = if m.is_paged() {
+        match store.materialize(rec, &copy) {
+            Ok(_) => Ok(()),
+            Err(backup::MaterializeError::Damaged(why)) => {
+                cleanup(&copy);
+                out.hash_ok = Some(false);
+                out.reason = Some(format!("the stored pages are not the recorded ones: {why}"));
+                out.duration_ms = ms(started);
+                return Ok(out);
+            }
+            Err(backup::MaterializeError::Write { source, .. }) => Err(CopyError::Write(source)),
+        }
+    } else {
+        copy_for_check(&rec.path, &copy)
+    };
+    match copied {
         Ok(()) => {}
         Err(CopyError::Gone) => {
             out.outcome = VerifyOutcome::Gone;
