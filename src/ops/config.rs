@@ -29,8 +29,10 @@
 //! # max_total_bytes = 10_000_000_000
 //!
 //! [backups]                         # how backups are kept; see `copies::store`
-//! store       = "pages"              # deduplicated page store; "files": one full copy each
+//! store       = "files"              # one full copy each; "pages": the deduplicated page store
 //! compression = 3                    # zstd level of stored pages, 0 (off) to 19
+//! post_check  = "at_close"           # "next_gate": the post-session restore point is read
+//!                                    # straight from the file and checked by the next gate
 //!
 //! [engine]
 //! command = ["/usr/local/bin/engine", "--live"]   # no shell; `warden run -- …` overrides
@@ -97,10 +99,12 @@ pub struct FileConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackupsSection {
-    /// `pages` (default) or `files`.
+    /// `files` (default) or `pages`.
     pub store: Option<String>,
     /// zstd level of stored pages, 0 (off) to 19 (default 3).
     pub compression: Option<i64>,
+    /// `at_close` (default) or `next_gate`.
+    pub post_check: Option<String>,
 }
 
 /// `[backups]` as a [`StoreFormat`].
@@ -119,12 +123,13 @@ fn parse_backups(b: &BackupsSection) -> Result<StoreFormat, ConfigError> {
         }
     };
     match b.store.as_deref() {
-        None | Some("pages") => Ok(StoreFormat::Pages { level }),
-        Some("files") if b.compression.is_none() => Ok(StoreFormat::Files),
-        Some("files") => Err(ConfigError::Invalid {
+        Some("pages") => Ok(StoreFormat::Pages { level }),
+        None | Some("files") if b.compression.is_none() => Ok(StoreFormat::Files),
+        None | Some("files") => Err(ConfigError::Invalid {
             key: "backups.compression",
-            message: "set with store = \"files\", which never compresses (hint: drop it, or use store = \"pages\")"
-                .into(),
+            message:
+                "set without store = \"pages\" (files are never compressed) (hint: drop it, or use store = \"pages\")"
+                    .into(),
         }),
         Some(other) => Err(ConfigError::Invalid {
             key: "backups.store",
@@ -288,6 +293,8 @@ pub struct Settings {
     pub foreign_writer_every: Duration,
     /// How new backups are kept (`[backups]`).
     pub backup_format: StoreFormat,
+    /// `[backups] post_check = "next_gate"`.
+    pub defer_post_check: bool,
 }
 
 /// Finds the config file: `explicit`, else `$WARDEN_CONFIG`, else `./warden.toml` if present.
@@ -441,6 +448,23 @@ impl Settings {
             None => crate::session::watch::DEFAULT_EVERY,
         };
         let backup_format = parse_backups(&fc.backups)?;
+        let defer_post_check = match fc.backups.post_check.as_deref() {
+            None | Some("at_close") => false,
+            Some("next_gate") if backup_format != StoreFormat::Files => true,
+            Some("next_gate") => {
+                return Err(ConfigError::Invalid {
+                    key: "backups.post_check",
+                    message: "\"next_gate\" needs store = \"pages\" (hint: drop post_check, or use the page store)"
+                        .into(),
+                });
+            }
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    key: "backups.post_check",
+                    message: format!("{other:?} (hint: \"at_close\" or \"next_gate\")"),
+                });
+            }
+        };
         let command = if overrides.command.is_empty() {
             fc.engine.command.unwrap_or_default().into_iter().map(OsString::from).collect()
         } else {
@@ -464,6 +488,7 @@ impl Settings {
             on_foreign_writer,
             foreign_writer_every,
             backup_format,
+            defer_post_check,
         })
     }
 
@@ -522,6 +547,7 @@ impl Settings {
             on_foreign_writer: self.on_foreign_writer,
             foreign_writer_every: self.foreign_writer_every,
             store_format: self.backup_format,
+            defer_post_check: self.defer_post_check,
         }
     }
 }

@@ -72,6 +72,9 @@ pub struct GateReport {
     /// The checked copy's page digests (what a seal of this content records).
     #[serde(skip)]
     pub digests: Option<Arc<PageDigests>>,
+    /// Restore points whose pending check this gate settled: (backup id, good).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub settled: Vec<(String, bool)>,
 }
 
 impl GateReport {
@@ -88,6 +91,7 @@ impl GateReport {
             duration_ms: 0,
             seal: None,
             digests: None,
+            settled: Vec::new(),
         }
     }
 
@@ -214,6 +218,17 @@ pub fn run(
     };
     let outcome = store.take(db, backup)?;
     let integrity = outcome.integrity.clone();
+    // A restore point whose check was left to this gate: the same content just passed (or
+    // failed) this check; any other pending one is checked now.
+    if let Some(d) = &outcome.digests {
+        let by = outcome.manifest.id.clone();
+        match store.settle_pending(Some(&d.content_digest()), &integrity, &by) {
+            Ok(settled) => report.settled = settled,
+            Err(e) => {
+                tracing::warn!(error = %e, "a pending check could not be settled; `warden backups verify` checks it")
+            }
+        }
+    }
     report.integrity = Some(integrity.clone());
     report.digests.clone_from(&outcome.digests);
     if let Some(state) = &opts.seal {
@@ -434,6 +449,7 @@ pub fn check_only(db: &Path, opts: &CheckOptions) -> Result<GateReport, BackupEr
         keep_unverified: false,
         progress: opts.progress.clone(),
         expect_seal: None,
+        defer_check: false,
     };
     let live = matches!(access, Access::Live(_));
     let private = crate::copies::backup::needs_private_copy(db);

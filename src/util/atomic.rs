@@ -66,6 +66,26 @@ pub fn sweep_dead_temps(dir: &Path) -> Vec<PathBuf> {
     removed
 }
 
+/// [`sweep_dead_temps`] limited to the temporaries of `target` ([`temp_path_for`] of
+/// `dir/target`): for directories that hold the user's own files too.
+pub fn sweep_dead_temps_named(dir: &Path, target: &str) -> Vec<PathBuf> {
+    let prefix = format!(".{target}{TMP_MARK}");
+    let mut removed = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else { return removed };
+    for entry in rd.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with(&prefix) || temp_owner(&name).is_none_or(pid_alive) {
+            continue;
+        }
+        let path = entry.path();
+        let gone = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+        if gone.is_ok() {
+            removed.push(path);
+        }
+    }
+    removed
+}
+
 /// `fsync` of a directory, so that a rename or unlink inside it is durable.
 ///
 /// # Errors

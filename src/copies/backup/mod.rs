@@ -113,6 +113,11 @@ pub struct BackupOptions {
     /// What the copy must be, page for page (the gate of a sealed database): a copy that
     /// differs is not published, and [`BackupOutcome::seal_diff`] names the pages.
     pub expect_seal: Option<Arc<crate::copies::seal::SealedImage>>,
+    /// Leave the check to the next gate: with [`BackupOptions::writer_lock_held`], a
+    /// database that is one file and the page store, the pages are read straight from the
+    /// live file and the restore point is published with its check pending
+    /// ([`CheckedWhen::Pending`], never good until checked). Otherwise ignored.
+    pub defer_check: bool,
 }
 
 impl std::fmt::Debug for BackupOptions {
@@ -312,7 +317,13 @@ impl BackupStore {
                 }
             } else if let Some(stem) = name.strip_suffix(&format!(".{MANIFEST_EXT}")) {
                 let d = self.dir.join(format!("{stem}.{DATA_EXT}"));
-                if !d.exists() {
+                // A backup in the page store has no data file: its manifest is the backup.
+                // Only a manifest that parses and names a data file is an orphan.
+                let names_a_file = std::fs::read(&path)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<Manifest>(&b).ok())
+                    .is_some_and(|m| !m.is_paged());
+                if names_a_file && !d.exists() {
                     std::fs::remove_file(&path).map_err(io_err("removing orphan manifest", &path))?;
                     out.orphan_manifests_removed.push(path);
                 }
@@ -552,6 +563,34 @@ impl BackupStore {
         }
         pause_point("backup-preflight-passed");
         let id = self.new_id(kind);
+        if let (true, StoreFormat::Pages { level }) = (opts.defer_check && opts.writer_lock_held, self.format)
+            && opts.expect_seal.is_none()
+            && main_file_is_whole(db)
+        {
+            let mut m = Manifest::unpublished(
+                &id,
+                kind,
+                db,
+                opts,
+                IntegrityReport::failed(opts.check, String::new(), Duration::ZERO),
+            );
+            m.db_id = db_id.clone();
+            m.source_sidecar_bytes = Self::sidecar_bytes(db);
+            let (m, digests) = self.take_direct(db, &id, m, level)?;
+            let manifest_path = self.dir.join(format!("{id}.{MANIFEST_EXT}"));
+            if let Err(e) = self.rewrite_manifest(&lock, &m, &manifest_path) {
+                let _ = std::fs::remove_file(&manifest_path);
+                return Err(e);
+            }
+            pause_point("backup-published");
+            return Ok(BackupOutcome {
+                integrity: m.integrity.clone(),
+                published: Some(BackupRecord { manifest: m.clone(), path: manifest_path.clone(), manifest_path }),
+                manifest: m,
+                digests: Some(Arc::new(digests)),
+                seal_diff: None,
+            });
+        }
         let final_path = self.dir.join(format!("{id}.{DATA_EXT}"));
         let tmp = atomic::temp_path_for(&final_path);
         let guard_tmp = TempGuard::with_sidecars(&tmp);
@@ -770,6 +809,12 @@ impl BackupStore {
         std::fs::rename(&copy_db, tmp).map_err(io_err("moving the private copy", tmp))?;
         Ok(())
     }
+}
+
+/// The main file holds the whole database: no `-journal`, and no `-wal` or an empty one (a
+/// checkpointed WAL database; its `-shm` is never read).
+fn main_file_is_whole(db: &Path) -> bool {
+    !sidecar(db, "-journal").exists() && std::fs::metadata(sidecar(db, "-wal")).map_or(true, |m| m.len() == 0)
 }
 
 fn unique() -> u64 {

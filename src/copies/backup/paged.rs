@@ -30,8 +30,10 @@ pub enum StoreFormat {
 }
 
 impl Default for StoreFormat {
+    /// Full files, for now: the page store is opt-in (`[backups] store = "pages"`) until
+    /// every command and test reads it.
     fn default() -> Self {
-        StoreFormat::Pages { level: 3 }
+        StoreFormat::Files
     }
 }
 
@@ -86,7 +88,11 @@ pub enum MaterializeError {
 fn store_err(dir: &Path) -> impl Fn(StoreError) -> BackupError + '_ {
     move |e| match e {
         StoreError::Io { action, path, source } => BackupError::Io { action, path, source },
-        other => BackupError::Io { action: "using the page store in", path: dir.to_owned(), source: std::io::Error::other(other) },
+        other => BackupError::Io {
+            action: "using the page store in",
+            path: dir.to_owned(),
+            source: std::io::Error::other(other),
+        },
     }
 }
 
@@ -225,12 +231,7 @@ impl BackupStore {
     ///
     /// # Errors
     /// I/O errors.
-    pub fn collect_packs(
-        &self,
-        _lock: &StoreLock,
-        dropping: &[&str],
-        dry_run: bool,
-    ) -> Result<Collected, BackupError> {
+    pub fn collect_packs(&self, _lock: &StoreLock, dropping: &[&str], dry_run: bool) -> Result<Collected, BackupError> {
         let store = self.pages();
         if !store.dir().exists() {
             return Ok(Collected::default());
@@ -306,3 +307,73 @@ impl BackupStore {
 pub const REPACK_SMALL: u64 = 1 << 20;
 /// How many small packs in use make a repack worthwhile.
 pub const REPACK_MIN: usize = 16;
+
+impl BackupStore {
+    /// A post-session restore point read straight from the live file: the caller holds the
+    /// writer lock, no engine runs, and the database is one file (no `-wal`, no
+    /// `-journal`), so the main file is the whole database. Its pages are read through
+    /// SQLite's own VFS (a descriptor whose close never drops a lock this process holds),
+    /// hashed once (the seal's digests are made from the same hashes) and only new ones
+    /// stored. Its check is left pending ([`CheckedWhen::Pending`]): the next gate checks
+    /// the same content, or [`BackupStore::settle_pending`] checks it. Call with the
+    /// store's lock held.
+    pub(super) fn take_direct(
+        &self,
+        db: &Path,
+        id: &str,
+        mut manifest: Manifest,
+        level: i32,
+    ) -> Result<(Manifest, crate::copies::seal::PageDigests), BackupError> {
+        let started = Instant::now();
+        let before = crate::copies::copy::set_state(db);
+        let file = crate::sys::sqlite::VfsFile::open(None, db).map_err(io_err("reading", db))?;
+        let mut header = [0u8; 100];
+        crate::copies::store::PageSource::read_exact_at(&file, &mut header, 0).map_err(io_err("reading", db))?;
+        let raw = u32::from(u16::from_be_bytes([header[16], header[17]]));
+        let page_size = if raw == 1 { 65536 } else { raw };
+        let mut digests: Vec<crate::copies::seal::digest::PageDigest> = Vec::new();
+        let mut first = crate::copies::seal::PageHasher::new();
+        let put = self
+            .pages()
+            .put(&file, file.len(), page_size, level, &mut |n, page, sha| {
+                if n == 1 {
+                    first.update(page);
+                } else {
+                    let mut d = [0u8; crate::copies::seal::digest::DIGEST_LEN];
+                    d.copy_from_slice(&sha[..crate::copies::seal::digest::DIGEST_LEN]);
+                    digests.push(d);
+                }
+            })
+            .map_err(store_err(&self.dir))?;
+        drop(file);
+        if crate::copies::copy::set_state(db) != before {
+            return Err(BackupError::Changing { db: db.to_owned() });
+        }
+        let mut image = first.finish();
+        image.digests.extend(digests);
+        manifest.size = put.size;
+        manifest.page_size = page_size;
+        manifest.page_count = put.pages;
+        manifest.sha256 = put.sha256;
+        manifest.file = String::new();
+        manifest.method = "direct_read".into();
+        manifest.content = Some(image.content_digest());
+        manifest.checked = Some(CheckedWhen::Pending);
+        manifest.verified = false;
+        manifest.integrity = IntegrityReport::failed(
+            manifest.integrity.mode,
+            "pending: the next gate checks this exact content (`warden backups verify` checks it now)".into(),
+            std::time::Duration::ZERO,
+        );
+        manifest.pages = Some(put.map);
+        manifest.stored = Some(StoredCost {
+            new_pages: put.new_pages,
+            new_bytes: put.pack_bytes,
+            store_ms: crate::util::fmt::ms(started.elapsed()),
+        });
+        manifest.timings.copy_ms = crate::util::fmt::ms(started.elapsed());
+        manifest.timings.total_ms = manifest.timings.copy_ms;
+        debug_assert_eq!(manifest.id, id);
+        Ok((manifest, image))
+    }
+}

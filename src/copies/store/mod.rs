@@ -203,8 +203,8 @@ impl Packs {
             .entry(name.to_owned())
             .or_insert_with(|| {
                 let path = store.pack_path(name);
-                let f = File::open(&path).map_err(|e| format!("pack {name}: {e}"))?;
-                let idx = pack::read_index(&f).map_err(|e| format!("pack {name}: {e}"))?;
+                let f = File::open(&path).map_err(|e| format!("`{}`: {e}", path.display()))?;
+                let idx = pack::read_index(&f).map_err(|e| format!("`{}`: {e}", path.display()))?;
                 Ok((f, idx))
             })
             .as_ref()
@@ -364,7 +364,8 @@ impl PageStore {
         }
         self.create()?;
         let known = self.known()?;
-        let mut writer = PackWriter::create(&self.dir, page_size, level).map_err(io_err("creating a pack in", &self.dir))?;
+        let mut writer =
+            PackWriter::create(&self.dir, page_size, level).map_err(io_err("creating a pack in", &self.dir))?;
         let mut page = vec![0u8; page_size as usize];
         let mut whole = Sha256::new();
         // Each page as (pack, entry), where pack u32::MAX is the new one.
@@ -440,11 +441,7 @@ impl PageStore {
         to: &Path,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<u64, StoreError> {
-        let out = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(to)
-            .map_err(io_err("creating", to))?;
+        let out = std::fs::OpenOptions::new().write(true).create_new(true).open(to).map_err(io_err("creating", to))?;
         let mut out = BufWriter::with_capacity(1 << 20, out);
         let mut whole = Sha256::new();
         let mut packs = Packs::default();
@@ -519,7 +516,9 @@ impl PageStore {
                         } else {
                             out.pages_checked += 1;
                             page.resize(ps as usize, 0);
-                            pack::read_page(f, e, ps, &mut scratch, &mut page).err().map(|err| format!("pack {name}: {err}"))
+                            pack::read_page(f, e, ps, &mut scratch, &mut page)
+                                .err()
+                                .map(|err| format!("pack {name}: {err}"))
                         };
                         seen.insert(key, v.clone());
                         v
@@ -605,7 +604,8 @@ impl PageStore {
             let any = victims.iter().next().copied().unwrap_or_default();
             packs.get(self, any).map_err(|why| StoreError::Damaged { why })?.1.page_size
         };
-        let mut writer = PackWriter::create(&self.dir, page_size, level).map_err(io_err("creating a pack in", &self.dir))?;
+        let mut writer =
+            PackWriter::create(&self.dir, page_size, level).map_err(io_err("creating a pack in", &self.dir))?;
         let mut moved: HashMap<PageHash, u32> = HashMap::new();
         let (mut scratch, mut page) = (Vec::new(), vec![0u8; page_size as usize]);
         // Per map, each page as (pack name or None for the new pack, entry).

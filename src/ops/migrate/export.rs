@@ -135,7 +135,9 @@ pub fn export(db: &Path, to: &Path, opts: &ExportOptions) -> Result<ExportReport
                 let dir = match &paged_scratch {
                     Some((d, _)) => d,
                     None => {
-                        let d = atomic::temp_path_for(&atomic::parent_of(to).join(".export-backups"));
+                        let parent = atomic::parent_of(to);
+                        atomic::sweep_dead_temps_named(parent, EXPORT_SCRATCH);
+                        let d = atomic::temp_path_for(&parent.join(EXPORT_SCRATCH));
                         atomic::create_dir_synced(&d, 0o700).map_err(io_err("creating", &d))?;
                         &paged_scratch.insert((d.clone(), TempGuard::new(vec![d]))).0
                     }
@@ -271,6 +273,9 @@ pub fn export(db: &Path, to: &Path, opts: &ExportOptions) -> Result<ExportReport
         messages,
     })
 }
+
+/// Where paged backups are materialized for a bundle (a temporary directory beside it).
+const EXPORT_SCRATCH: &str = "warden-export-backups";
 
 /// A paged backup as a file backup in `dir`: the materialized data file (checked against its
 /// SHA-256) and a manifest naming it.
