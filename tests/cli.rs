@@ -114,7 +114,10 @@ fn the_readme_demo_runs_end_to_end() {
     assert_eq!(statuses, ["completed/-", "completed/-", "refused/writer_lock", "refused/writer_lock"]);
     let backups = std::fs::read_dir(demo.join("demo.db.warden/backups"))
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".sqlite"))
+        .filter(|e| {
+            let n = e.as_ref().unwrap().file_name().to_string_lossy().into_owned();
+            n.ends_with(".json") && !n.starts_with('.')
+        })
         .count();
     assert_eq!(backups, 3, "post, pre, post");
 }

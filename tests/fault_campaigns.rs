@@ -532,7 +532,8 @@ case_test!(
                 .unwrap()
                 .flatten()
                 .filter(|e| {
-                    e.file_name().to_string_lossy().ends_with(".sqlite")
+                    // Manifests: a backup in the page store has no data file.
+                    e.file_name().to_string_lossy().ends_with(".json")
                         && !e.file_name().to_string_lossy().starts_with('.')
                 })
                 .count();

@@ -17,7 +17,8 @@ use sqlite_warden::session::gate::{self, GateFailure, GateOptions, GateReport};
 fn gate_once(db: &Path, store_dir: &Path, check: CheckMode) -> (GateReport, Option<PathBuf>) {
     // The gate's contract: the caller holds the writer lock and no engine runs.
     let lock = WriterLock::acquire(db, WriterScope::Process).expect("writer lock");
-    let store = BackupStore::new(store_dir, db);
+    // Full files: the corpus opens and hashes the published copy itself.
+    let store = BackupStore::new(store_dir, db).with_format(sqlite_warden::copies::backup::StoreFormat::Files);
     let opts = BackupOptions {
         kind: Some(BackupKind::Pre),
         check,

@@ -35,6 +35,12 @@ impl std::ops::Deref for Scratch {
 }
 
 impl Scratch {
+    fn with_file_backups() -> Self {
+        let s = Scratch::new();
+        std::fs::write(s.path("warden.toml"), common::FILE_BACKUPS).unwrap();
+        s
+    }
+
     fn new() -> Self {
         let s = Scratch(common::Scratch::new());
         std::fs::create_dir(s.tmp()).unwrap();
@@ -538,7 +544,8 @@ fn sessions_list_and_show() {
 
 #[test]
 fn backups_list_and_verify_names_a_flipped_byte() {
-    let s = Scratch::new();
+    // Flips a byte of a data file: the file format (tests/page_store.rs flips a pack's).
+    let s = Scratch::with_file_backups();
     let db = s.path("b.db");
     assert_eq!(s.session(&db, &["--create"], &["--create", "--trades", "50"]).code(), Some(0));
     assert_eq!(s.session(&db, &[], &["--trades", "50"]).code(), Some(0));

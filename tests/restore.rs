@@ -188,7 +188,7 @@ fn flip_unused_byte(path: &Path) -> usize {
 
 #[test]
 fn round_trip_brings_back_the_newest_good_backup_and_keeps_the_damaged_set() {
-    let s = Scratch::new();
+    let s = Scratch::with_file_backups();
     let db = s.path("e.db");
     two_sessions(&s, &db);
     std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o640)).unwrap();
@@ -260,7 +260,7 @@ fn round_trip_brings_back_the_newest_good_backup_and_keeps_the_damaged_set() {
 
 #[test]
 fn a_flipped_byte_the_pragmas_miss_is_refused_by_the_hash() {
-    let s = Scratch::new();
+    let s = Scratch::with_file_backups();
     let db = s.path("f.db");
     two_sessions(&s, &db);
     let good = good_backups(&db);
@@ -311,7 +311,7 @@ fn a_flipped_byte_the_pragmas_miss_is_refused_by_the_hash() {
 
 #[test]
 fn restore_while_a_session_runs_is_refused_and_the_drill_still_runs() {
-    let s = Scratch::new();
+    let s = Scratch::with_file_backups();
     let db = s.path("r.db");
     let r = session(&s, &db, &["--create"], &["--create", "--trades", "5"]);
     assert_eq!(r.code(), Some(0), "{}", r.diag());
@@ -374,7 +374,7 @@ const POINTS: [(&str, Option<&str>); 8] = [
 
 /// A fresh copy of `template`'s directory.
 fn clone_of(template: &Scratch) -> Scratch {
-    let s = Scratch::new();
+    let s = Scratch::with_file_backups();
     let st =
         Command::new("cp").arg("-a").arg(format!("{}/.", template.dir.path().display())).arg(s.dir.path()).status();
     assert!(st.unwrap().success());
@@ -399,7 +399,7 @@ fn kill_restore_at(s: &Scratch, db: &Path, point: &str, while_paused: impl FnOnc
     ignore = "needs the test seams: cargo test --features testing (scripts/test does)"
 )]
 fn kill_9_at_every_restore_step_never_loses_a_database() {
-    let template = Scratch::new();
+    let template = Scratch::with_file_backups();
     let tdb = template.path("k.db");
     two_sessions(&template, &tdb);
     let old = make_damaged_set(&tdb);
@@ -464,7 +464,7 @@ fn kill_9_at_every_restore_step_never_loses_a_database() {
     ignore = "needs the test seams: cargo test --features testing (scripts/test does)"
 )]
 fn an_interrupted_restore_whose_copy_was_damaged_is_rolled_back() {
-    let template = Scratch::new();
+    let template = Scratch::with_file_backups();
     let tdb = template.path("b.db");
     two_sessions(&template, &tdb);
     let s = clone_of(&template);
@@ -508,7 +508,7 @@ fn an_interrupted_restore_whose_copy_was_damaged_is_rolled_back() {
 
 #[test]
 fn dry_run_changes_nothing_and_to_restores_elsewhere_without_overwriting() {
-    let s = Scratch::new();
+    let s = Scratch::with_file_backups();
     let db = s.path("d.db");
     two_sessions(&s, &db);
     let (newest_id, newest_file) = good_backups(&db)[0].clone();
@@ -582,7 +582,7 @@ fn dry_run_changes_nothing_and_to_restores_elsewhere_without_overwriting() {
 
 #[test]
 fn missing_unknown_and_crash_copies() {
-    let s = Scratch::new();
+    let s = Scratch::with_file_backups();
     let db = s.path("m.db");
     let r = restore(&s, &db, &[]);
     assert_eq!(r.code(), Some(66), "no backup at all: {}", r.diag());
@@ -635,7 +635,7 @@ fn missing_unknown_and_crash_copies() {
 
 #[test]
 fn drill_passes_on_good_backups_and_fails_on_one_damaged_after_publication() {
-    let s = Scratch::new();
+    let s = Scratch::with_file_backups();
     let db = s.path("g.db");
     let record = state_dir(&db).join("drills/latest.json");
 

@@ -107,7 +107,15 @@ fn a_rust_engine_runs_a_whole_session_in_process() {
     assert_eq!(a.status, SessionStatus::Completed, "{a:?}");
     let post = a.post_backup.as_ref().unwrap();
     assert!(post.ok && post.backup.as_ref().unwrap().kind == BackupKind::Post);
-    let n: i64 = rusqlite::Connection::open(&post.backup.as_ref().unwrap().path)
+    // The backup is in the page store: materialize it (checked against its SHA-256).
+    let store = sqlite_warden::copies::backup::BackupStore::new(s.path("backups"), &db);
+    let id = &post.backup.as_ref().unwrap().id;
+    let rec = store.list().unwrap().into_iter().find(|r| &r.manifest.id == id).expect("listed");
+    assert!(rec.manifest.is_paged(), "new backups go to the page store: {:?}", rec.manifest);
+    let copy = s.path("post-copy.db");
+    let (sha, _) = store.materialize(&rec, &copy).unwrap();
+    assert_eq!(sha, rec.manifest.sha256);
+    let n: i64 = rusqlite::Connection::open(&copy)
         .unwrap()
         .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
         .unwrap();

@@ -165,7 +165,7 @@ fn touch() -> &'static str {
 
 #[test]
 fn full_session_end_to_end() {
-    let s = Scratch::new();
+    let s = Scratch::with_file_backups();
     let db = s.path("e.db");
     let (bdir, sdir) = (backups_of(&db), sessions_of(&db));
 
@@ -241,7 +241,7 @@ fn full_session_end_to_end() {
 
 #[test]
 fn engine_exit_status_passes_through_and_crash_copy_is_not_good() {
-    let s = Scratch::new();
+    let s = Scratch::with_file_backups();
     let db = s.path("x.db");
     let bdir = backups_of(&db);
     let r = run_session(&s, &db, &["--create"], &[ENGINE, "--create", "--trades", "5"]);
@@ -294,7 +294,7 @@ fn engine_exit_status_passes_through_and_crash_copy_is_not_good() {
 
 #[test]
 fn engine_killed_by_signal() {
-    let s = Scratch::new();
+    let s = Scratch::with_file_backups();
     let db = s.path("k.db");
     let (bdir, sdir) = (backups_of(&db), sessions_of(&db));
     // The engine has opened the database before it is worth killing.
@@ -327,7 +327,7 @@ fn engine_killed_by_signal() {
 
 #[test]
 fn sigterm_is_forwarded_and_the_session_closes_cleanly() {
-    let s = Scratch::new();
+    let s = Scratch::with_file_backups();
     let db = s.path("t.db");
     let sdir = sessions_of(&db);
     let (mut w, _, engine_pid) = start_holding_session(&s, &db, &[], 4, 30000);
@@ -381,7 +381,7 @@ fn make_damaged_db(db: &Path) {
 
 #[test]
 fn gate_failure_never_starts_the_engine() {
-    let s = Scratch::new();
+    let s = Scratch::with_file_backups();
     let db = s.path("bad.db");
     let (bdir, sdir) = (backups_of(&db), sessions_of(&db));
     make_damaged_db(&db);
@@ -444,7 +444,7 @@ fn gate_failure_never_starts_the_engine() {
 
 #[test]
 fn second_session_is_refused_at_once_naming_the_holder() {
-    let s = Scratch::new();
+    let s = Scratch::with_file_backups();
     let db = s.path("one.db");
     let sdir = sessions_of(&db);
     let (mut a_proc, a_running, a_engine) = start_holding_session(&s, &db, &["-q"], 2, 20000);
@@ -500,7 +500,7 @@ enum Killed {
     ignore = "needs the test seams: cargo test --features testing (scripts/test does)"
 )]
 fn kill_minus_9_during_backup_and_retention_loses_nothing() {
-    let s = Scratch::new();
+    let s = Scratch::with_file_backups();
     let db = s.path("k9.db");
     let (bdir, sdir) = (backups_of(&db), sessions_of(&db));
     let r = run_session(&s, &db, &["--create"], &[ENGINE, "--create", "--trades", "5"]);
@@ -658,7 +658,7 @@ fn disk_full_during_backup_fails_closed() {
     if !nix::unistd::geteuid().is_root() {
         return skip_or_fail("disk_full_during_backup_fails_closed", "not root (needs root and tmpfs)");
     }
-    let s = Scratch::new();
+    let s = Scratch::with_file_backups();
     let db = s.path("big.db");
     make_big_db(&db);
     let size = std::fs::metadata(&db).unwrap().len();
@@ -763,7 +763,7 @@ fn disk_full_while_writing_the_manifest_leaves_no_unlisted_copy() {
             "not root (needs root and tmpfs)",
         );
     }
-    let s = Scratch::new();
+    let s = Scratch::with_file_backups();
     let db = s.path("big.db");
     make_big_db(&db);
     let db_bytes = std::fs::read(&db).unwrap();
@@ -815,7 +815,7 @@ fn clean_engine_with_a_full_disk_for_the_post_backup_exits_74() {
             "not root (needs root and tmpfs)",
         );
     }
-    let s = Scratch::new();
+    let s = Scratch::with_file_backups();
     let db = s.path("big.db");
     make_big_db(&db);
     let mnt = s.path("mnt");
@@ -865,7 +865,7 @@ fn clean_engine_with_a_full_disk_for_the_post_backup_exits_74() {
 
 #[test]
 fn backups_under_a_live_writer_equal_committed_states() {
-    let s = Scratch::new();
+    let s = Scratch::with_file_backups();
     let db = s.path("live.db");
     let mut c = s.engine();
     c.arg("--db").arg(&db).args(["--create", "--trades", "100000", "--interval-ms", "2"]);
@@ -918,7 +918,7 @@ fn backups_under_a_live_writer_equal_committed_states() {
 
 #[test]
 fn config_file_drives_a_session() {
-    let s = Scratch::new();
+    let s = Scratch::with_file_backups();
     let cfg_dir = s.path("cfg");
     std::fs::create_dir_all(cfg_dir.join("data")).unwrap();
     let cfg = cfg_dir.join("warden.toml");
@@ -926,8 +926,9 @@ fn config_file_drives_a_session() {
     std::fs::write(
         &cfg,
         format!(
-            "database = \"data/e.db\"\ncreate = true\n\n[engine]\ncommand = {}\n\n[retention]\nkeep_last = 2\n",
-            serde_json::to_string(&command).unwrap()
+            "database = \"data/e.db\"\ncreate = true\n\n[engine]\ncommand = {}\n\n[retention]\nkeep_last = 2\n{}",
+            serde_json::to_string(&command).unwrap(),
+            common::FILE_BACKUPS
         ),
     )
     .unwrap();

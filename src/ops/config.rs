@@ -29,7 +29,7 @@
 //! # max_total_bytes = 10_000_000_000
 //!
 //! [backups]                         # how backups are kept; see `copies::store`
-//! store       = "files"              # one full copy each; "pages": the deduplicated page store
+//! store       = "pages"              # the deduplicated page store; "files": one full copy each
 //! compression = 3                    # zstd level of stored pages, 0 (off) to 19
 //! post_check  = "at_close"           # "next_gate": the post-session restore point is read
 //!                                    # straight from the file and checked by the next gate
@@ -99,7 +99,7 @@ pub struct FileConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackupsSection {
-    /// `files` (default) or `pages`.
+    /// `pages` (default) or `files`.
     pub store: Option<String>,
     /// zstd level of stored pages, 0 (off) to 19 (default 3).
     pub compression: Option<i64>,
@@ -123,13 +123,12 @@ fn parse_backups(b: &BackupsSection) -> Result<StoreFormat, ConfigError> {
         }
     };
     match b.store.as_deref() {
-        Some("pages") => Ok(StoreFormat::Pages { level }),
-        None | Some("files") if b.compression.is_none() => Ok(StoreFormat::Files),
-        None | Some("files") => Err(ConfigError::Invalid {
+        None | Some("pages") => Ok(StoreFormat::Pages { level }),
+        Some("files") if b.compression.is_none() => Ok(StoreFormat::Files),
+        Some("files") => Err(ConfigError::Invalid {
             key: "backups.compression",
-            message:
-                "set without store = \"pages\" (files are never compressed) (hint: drop it, or use store = \"pages\")"
-                    .into(),
+            message: "set with store = \"files\", which never compresses (hint: drop it, or use store = \"pages\")"
+                .into(),
         }),
         Some(other) => Err(ConfigError::Invalid {
             key: "backups.store",

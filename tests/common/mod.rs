@@ -11,6 +11,9 @@ use sqlite_warden::guard::policy::{NetworkPolicy, Policy};
 use sqlite_warden::guard::vfs::{self, Guard, GuardConfig};
 use sqlite_warden::storage::SimulatedProbe;
 
+/// The `[backups]` section that keeps full files.
+pub const FILE_BACKUPS: &str = "[backups]\nstore = \"files\"\n";
+
 /// A scratch directory with its own audit directory.
 pub struct Scratch {
     pub dir: tempfile::TempDir,
@@ -19,6 +22,14 @@ pub struct Scratch {
 impl Scratch {
     pub fn new() -> Self {
         Scratch { dir: tempfile::tempdir().unwrap() }
+    }
+    /// A scratch directory whose `warden.toml` keeps backups as full files (`[backups]
+    /// store = "files"`): for tests that pin the file format (they open, flip and count
+    /// data files); `tests/page_store.rs` covers the page store, the default.
+    pub fn with_file_backups() -> Self {
+        let s = Scratch::new();
+        std::fs::write(s.path("warden.toml"), FILE_BACKUPS).unwrap();
+        s
     }
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)

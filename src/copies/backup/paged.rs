@@ -30,10 +30,9 @@ pub enum StoreFormat {
 }
 
 impl Default for StoreFormat {
-    /// Full files, for now: the page store is opt-in (`[backups] store = "pages"`) until
-    /// every command and test reads it.
+    /// The page store, zstd level 3.
     fn default() -> Self {
-        StoreFormat::Files
+        StoreFormat::Pages { level: 3 }
     }
 }
 

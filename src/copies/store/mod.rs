@@ -199,6 +199,10 @@ struct Packs {
 
 impl Packs {
     fn get(&mut self, store: &PageStore, name: &str) -> Result<&(File, Index), String> {
+        self.open_pack(store, name)
+    }
+
+    fn open_pack(&mut self, store: &PageStore, name: &str) -> Result<&(File, Index), String> {
         self.open
             .entry(name.to_owned())
             .or_insert_with(|| {
@@ -453,7 +457,7 @@ impl PageStore {
         let walked = walk(map, &mut packs, self, |n, name, f, _, e, ps| {
             page.resize(ps as usize, 0);
             pack::read_page_unchecked(f, e, ps, &mut scratch, &mut page)
-                .map_err(|err| format!("page {n}: pack {name}: {err}"))?;
+                .map_err(|err| format!("page {n}: `{}`: {err}", self.pack_path(name).display()))?;
             whole.update(&page);
             if let Err(err) = out.write_all(&page) {
                 write_err = Some(err);
@@ -485,7 +489,7 @@ impl PageStore {
         let (mut scratch, mut page) = (Vec::new(), Vec::new());
         walk(map, &mut packs, self, |n, name, f, _, e, ps| {
             page.resize(ps as usize, 0);
-            pack::read_page(f, e, ps, &mut scratch, &mut page).map_err(|err| format!("page {n}: pack {name}: {err}"))
+            pack::read_page(f, e, ps, &mut scratch, &mut page).map_err(|err| format!("page {n}: `{}`: {err}", self.pack_path(name).display()))
         })
         .err()
     }
@@ -518,7 +522,7 @@ impl PageStore {
                             page.resize(ps as usize, 0);
                             pack::read_page(f, e, ps, &mut scratch, &mut page)
                                 .err()
-                                .map(|err| format!("pack {name}: {err}"))
+                                .map(|err| format!("`{}`: {err}", self.pack_path(name).display()))
                         };
                         seen.insert(key, v.clone());
                         v
@@ -622,7 +626,7 @@ impl PageStore {
                     Some(&i) => i,
                     None => {
                         pack::read_page(f, e, ps, &mut scratch, &mut page)
-                            .map_err(|err| format!("page {n}: pack {name}: {err}"))?;
+                            .map_err(|err| format!("page {n}: `{}`: {err}", self.pack_path(name).display()))?;
                         match writer.push(&page, e.sha256) {
                             Ok(i) => {
                                 moved.insert(e.sha256, i);
