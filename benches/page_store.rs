@@ -120,7 +120,7 @@ fn main() {
             defer_check: defer,
             ..Default::default()
         };
-        let mut take = |name: &'static str, defer: bool, push: &mut dyn FnMut(&'static str, f64, u64)| {
+        let take = |name: &'static str, defer: bool, push: &mut dyn FnMut(&'static str, f64, u64)| {
             let t = Instant::now();
             let out = store.take(&db, &opts(defer)).unwrap();
             let secs = t.elapsed().as_secs_f64();

@@ -115,10 +115,8 @@ fn a_rust_engine_runs_a_whole_session_in_process() {
     let copy = s.path("post-copy.db");
     let (sha, _) = store.materialize(&rec, &copy).unwrap();
     assert_eq!(sha, rec.manifest.sha256);
-    let n: i64 = rusqlite::Connection::open(&copy)
-        .unwrap()
-        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
-        .unwrap();
+    let n: i64 =
+        rusqlite::Connection::open(&copy).unwrap().query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
     assert_eq!(n, 11, "the post-session backup holds the session's writes");
     assert_eq!(inspect(&db).unwrap().state, LockState::Free);
     assert_eq!(a.exit_code, Some(0));

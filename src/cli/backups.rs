@@ -92,19 +92,26 @@ pub fn backups(args: BackupsArgs) -> Result<ExitCode, CliError> {
     let mut o = String::new();
     let _ = writeln!(
         o,
-        "{:<width$}  {:<10} {:<20} {:>9} {:>10}  {:<8} {:<4}  {:<13} SESSION",
-        "ID", "KIND", "CREATED", "AGE", "SIZE", "VERIFIED", "GOOD", "SHA256"
+        "{:<width$}  {:<10} {:<20} {:>9} {:>10} {:>10}  {:<8} {:<4}  {:<13} SESSION",
+        "ID", "KIND", "CREATED", "AGE", "SIZE", "ADDED", "VERIFIED", "GOOD", "SHA256"
     );
     for b in &list {
         let _ = writeln!(
             o,
-            "{:<width$}  {:<10} {:<20} {:>9} {:>10}  {:<8} {:<4}  {:<13} {}",
+            "{:<width$}  {:<10} {:<20} {:>9} {:>10} {:>10}  {:<8} {:<4}  {:<13} {}",
             b.id,
             b.kind.as_str(),
             short_ts(&b.created),
             b.age_seconds.map_or_else(|| "?".into(), status::human_age),
             human_bytes(b.size),
-            if b.verified { "yes" } else { "NO" },
+            b.stored_bytes.map_or_else(|| "file".into(), human_bytes),
+            if b.check_pending {
+                "pending"
+            } else if b.verified {
+                "yes"
+            } else {
+                "NO"
+            },
             if b.good { "yes" } else { "no" },
             format!("{}…", short_hash(&b.sha256)),
             b.session_id.as_deref().unwrap_or("-")
@@ -112,7 +119,17 @@ pub fn backups(args: BackupsArgs) -> Result<ExitCode, CliError> {
     }
     let good = list.iter().filter(|b| b.good).count();
     let total: u64 = list.iter().map(|b| b.size).sum();
-    let _ = writeln!(o, "{} backups ({} good), {}", list.len(), good, human_bytes(total));
+    let _ = writeln!(o, "{} backups ({} good), {} of restore points", list.len(), good, human_bytes(total));
+    if let Ok(packs) = store.pages().packs()
+        && !packs.is_empty()
+    {
+        let on_disk: u64 = packs.iter().map(|(_, n)| n).sum();
+        let _ = writeln!(o, "page store: {} in {} packs", human_bytes(on_disk), packs.len());
+    }
+    let pending = list.iter().filter(|b| b.check_pending).count();
+    if pending > 0 {
+        let _ = writeln!(o, "{pending} waiting for their check (the next `warden run` gate checks them)");
+    }
     emit(&o)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -321,4 +321,14 @@ fn print_plan(plan: &Plan, dry_run: bool) {
         plan.dropped().count(),
         human_bytes(plan.freed_bytes())
     );
+    if let Some(p) = plan.packs.as_ref().filter(|p| !p.packs.is_empty() || p.kept_packs > 0) {
+        let gone = if dry_run { "would free" } else { "freed" };
+        outln!(
+            "page store: {} packs no kept backup uses, {gone} {}; {} packs kept ({})",
+            p.packs.len(),
+            human_bytes(p.bytes),
+            p.kept_packs,
+            human_bytes(p.kept_bytes)
+        );
+    }
 }

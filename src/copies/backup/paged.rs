@@ -42,8 +42,8 @@ impl Default for StoreFormat {
 pub enum CheckedWhen {
     /// The copy was checked before it was published.
     AtWrite,
-    /// Not checked yet: the next gate checks the same content (the seal proves it is the
-    /// same), or `warden backups verify` checks it. Never good until then.
+    /// Not checked yet: the next gate settles it (its own check when the content is the
+    /// same, else a check of the materialized point). Never good until then.
     Pending,
     /// The next gate's check of the same content (by its page digests) passed or failed.
     ByGate {

@@ -489,7 +489,8 @@ impl PageStore {
         let (mut scratch, mut page) = (Vec::new(), Vec::new());
         walk(map, &mut packs, self, |n, name, f, _, e, ps| {
             page.resize(ps as usize, 0);
-            pack::read_page(f, e, ps, &mut scratch, &mut page).map_err(|err| format!("page {n}: `{}`: {err}", self.pack_path(name).display()))
+            pack::read_page(f, e, ps, &mut scratch, &mut page)
+                .map_err(|err| format!("page {n}: `{}`: {err}", self.pack_path(name).display()))
         })
         .err()
     }
@@ -515,7 +516,7 @@ impl PageStore {
                     Some(v) => v.clone(),
                     None => {
                         k += 1;
-                        let v = if sample.is_some_and(|s| s > 1 && k % s != 0) {
+                        let v = if sample.is_some_and(|s| s > 1 && !k.is_multiple_of(s)) {
                             None
                         } else {
                             out.pages_checked += 1;

@@ -370,8 +370,15 @@ pub struct BackupInfo {
     pub good: bool,
     /// The session it belongs to.
     pub session_id: Option<String>,
-    /// The data file.
+    /// The data file, or for a restore point in the page store its manifest.
     pub path: PathBuf,
+    /// `pages` (a restore point in the page store) or `file`.
+    pub store: String,
+    /// Bytes it added to the page store when it was written (`None` for a file backup).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub stored_bytes: Option<u64>,
+    /// Its check has not run yet: the next gate checks it; never good until then.
+    pub check_pending: bool,
 }
 
 impl BackupInfo {
@@ -389,6 +396,9 @@ impl BackupInfo {
             good: m.is_good(),
             session_id: m.session_id.clone(),
             path: rec.path.clone(),
+            store: if m.is_paged() { "pages" } else { "file" }.to_owned(),
+            stored_bytes: m.stored.as_ref().map(|s| s.new_bytes),
+            check_pending: m.check_pending(),
         }
     }
 }
