@@ -86,13 +86,14 @@ fn median(v: &[f64]) -> f64 {
 }
 
 fn main() {
-    // `cargo test --benches` runs every bench target: keep that a smoke run.
-    let testing = std::env::args().any(|a| a == "--test" || a == "--list");
+    // `cargo bench` passes `--bench`; `cargo test --benches` runs the target without it:
+    // keep that a smoke run (8 MiB, once, in its own directory).
+    let testing = !std::env::args().any(|a| a == "--bench");
     let mb: u64 =
         std::env::var("WARDEN_BENCH_DB_MB").ok().and_then(|v| v.parse().ok()).unwrap_or(if testing { 8 } else { 1024 });
     let reps: usize =
         std::env::var("WARDEN_BENCH_REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(if testing { 1 } else { 3 });
-    let base_dir = dir();
+    let base_dir = if testing { dir().with_file_name("page_store-test") } else { dir() };
     std::fs::create_dir_all(&base_dir).unwrap();
     let base = base_dir.join(format!("base-{mb}.db"));
     eprintln!("page_store bench: {mb} MiB database at {}", base.display());

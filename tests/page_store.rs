@@ -168,6 +168,17 @@ fn a_flipped_byte_in_a_pack_fails_exactly_the_points_that_use_it() {
         .map(|b| b["id"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(failed, affected, "exactly the points that use the pack: {out}");
+    // The spot check re-hashing every stored page (k = 1) finds the same points.
+    let spot = warden(&s, &["backups", "verify", "--all", "--sample", "1", "--json"]);
+    assert_ne!(spot.code(), Some(0), "{}", spot.diag());
+    let spotted: BTreeSet<String> = spot.json()["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["outcome"] != "ok")
+        .map(|b| b["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(spotted, affected, "the spot check blames the same points");
     let victim = affected.iter().next().unwrap();
     let to = s.path("restored.db");
     let r = warden(&s, &["restore", "--from", victim, "--to", to.to_str().unwrap()]);

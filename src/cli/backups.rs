@@ -58,6 +58,10 @@ Examples:
         /// Where the private copies go (default: $TMPDIR or /tmp).
         #[arg(long, value_name = "DIR")]
         scratch_dir: Option<PathBuf>,
+        /// A quick spot check: re-hash every K-th stored page of each restore point (a file
+        /// backup: its whole file); nothing is rebuilt or checked.
+        #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..))]
+        sample: Option<u64>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -72,9 +76,15 @@ Examples:
 
 /// `warden backups`.
 pub fn backups(args: BackupsArgs) -> Result<ExitCode, CliError> {
-    if let Some(BackupsCmd::Verify { id, all, db, backup_dir, check, scratch_dir, json }) = args.cmd {
+    if let Some(BackupsCmd::Verify { id, all, db, backup_dir, check, scratch_dir, sample, json }) = args.cmd {
         let settings = db.settings().with(backup_dir).with(check).resolve()?;
-        return verify_cmd(id, all, &settings, scratch_dir, json);
+        return verify_cmd(
+            id,
+            all,
+            &settings,
+            VerifyOptions { check: settings.check, budget: None, scratch_dir, sample },
+            json,
+        );
     }
     let settings = args.db.settings().with(args.backup_dir).resolve()?;
     let store = settings.backup_store();
@@ -138,7 +148,7 @@ fn verify_cmd(
     id: Option<String>,
     all: bool,
     settings: &Settings,
-    scratch_dir: Option<PathBuf>,
+    opts: VerifyOptions,
     json: bool,
 ) -> Result<ExitCode, CliError> {
     let store = settings.backup_store();
@@ -147,7 +157,6 @@ fn verify_cmd(
         (None, true) => BackupSelection::All,
         (None, false) => BackupSelection::NewestGood,
     };
-    let opts = VerifyOptions { check: settings.check, budget: None, scratch_dir };
     // `--all` means every published manifest: one that cannot be read is a failed backup.
     let unreadable = if matches!(which, BackupSelection::All) { store.unreadable_manifests()? } else { vec![] };
     for (path, why) in &unreadable {
