@@ -145,7 +145,7 @@ fn main() {
         // Drill from the store: materialize + quick_check, against cp + quick_check.
         let to = work.join("drill.db");
         let t = Instant::now();
-        store.materialize(&newest, &to).unwrap();
+        store.materialize_scratch(&newest, &to).unwrap();
         let (r, _) = check_file(&to, CheckMode::Quick, None, None);
         assert!(r.ok, "{}", r.summary());
         push("drill_from_store", t.elapsed().as_secs_f64(), 0);

@@ -186,19 +186,34 @@ fn a_flipped_byte_in_a_pack_fails_exactly_the_points_that_use_it() {
     assert!(!to.exists(), "nothing is left where the restore would have gone");
 }
 
-/// `warden prune` with a collection to do, killed (`SIGKILL`, the fault layer) before each
-/// of its file steps in turn: every restore point whose manifest survives restores byte for
+/// `warden prune` with removals, a merge of small packs and a collection to do, killed
+/// (`SIGKILL`, the fault layer) before each of its file steps in turn: every restore point whose manifest survives restores byte for
 /// byte, and the next clean prune leaves exactly the packs the kept points use.
 #[test]
 fn prune_and_collection_killed_at_every_step_keep_every_kept_point_restorable() {
     let s = Scratch::new();
     config(&s, "");
     let db = s.path("e.db");
-    for trades in [300, 200, 100, 500, 50] {
-        let r = session(&s, trades);
+    // Two sessions, then eighteen manual backups of changes made outside a session (a
+    // manual backup runs no retention, so nothing merges them yet): every backup writes a
+    // small pack, so the prune also merges them (more than 16 small packs in use) before it
+    // collects.
+    let mut rng = Lcg(7);
+    for _ in 0..2 {
+        let r = session(&s, 20 + rng.next(300));
         assert_eq!(r.code(), Some(0), "{}", r.diag());
     }
-    // The fixture: ten points. Each faulted run starts from a copy of it.
+    for _ in 0..18 {
+        let mut e = s.engine();
+        e.arg("--db").arg(&db).args(["--trades", &(20 + rng.next(300)).to_string()]);
+        let r = run_to_end(e, MINUTE);
+        assert_eq!(r.code(), Some(0), "{}", r.diag());
+        let b = warden(&s, &["backup", "--db", "e.db"]);
+        assert_eq!(b.code(), Some(0), "{}", b.diag());
+    }
+    let packs_before = names(&backups_of(&db).join("pages")).iter().filter(|n| n.ends_with(".pack")).count();
+    assert!(packs_before > 16, "{packs_before} packs");
+    // The fixture: 21 points. Each faulted run starts from a copy of it.
     let fixture = s.path("fixture");
     copy_tree(&state_dir(&db), &fixture.join("e.db.warden"));
     std::fs::copy(&db, fixture.join("e.db")).unwrap();
@@ -226,6 +241,9 @@ fn prune_and_collection_killed_at_every_step_keep_every_kept_point_restorable() 
     assert!(steps >= 8, "removals and pack deletions are file steps: {steps}");
     let before = manifests(&backups_of(&fixture.join("e.db")));
     let reference = manifests(&backups_of(&root.join("e.db"))).len();
+    let packs_after =
+        names(&backups_of(&root.join("e.db")).join("pages")).iter().filter(|n| n.ends_with(".pack")).count();
+    assert!(packs_after < 4, "the small packs were merged and the unused collected: {packs_after} left");
     assert!(reference < before.len(), "the prune drops points ({reference} of {})", before.len());
     for k in 1..=steps {
         let root = fresh(k);

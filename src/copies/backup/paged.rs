@@ -133,6 +133,24 @@ impl BackupStore {
     /// [`MaterializeError::Damaged`] when the stored bytes are not the recorded ones (a file
     /// backup's hash is compared by the caller); write errors.
     pub fn materialize(&self, rec: &BackupRecord, to: &Path) -> Result<(String, u64), MaterializeError> {
+        self.materialize_with(rec, to, true)
+    }
+
+    /// [`BackupStore::materialize`] into a scratch file that is checked and thrown away:
+    /// a restore point is not synced to disk (a drill, a verification).
+    ///
+    /// # Errors
+    /// As [`BackupStore::materialize`].
+    pub fn materialize_scratch(&self, rec: &BackupRecord, to: &Path) -> Result<(String, u64), MaterializeError> {
+        self.materialize_with(rec, to, false)
+    }
+
+    fn materialize_with(
+        &self,
+        rec: &BackupRecord,
+        to: &Path,
+        durable: bool,
+    ) -> Result<(String, u64), MaterializeError> {
         let write = |source: std::io::Error| MaterializeError::Write { path: to.to_owned(), source };
         match &rec.manifest.pages {
             None => crate::copies::copy::copy_hashed(&rec.path, to).map_err(|e| {
@@ -142,7 +160,7 @@ impl BackupStore {
                     write(e)
                 }
             }),
-            Some(map) => match self.pages().materialize(map, &rec.manifest.sha256, to, &mut |_, _| {}) {
+            Some(map) => match self.pages().materialize(map, &rec.manifest.sha256, to, durable, &mut |_, _| {}) {
                 Ok(n) => Ok((rec.manifest.sha256.clone(), n)),
                 Err(StoreError::Damaged { why }) => Err(MaterializeError::Damaged(why)),
                 Err(StoreError::Io { source, .. }) => Err(write(source)),
@@ -210,7 +228,7 @@ impl BackupStore {
         let _ = std::fs::remove_file(&scratch);
         let cleanup = crate::copies::copy::TempGuard::with_sidecars(&scratch);
         let started = Instant::now();
-        let report = match self.materialize(rec, &scratch) {
+        let report = match self.materialize_scratch(rec, &scratch) {
             Ok(_) => crate::copies::check::check_file(&scratch, crate::copies::check::CheckMode::Full, None, None).0,
             Err(MaterializeError::Damaged(why)) => {
                 IntegrityReport::failed(crate::copies::check::CheckMode::Full, why, started.elapsed())

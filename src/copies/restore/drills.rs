@@ -188,7 +188,7 @@ pub fn drill(db: &Path, store: &BackupStore, opts: &DrillOptions) -> Result<Dril
             record.scratch = Some(scratch.clone());
             let copy = scratch.join(format!("{}.{}", rec.manifest.id, crate::copies::backup::DATA_EXT));
             let store_lock = store.lock().map_err(store_err)?;
-            let (v, copy_time, check_time) = verify_into(store, &rec, &copy, opts.check_budget)?;
+            let (v, copy_time, check_time) = verify_into(store, &rec, false, &copy, opts.check_budget)?;
             drop(store_lock);
             record.bytes = v.found_size;
             record.copy_ms = ms(copy_time);

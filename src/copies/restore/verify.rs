@@ -17,10 +17,11 @@ use crate::util::fmt::ms;
 
 /// Copies the backup to `tmp` and re-verifies it: size, then SHA-256 of the bytes copied,
 /// then the integrity and foreign key checks on the copy, then the copy is re-hashed.
-/// `tmp` is left in place (fsynced) whatever the outcome; the caller removes it on failure.
+/// `tmp` is left in place (fsynced when `durable`: a restore; a drill's scratch copy is not) whatever the outcome; the caller removes it on failure.
 pub(super) fn verify_into(
     store: &BackupStore,
     rec: &BackupRecord,
+    durable: bool,
     tmp: &Path,
     budget: Option<Duration>,
 ) -> Result<(Verification, Duration, Duration), RestoreError> {
@@ -52,7 +53,8 @@ pub(super) fn verify_into(
     }
     let dir = atomic::parent_of(tmp).to_owned();
     let copy_started = Instant::now();
-    let (sha, n) = match store.materialize(rec, tmp) {
+    let materialized = if durable { store.materialize(rec, tmp) } else { store.materialize_scratch(rec, tmp) };
+    let (sha, n) = match materialized {
         Ok(done) => done,
         Err(MaterializeError::Damaged(why)) => {
             v.failure = Some(format!("the stored pages are not the recorded ones: {why}"));
@@ -126,7 +128,7 @@ pub(super) fn verify_beside(
     let store_lock = store.lock().map_err(store_err)?;
     let tmp = restore_temp_for(target);
     let tmp_guard = TempGuard::with_sidecars(&tmp);
-    let (verification, _, _) = verify_into(store, rec, &tmp, opts.check_budget)?;
+    let (verification, _, _) = verify_into(store, rec, true, &tmp, opts.check_budget)?;
     drop(store_lock);
     let mut report = base_report(started, db, target, rec, verification, opts.dry_run);
     if report.verification.ok {

@@ -433,7 +433,8 @@ impl PageStore {
 
     /// Writes restore point `map` into the new file `to` (created, never replaced; the
     /// caller removes it on failure) and checks the whole file's SHA-256 against `sha256`
-    /// while writing; the file is synced. `progress(done, total)` sees pages.
+    /// while writing; the file is synced when `durable` (a scratch copy that is checked and
+    /// thrown away need not be). `progress(done, total)` sees pages.
     ///
     /// # Errors
     /// [`StoreError::Damaged`] naming the first bad page when the bytes are not the
@@ -443,6 +444,7 @@ impl PageStore {
         map: &PageMap,
         sha256: &str,
         to: &Path,
+        durable: bool,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<u64, StoreError> {
         let out = std::fs::OpenOptions::new().write(true).create_new(true).open(to).map_err(io_err("creating", to))?;
@@ -479,7 +481,9 @@ impl PageStore {
             return Err(StoreError::Damaged { why });
         }
         let f = out.into_inner().map_err(|e| io_err("writing", to)(e.into_error()))?;
-        f.sync_all().map_err(io_err("syncing", to))?;
+        if durable {
+            f.sync_all().map_err(io_err("syncing", to))?;
+        }
         progress(total, total);
         Ok(written)
     }

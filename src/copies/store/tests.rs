@@ -26,7 +26,7 @@ fn put(store: &PageStore, dir: &Path, bytes: &[u8], level: i32) -> Put {
 fn restore(store: &PageStore, dir: &Path, p: &Put) -> Result<Vec<u8>, StoreError> {
     let out = dir.join(format!("out-{}", p.sha256));
     let _ = std::fs::remove_file(&out);
-    let r = store.materialize(&p.map, &p.sha256, &out, &mut |_, _| {});
+    let r = store.materialize(&p.map, &p.sha256, &out, true, &mut |_, _| {});
     let bytes = std::fs::read(&out).unwrap_or_default();
     let _ = std::fs::remove_file(&out);
     r.map(|_| bytes)

@@ -232,7 +232,7 @@ fn verify_one(
     cleanup(&copy);
     let ms = |s: Instant| crate::util::fmt::ms(s.elapsed());
     let copied = if m.is_paged() {
-        match store.materialize(rec, &copy) {
+        match store.materialize_scratch(rec, &copy) {
             Ok(_) => Ok(()),
             Err(backup::MaterializeError::Damaged(why)) => {
                 cleanup(&copy);
