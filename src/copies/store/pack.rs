@@ -142,7 +142,21 @@ pub fn read_page_unchecked(
         _ => {
             scratch.resize(e.len as usize, 0);
             file.read_exact_at(scratch, e.offset)?;
-            let n = zstd::bulk::decompress_to_buffer(scratch, out).map_err(|_| bad("a page does not decompress"))?;
+            // One decompression context per thread: making one per page costs more than
+            // decompressing it.
+            thread_local! {
+                static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+                    const { std::cell::RefCell::new(None) };
+            }
+            let n = DECOMPRESSOR
+                .with(|d| {
+                    let mut d = d.borrow_mut();
+                    if d.is_none() {
+                        *d = Some(zstd::bulk::Decompressor::new()?);
+                    }
+                    d.as_mut().map_or(Err(io::ErrorKind::Other.into()), |d| d.decompress_to_buffer(scratch, out))
+                })
+                .map_err(|_| bad("a page does not decompress"))?;
             if n != out.len() {
                 return Err(bad("a page decompresses to the wrong length"));
             }
