@@ -218,11 +218,6 @@ impl BackupStore {
         self
     }
 
-    /// How new backups are kept.
-    pub fn format(&self) -> StoreFormat {
-        self.format
-    }
-
     /// The directory.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -319,11 +314,13 @@ impl BackupStore {
                 let d = self.dir.join(format!("{stem}.{DATA_EXT}"));
                 // A backup in the page store has no data file: its manifest is the backup.
                 // Only a manifest that parses and names a data file is an orphan.
-                let names_a_file = std::fs::read(&path)
-                    .ok()
-                    .and_then(|b| serde_json::from_slice::<Manifest>(&b).ok())
-                    .is_some_and(|m| !m.is_paged());
-                if names_a_file && !d.exists() {
+                let names_a_file = || {
+                    std::fs::read(&path)
+                        .ok()
+                        .and_then(|b| serde_json::from_slice::<Manifest>(&b).ok())
+                        .is_some_and(|m| !m.is_paged())
+                };
+                if !d.exists() && names_a_file() {
                     std::fs::remove_file(&path).map_err(io_err("removing orphan manifest", &path))?;
                     out.orphan_manifests_removed.push(path);
                 }
@@ -463,6 +460,8 @@ impl BackupStore {
     /// # Errors
     /// [`BackupError::Io`] when the file cannot be read.
     pub fn verify_hash(&self, rec: &BackupRecord) -> Result<bool, BackupError> {
+        // A paged backup's record names its manifest; a record of a materialized copy of
+        // one (`backups verify`) names the copy, which is hashed like any data file.
         if rec.path == rec.manifest_path {
             return Err(io_err("hashing", &rec.path)(io::Error::other(
                 "a backup in the page store has no data file: materialize it first",
@@ -485,7 +484,9 @@ impl BackupStore {
     pub fn remove(&self, _lock: &StoreLock, rec: &BackupRecord) -> Result<(), BackupError> {
         std::fs::remove_file(&rec.manifest_path).map_err(io_err("removing", &rec.manifest_path))?;
         pause_point("remove-between");
-        if rec.manifest.is_paged() {
+        // A paged backup's record names its manifest; a record of a materialized copy of
+        // one (`backups verify`) names the copy, which is hashed like any data file.
+        if rec.path == rec.manifest_path {
             // Its pages stay until no kept backup uses them (`collect_packs`).
             return atomic::sync_dir(&self.dir).map_err(io_err("syncing", &self.dir));
         }

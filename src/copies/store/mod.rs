@@ -177,16 +177,6 @@ pub enum StoreError {
     },
 }
 
-impl StoreError {
-    /// The I/O error underneath, when there is one.
-    pub fn io(&self) -> Option<&io::Error> {
-        match self {
-            StoreError::Io { source, .. } => Some(source),
-            _ => None,
-        }
-    }
-}
-
 fn io_err<'a>(action: &'static str, path: &'a Path) -> impl Fn(io::Error) -> StoreError + 'a {
     move |source| StoreError::Io { action, path: path.to_owned(), source }
 }
@@ -199,10 +189,6 @@ struct Packs {
 
 impl Packs {
     fn get(&mut self, store: &PageStore, name: &str) -> Result<&(File, Index), String> {
-        self.open_pack(store, name)
-    }
-
-    fn open_pack(&mut self, store: &PageStore, name: &str) -> Result<&(File, Index), String> {
         self.open
             .entry(name.to_owned())
             .or_insert_with(|| {
@@ -213,6 +199,14 @@ impl Packs {
             })
             .as_ref()
             .map_err(Clone::clone)
+    }
+}
+
+/// Appends page `(pack, entry)` to `runs`, extending the last run when it continues it.
+fn push_run(runs: &mut Vec<[u32; 3]>, pack: u32, entry: u32) {
+    match runs.last_mut() {
+        Some(r) if r[0] == pack && r[1] + r[2] == entry => r[2] += 1,
+        _ => runs.push([pack, entry, 1]),
     }
 }
 
@@ -368,8 +362,8 @@ impl PageStore {
         }
         self.create()?;
         let known = self.known()?;
-        let mut writer =
-            PackWriter::create(&self.dir, page_size, level).map_err(io_err("creating a pack in", &self.dir))?;
+        // Created at the first page the store does not hold: an unchanged state writes nothing.
+        let mut writer: Option<PackWriter> = None;
         let mut page = vec![0u8; page_size as usize];
         let mut whole = Sha256::new();
         // Each page as (pack, entry), where pack u32::MAX is the new one.
@@ -393,17 +387,21 @@ impl PageStore {
             } else if let Some(&entry) = fresh.get(&h) {
                 (u32::MAX, entry)
             } else {
-                let entry = writer.push(&page, h).map_err(io_err("writing a pack in", &self.dir))?;
+                let w = match &mut writer {
+                    Some(w) => w,
+                    None => writer.insert(
+                        PackWriter::create(&self.dir, page_size, level)
+                            .map_err(io_err("creating a pack in", &self.dir))?,
+                    ),
+                };
+                let entry = w.push(&page, h).map_err(io_err("writing a pack in", &self.dir))?;
                 fresh.insert(h, entry);
                 (u32::MAX, entry)
             };
             placed.push(at);
         }
         let new_pages = fresh.len() as u64;
-        let pack_bytes = if writer.is_empty() {
-            writer.discard();
-            0
-        } else {
+        let pack_bytes = if let Some(writer) = writer {
             let (name, bytes) = writer.finish().map_err(io_err("publishing a pack in", &self.dir))?;
             let i = pack_names.len() as u32;
             pack_names.push(name);
@@ -413,13 +411,12 @@ impl PageStore {
                 }
             }
             bytes
+        } else {
+            0
         };
         let mut runs: Vec<[u32; 3]> = Vec::new();
         for (p, e) in placed {
-            match runs.last_mut() {
-                Some(r) if r[0] == p && r[1] + r[2] == e => r[2] += 1,
-                _ => runs.push([p, e, 1]),
-            }
+            push_run(&mut runs, p, e);
         }
         Ok(Put {
             map: PageMap { format: 1, packs: pack_names, runs },
@@ -667,10 +664,7 @@ impl PageStore {
                         (names.len() - 1) as u32
                     }
                 };
-                match runs.last_mut() {
-                    Some(r) if r[0] == i && r[1] + r[2] == entry => r[2] += 1,
-                    _ => runs.push([i, entry, 1]),
-                }
+                push_run(&mut runs, i, entry);
             }
             debug_assert_eq!(runs.iter().map(|r| u64::from(r[2])).sum::<u64>(), map.page_count());
             out.push(PageMap { format: 1, packs: names, runs });

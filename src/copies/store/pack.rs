@@ -212,18 +212,8 @@ impl PackWriter {
     }
 
     /// Pages written so far.
-    pub fn len(&self) -> u32 {
+    fn count(&self) -> u32 {
         u32::try_from(self.entries.len()).unwrap_or(u32::MAX)
-    }
-
-    /// No page written yet.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    /// Stored bytes so far.
-    pub fn stored_bytes(&self) -> u64 {
-        self.at
     }
 
     fn emit(&mut self, bytes: &[u8]) -> io::Result<()> {
@@ -252,17 +242,10 @@ impl PackWriter {
         } else {
             self.emit(page)?;
         }
-        let n = self.len();
+        let n = self.count();
         self.entries.push(Entry { sha256, offset: self.at, len: len as u32, codec });
         self.at += len as u64;
         Ok(n)
-    }
-
-    /// Abandons the pack: its temporary file is removed.
-    pub fn discard(self) {
-        let tmp = self.tmp.clone();
-        drop(self);
-        let _ = std::fs::remove_file(tmp);
     }
 
     /// Writes the index and footer, syncs, and publishes the pack under its hash. Returns the
@@ -281,7 +264,7 @@ impl PackWriter {
                 index.extend_from_slice(&[e.codec, 0, 0, 0]);
             }
             index.extend_from_slice(&self.at.to_le_bytes());
-            index.extend_from_slice(&self.len().to_le_bytes());
+            index.extend_from_slice(&self.count().to_le_bytes());
             index.extend_from_slice(&self.page_size.to_le_bytes());
             index.extend_from_slice(&MAGIC);
             self.emit(&index)?;
