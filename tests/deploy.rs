@@ -342,7 +342,14 @@ fn every_unit_is_hardened_and_every_timer_persistent() {
     let drill = words(one(file(&files, "engine-drill.service"), "ExecStart"), true);
     assert_eq!(
         drill[1..],
-        ["drill", "--config", "/srv/engine/etc/warden/warden.toml", "--scratch", "/srv/engine/var lib/engine"]
+        [
+            "drill",
+            "--recheck",
+            "--config",
+            "/srv/engine/etc/warden/warden.toml",
+            "--scratch",
+            "/srv/engine/var lib/engine"
+        ]
     );
     let prune = words(one(file(&files, "engine-prune.service"), "ExecStart"), true);
     assert_eq!(prune[1..], ["prune", "--config", "/srv/engine/etc/warden/warden.toml"]);

@@ -56,6 +56,10 @@ pub struct RestoreArgs {
     /// shares the backup directory).
     #[arg(long, requires = "from")]
     allow_foreign: bool,
+    /// Run the full integrity check of the copy even when it hashes to content that passed
+    /// one already (by default the matching SHA-256 proves it is that content).
+    #[arg(long)]
+    recheck: bool,
     /// Print one JSON document on stdout instead of text.
     #[arg(long)]
     json: bool,
@@ -106,6 +110,7 @@ fn restore_cmd(args: RestoreArgs) -> Result<ExitCode, CliError> {
         check_budget: settings.budget,
         state_dir: None,
         guard: Some(guard),
+        recheck: args.recheck,
     };
     let report = restore::restore(&settings.database, &store, &opts).map_err(|e| failed(&e))?;
     if args.json {
@@ -153,10 +158,11 @@ fn render(r: &RestoreReport, quiet: bool) {
         return;
     }
     outln!("  backup:    {} ({}, created {}, {})", b.path.display(), b.kind, b.created, human_bytes(b.size));
-    let integrity = v.integrity.as_ref().map_or_else(
-        || "checked before the interruption".to_owned(),
-        sqlite_warden::copies::backup::IntegrityReport::summary,
-    );
+    let integrity = match (&v.integrity, &v.checked_before) {
+        (Some(i), _) => i.summary(),
+        (None, Some(before)) => format!("not checked again: {before} (--recheck checks it)"),
+        (None, None) => "checked before the interruption".to_owned(),
+    };
     outln!("  verified:  size ok, sha256 ok ({}…), {integrity}", short_hash(&b.sha256));
     if r.in_place {
         let verb = if r.dry_run { "would move aside" } else { "moved aside" };
@@ -191,6 +197,10 @@ pub struct DrillArgs {
     /// fresh subdirectory is created there and always removed.
     #[arg(long, value_name = "DIR")]
     scratch: Option<PathBuf>,
+    /// Run the full integrity check of the copy even when it hashes to content that passed
+    /// one already (by default the matching SHA-256 proves it is that content).
+    #[arg(long)]
+    recheck: bool,
     /// Print the drill record as one JSON document on stdout.
     #[arg(long)]
     json: bool,
@@ -217,8 +227,13 @@ fn drill_cmd(args: DrillArgs) -> Result<ExitCode, CliError> {
     let settings = args.db.settings().with(args.backup_dir).with(args.audit_dir).with(args.gate_budget).resolve()?;
     let guard = settings.guard()?;
     let store = settings.backup_store();
-    let opts =
-        DrillOptions { scratch: args.scratch, record_path: None, check_budget: settings.budget, guard: Some(guard) };
+    let opts = DrillOptions {
+        scratch: args.scratch,
+        record_path: None,
+        check_budget: settings.budget,
+        guard: Some(guard),
+        recheck: args.recheck,
+    };
     let report = restore::drill(&settings.database, &store, &opts).map_err(|e| failed(&e))?;
     if args.json {
         outln!("{}", serde_json::to_string(&report).unwrap_or_default());
@@ -265,10 +280,11 @@ fn render_drill(r: &DrillReport, quiet: bool) {
         Some(false) => "sha256 MISMATCH",
         None => "not hashed",
     };
-    let integrity = d
-        .integrity
-        .as_ref()
-        .map_or_else(|| "integrity not checked".to_owned(), sqlite_warden::copies::backup::IntegrityReport::summary);
+    let integrity = match (&d.integrity, &d.checked_before) {
+        (Some(i), _) => i.summary(),
+        (None, Some(before)) => format!("not checked again: {before} (--recheck checks it)"),
+        (None, None) => "integrity not checked".to_owned(),
+    };
     outln!("  checks:    {hash}, {integrity}");
     outln!(
         "  restored:  {} in {} ms (copy {} ms, check {} ms; {:.1} MB/s)",

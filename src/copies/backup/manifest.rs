@@ -114,6 +114,16 @@ impl Manifest {
         self.pages.is_some()
     }
 
+    /// Its exact content (these bytes, this SHA-256) passed a full integrity check, when it
+    /// was written or by a later gate: a copy that hashes to `sha256` needs no second check.
+    pub fn content_fully_checked(&self) -> bool {
+        self.verified
+            && self.integrity.ok
+            && self.integrity.mode == super::CheckMode::Full
+            && self.sha256.len() == 64
+            && matches!(self.checked, None | Some(super::CheckedWhen::AtWrite | super::CheckedWhen::ByGate { .. }))
+    }
+
     /// Its check has not run yet ([`super::CheckedWhen::Pending`]).
     pub fn check_pending(&self) -> bool {
         self.checked == Some(super::CheckedWhen::Pending)
@@ -185,5 +195,47 @@ impl From<&BackupRecord> for BackupRef {
             size: r.manifest.size,
             verified: r.manifest.verified,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::copies::backup::{CheckMode, CheckedWhen};
+
+    /// A published point whose check ran in `mode` and passed, recorded as `checked`.
+    fn point(mode: CheckMode, checked: Option<CheckedWhen>) -> Manifest {
+        let mut integrity = IntegrityReport::failed(mode, String::new(), Duration::ZERO);
+        integrity.ok = true;
+        integrity.error = None;
+        integrity.messages = vec!["ok".into()];
+        let mut m =
+            Manifest::unpublished("p", BackupKind::Manual, Path::new("/x.db"), &BackupOptions::default(), integrity);
+        m.verified = true;
+        m.sha256 = "a".repeat(64);
+        m.checked = checked;
+        m
+    }
+
+    /// Only content whose full check passed may skip the check on restore (issue 14, P4): a
+    /// quick check, a pending check, a failed or unverified point are all checked again.
+    #[test]
+    fn only_fully_checked_content_skips_a_second_check() {
+        assert!(point(CheckMode::Full, None).content_fully_checked());
+        assert!(point(CheckMode::Full, Some(CheckedWhen::AtWrite)).content_fully_checked());
+        assert!(point(CheckMode::Full, Some(CheckedWhen::ByGate { backup: "b".into() })).content_fully_checked());
+        assert!(!point(CheckMode::Quick, None).content_fully_checked(), "a quick check sees less");
+        assert!(!point(CheckMode::Full, Some(CheckedWhen::Pending)).content_fully_checked(), "not checked yet");
+        let mut failed = point(CheckMode::Full, None);
+        failed.integrity.ok = false;
+        assert!(!failed.content_fully_checked());
+        let mut unverified = point(CheckMode::Full, None);
+        unverified.verified = false;
+        assert!(!unverified.content_fully_checked());
+        let mut no_hash = point(CheckMode::Full, None);
+        no_hash.sha256.clear();
+        assert!(!no_hash.content_fully_checked(), "nothing proves the copy is that content");
     }
 }

@@ -52,6 +52,9 @@ pub struct DrillOptions {
     pub check_budget: Option<Duration>,
     /// The guard whose audit log records the drill; `None`: the default audit directory.
     pub guard: Option<Guard>,
+    /// Run the full integrity check even when the copy hashes to content that passed one
+    /// already (the nightly drill does).
+    pub recheck: bool,
 }
 
 /// How a drill ended.
@@ -88,8 +91,13 @@ pub struct DrillRecord {
     pub backup_age_s: Option<u64>,
     /// Size and SHA-256 matched the manifest (`None` when not reached).
     pub hash_ok: Option<bool>,
-    /// The check of the restored copy (`None` when not reached).
+    /// The check of the restored copy (`None` when not reached, or not needed: see
+    /// `checked_before`).
     pub integrity: Option<IntegrityReport>,
+    /// Not checked again: the copy hashes to content that passed a full check before (when
+    /// that was); `--recheck` checks anyway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checked_before: Option<String>,
     /// Findings, one line each.
     pub messages: Vec<String>,
     /// Bytes restored.
@@ -152,6 +160,7 @@ pub fn drill(db: &Path, store: &BackupStore, opts: &DrillOptions) -> Result<Dril
         backup_age_s: None,
         hash_ok: None,
         integrity: None,
+        checked_before: None,
         messages: Vec::new(),
         bytes: 0,
         duration_ms: 0,
@@ -188,13 +197,14 @@ pub fn drill(db: &Path, store: &BackupStore, opts: &DrillOptions) -> Result<Dril
             record.scratch = Some(scratch.clone());
             let copy = scratch.join(format!("{}.{}", rec.manifest.id, crate::copies::backup::DATA_EXT));
             let store_lock = store.lock().map_err(store_err)?;
-            let (v, copy_time, check_time) = verify_into(store, &rec, false, &copy, opts.check_budget)?;
+            let (v, copy_time, check_time) = verify_into(store, &rec, false, &copy, opts.check_budget, opts.recheck)?;
             drop(store_lock);
             record.bytes = v.found_size;
             record.copy_ms = ms(copy_time);
             record.check_ms = ms(check_time);
             record.hash_ok = Some(v.hash_ok);
             record.integrity = v.integrity;
+            record.checked_before = v.checked_before;
             record.ok = v.ok;
             record.outcome = if v.ok { DrillOutcome::Ok } else { DrillOutcome::Failed };
             if let Some(f) = v.failure {

@@ -46,6 +46,9 @@ pub struct RestoreOptions {
     pub state_dir: Option<PathBuf>,
     /// The guard whose audit log records the restore; `None`: the default audit directory.
     pub guard: Option<Guard>,
+    /// Run the full integrity check even when the copy hashes to content that passed one
+    /// already. Default `false`.
+    pub recheck: bool,
 }
 
 /// How a restore call ended. Failures to even try are [`RestoreError`]s.
@@ -81,6 +84,10 @@ pub struct Verification {
     /// interrupted restore's copy was re-hashed only: it had passed before its record was
     /// written).
     pub integrity: Option<IntegrityReport>,
+    /// Not checked again: the copy hashes to the recorded SHA-256, whose content passed a
+    /// full check before (this says when); `--recheck` runs the check anyway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checked_before: Option<String>,
     /// Why it failed, one line.
     pub failure: Option<String>,
     /// Wall time of copy, hash and check.

@@ -18,12 +18,16 @@ use crate::util::fmt::ms;
 /// Copies the backup to `tmp` and re-verifies it: size, then SHA-256 of the bytes copied,
 /// then the integrity and foreign key checks on the copy, then the copy is re-hashed.
 /// `tmp` is left in place (fsynced when `durable`: a restore; a drill's scratch copy is not) whatever the outcome; the caller removes it on failure.
+/// Unless `recheck`, a copy whose bytes hash to content that already passed a full check
+/// ([`Manifest::content_fully_checked`]) is not checked again: the same bytes give the same
+/// verdict.
 pub(super) fn verify_into(
     store: &BackupStore,
     rec: &BackupRecord,
     durable: bool,
     tmp: &Path,
     budget: Option<Duration>,
+    recheck: bool,
 ) -> Result<(Verification, Duration, Duration), RestoreError> {
     let started = Instant::now();
     let m = &rec.manifest;
@@ -76,6 +80,11 @@ pub(super) fn verify_into(
         return done(v, copy_time, Duration::ZERO);
     }
     v.hash_ok = true;
+    if !recheck && m.content_fully_checked() {
+        v.checked_before = Some(checked_before(m));
+        v.ok = true;
+        return done(v, copy_time, Duration::ZERO);
+    }
     let check_started = Instant::now();
     let (report, _) = check_file(tmp, CheckMode::Full, budget, None);
     let check_time = check_started.elapsed();
@@ -97,6 +106,16 @@ pub(super) fn verify_into(
     done(v, copy_time, check_time)
 }
 
+/// When the content of `m` passed its full check, for the report.
+fn checked_before(m: &Manifest) -> String {
+    match &m.checked {
+        Some(crate::copies::backup::CheckedWhen::ByGate { backup }) => {
+            format!("its content passed the full check of the gate before backup {backup}")
+        }
+        _ => format!("its content passed a full check when it was written ({})", m.created),
+    }
+}
+
 /// A verification that has not got anywhere yet.
 pub(super) fn no_verification(m: &Manifest) -> Verification {
     Verification {
@@ -107,6 +126,7 @@ pub(super) fn no_verification(m: &Manifest) -> Verification {
         found_sha256: None,
         hash_ok: false,
         integrity: None,
+        checked_before: None,
         failure: None,
         duration_ms: 0,
     }
@@ -128,7 +148,7 @@ pub(super) fn verify_beside(
     let store_lock = store.lock().map_err(store_err)?;
     let tmp = restore_temp_for(target);
     let tmp_guard = TempGuard::with_sidecars(&tmp);
-    let (verification, _, _) = verify_into(store, rec, true, &tmp, opts.check_budget)?;
+    let (verification, _, _) = verify_into(store, rec, true, &tmp, opts.check_budget, opts.recheck)?;
     drop(store_lock);
     let mut report = base_report(started, db, target, rec, verification, opts.dry_run);
     if report.verification.ok {

@@ -25,10 +25,11 @@
 //! after every pack it names, and a pack is deleted only when no manifest names it.
 
 pub mod pack;
+mod pipe;
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -364,42 +365,52 @@ impl PageStore {
         let known = self.known()?;
         // Created at the first page the store does not hold: an unchanged state writes nothing.
         let mut writer: Option<PackWriter> = None;
-        let mut page = vec![0u8; page_size as usize];
-        let mut whole = Sha256::new();
+        let ps = page_size as usize;
+        let mut whole = pipe::Whole::start(None);
         // Each page as (pack, entry), where pack u32::MAX is the new one.
         let mut placed: Vec<(u32, u32)> = Vec::new();
         let mut pack_names: Vec<String> = Vec::new();
         let mut pack_index: HashMap<String, u32> = HashMap::new();
         let mut fresh: HashMap<PageHash, u32> = HashMap::new();
         let pages = size / u64::from(page_size);
-        for n in 0..pages {
-            src.read_exact_at(&mut page, n * u64::from(page_size)).map_err(io_err("reading", src_name))?;
-            whole.update(&page);
-            let h: PageHash = Sha256::digest(&page).into();
-            each_page(n + 1, &page, &h);
-            let at = if let Some((name, entry)) = known.get(&h) {
-                let len = pack_names.len() as u32;
-                let i = *pack_index.entry(name.clone()).or_insert_with(|| {
-                    pack_names.push(name.clone());
-                    len
-                });
-                (i, *entry)
-            } else if let Some(&entry) = fresh.get(&h) {
-                (u32::MAX, entry)
-            } else {
-                let w = match &mut writer {
-                    Some(w) => w,
-                    None => writer.insert(
-                        PackWriter::create(&self.dir, page_size, level)
-                            .map_err(io_err("creating a pack in", &self.dir))?,
-                    ),
+        let per_chunk = (pipe::CHUNK / ps) as u64;
+        let mut n = 0u64;
+        while n < pages {
+            let count = per_chunk.min(pages - n);
+            let mut chunk = whole.chunk();
+            chunk.resize(count as usize * ps, 0);
+            src.read_exact_at(&mut chunk, n * u64::from(page_size)).map_err(io_err("reading", src_name))?;
+            for page in chunk.chunks_exact(ps) {
+                n += 1;
+                let h: PageHash = Sha256::digest(page).into();
+                each_page(n, page, &h);
+                let at = if let Some((name, entry)) = known.get(&h) {
+                    let len = pack_names.len() as u32;
+                    let i = *pack_index.entry(name.clone()).or_insert_with(|| {
+                        pack_names.push(name.clone());
+                        len
+                    });
+                    (i, *entry)
+                } else if let Some(&entry) = fresh.get(&h) {
+                    (u32::MAX, entry)
+                } else {
+                    let w = match &mut writer {
+                        Some(w) => w,
+                        None => writer.insert(
+                            PackWriter::create(&self.dir, page_size, level)
+                                .map_err(io_err("creating a pack in", &self.dir))?,
+                        ),
+                    };
+                    let entry = w.push(page, h).map_err(io_err("writing a pack in", &self.dir))?;
+                    fresh.insert(h, entry);
+                    (u32::MAX, entry)
                 };
-                let entry = w.push(&page, h).map_err(io_err("writing a pack in", &self.dir))?;
-                fresh.insert(h, entry);
-                (u32::MAX, entry)
-            };
-            placed.push(at);
+                placed.push(at);
+            }
+            whole.send(chunk);
         }
+        let (sha256, hashed) = whole.finish();
+        hashed.map_err(io_err("hashing", src_name))?;
         let new_pages = fresh.len() as u64;
         let pack_bytes = if let Some(writer) = writer {
             let (name, bytes) = writer.finish().map_err(io_err("publishing a pack in", &self.dir))?;
@@ -418,14 +429,7 @@ impl PageStore {
         for (p, e) in placed {
             push_run(&mut runs, p, e);
         }
-        Ok(Put {
-            map: PageMap { format: 1, packs: pack_names, runs },
-            sha256: crate::util::fmt::hex(&whole.finalize()),
-            size,
-            pages,
-            new_pages,
-            pack_bytes,
-        })
+        Ok(Put { map: PageMap { format: 1, packs: pack_names, runs }, sha256, size, pages, new_pages, pack_bytes })
     }
 
     /// Writes restore point `map` into the new file `to` (created, never replaced; the
@@ -445,40 +449,39 @@ impl PageStore {
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<u64, StoreError> {
         let out = std::fs::OpenOptions::new().write(true).create_new(true).open(to).map_err(io_err("creating", to))?;
-        let mut out = BufWriter::with_capacity(1 << 20, out);
-        let mut whole = Sha256::new();
+        // Pages are decoded here; the worker hashes and writes each chunk.
+        let mut whole = pipe::Whole::start(Some(out));
         let mut packs = Packs::default();
         let mut scratch = Vec::new();
-        let mut page = Vec::new();
         let total = map.page_count();
-        let mut write_err = None;
         let mut written = 0u64;
+        let mut chunk = whole.chunk();
         let walked = walk(map, &mut packs, self, |n, name, f, _, e, ps| {
-            page.resize(ps as usize, 0);
-            pack::read_page_unchecked(f, e, ps, &mut scratch, &mut page)
-                .map_err(|err| format!("page {n}: `{}`: {err}", self.pack_path(name).display()))?;
-            whole.update(&page);
-            if let Err(err) = out.write_all(&page) {
-                write_err = Some(err);
-                return Err(String::new());
+            let ps = ps as usize;
+            if chunk.len() + ps > pipe::CHUNK {
+                let full = std::mem::replace(&mut chunk, whole.chunk());
+                whole.send(full);
             }
-            written += page.len() as u64;
+            let at = chunk.len();
+            chunk.resize(at + ps, 0);
+            pack::read_page_unchecked(f, e, ps as u32, &mut scratch, &mut chunk[at..])
+                .map_err(|err| format!("page {n}: `{}`: {err}", self.pack_path(name).display()))?;
+            written += ps as u64;
             if n % 4096 == 0 {
                 progress(n, total);
             }
             Ok(())
         });
-        if let Some(e) = write_err {
-            return Err(io_err("writing", to)(e));
-        }
+        whole.send(chunk);
+        let (sha, out) = whole.finish();
+        let out = out.map_err(io_err("writing", to))?;
         walked.map_err(|why| StoreError::Damaged { why })?;
-        if crate::util::fmt::hex(&whole.finalize()) != sha256 {
+        if sha != sha256 {
             // Name the page: check every page against its index.
             let why = self.first_bad_page(map).unwrap_or_else(|| "the whole file does not hash as recorded".into());
             return Err(StoreError::Damaged { why });
         }
-        let f = out.into_inner().map_err(|e| io_err("writing", to)(e.into_error()))?;
-        if durable {
+        if durable && let Some(f) = out {
             f.sync_all().map_err(io_err("syncing", to))?;
         }
         progress(total, total);

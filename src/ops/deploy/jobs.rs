@@ -65,9 +65,10 @@ pub(super) fn job_service(opts: &DeployOptions, job: &Job) -> String {
             "",
         ),
         "drill" => (
-            "# Restores the newest good backup into a scratch directory beside the database, checks it,
+            "# Restores the newest good backup into a scratch directory beside the database, checks it
+# in full (--recheck: even when its hash proves it is content that passed a check before),
 # removes it; never touches the live database. `warden status` reads the result (exit 16).",
-            vec![warden, s("drill"), s("--config"), config, s("--scratch"), db_dir],
+            vec![warden, s("drill"), s("--recheck"), s("--config"), config, s("--scratch"), db_dir],
             "",
         ),
         "prune" => (
