@@ -3,7 +3,8 @@
 //! no change, and `warden drill` from the store (and `drill --recheck`) against `cp` +
 //! `quick_check` of a plain copy.
 //!
-//! Each row is the median of `WARDEN_BENCH_REPS` runs (default 3) with a warm page cache.
+//! Each row is the median of `WARDEN_BENCH_REPS` runs (default 3) with a warm page cache and
+//! no dirty pages left by the step before (`sync` before each timed step).
 //! Goals (issue 14): a post-session point after 1 % changed takes ≤ 0.1 × the full backup
 //! and writes ≤ 2 % of the database; an unchanged state writes ≈ 0 bytes; drill ÷
 //! (cp + quick_check) ≤ 1.2. A post-session point is measured both ways warden can take
@@ -72,8 +73,15 @@ fn change(db: &Path, rows: u64, fraction: f64, seed: u64) {
     tx.commit().unwrap();
 }
 
+/// Reads `p` into the page cache, then lets the kernel write back every dirty page, so a
+/// timed step neither reads from disk nor competes with the writeback of the step before.
 fn warm(p: &Path) {
     let _ = std::fs::read(p);
+    settle();
+}
+
+fn settle() {
+    let _ = std::process::Command::new("sync").status();
 }
 
 struct Row {
@@ -125,6 +133,7 @@ fn main() {
             ..Default::default()
         };
         let take = |name: &'static str, defer: bool, push: &mut dyn FnMut(&'static str, f64, u64)| {
+            settle();
             let t = Instant::now();
             let out = store.take(&db, &opts(defer)).unwrap();
             let secs = t.elapsed().as_secs_f64();
@@ -153,7 +162,12 @@ fn main() {
             GuardConfig { audit_dir: work.join("audit"), ..GuardConfig::default() },
         )
         .unwrap();
+        // Its packs in the page cache, as the database is for `cp`.
+        for e in std::fs::read_dir(work.join("backups/pages")).unwrap() {
+            warm(&e.unwrap().path());
+        }
         for (name, recheck) in [("drill", false), ("drill_recheck", true)] {
+            settle();
             let t = Instant::now();
             let d = drill(&db, &store, &DrillOptions { guard: Some(guard.clone()), recheck, ..Default::default() })
                 .unwrap()
@@ -163,6 +177,7 @@ fn main() {
             push(name, t.elapsed().as_secs_f64(), d.bytes);
         }
         let cp = work.join("cp.db");
+        settle();
         let t = Instant::now();
         let status = std::process::Command::new("cp").arg(&db).arg(&cp).status().unwrap();
         assert!(status.success());
