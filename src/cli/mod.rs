@@ -36,6 +36,7 @@ mod demo;
 mod deploy;
 mod doctor;
 mod migrate;
+mod offsite;
 mod render;
 mod restore;
 mod salvage;
@@ -168,6 +169,8 @@ Examples:
     Deploy(Box<deploy::DeployArgs>),
     /// Moves a database to another host: `export` a verified bundle, `import` it.
     Migrate(migrate::MigrateArgs),
+    /// Offsite copies in S3-compatible storage: `push`, `list`, `verify`, `restore`, `keygen`.
+    Offsite(offsite::OffsiteArgs),
     /// Prints warden's and SQLite's versions.
     #[command(after_help = "\
 Examples:
@@ -321,6 +324,7 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
         Cmd::Doctor(a) => doctor::run(a),
         Cmd::Deploy(a) => deploy::run(*a),
         Cmd::Migrate(a) => migrate::run(a),
+        Cmd::Offsite(a) => offsite::run(a),
         Cmd::Version { json } => {
             let v = serde_json::json!({
                 "warden": env!("CARGO_PKG_VERSION"),

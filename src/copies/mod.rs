@@ -9,6 +9,7 @@ pub mod check;
 pub(crate) mod copy;
 pub mod identity;
 pub mod kind;
+pub mod offsite;
 pub mod prune;
 pub mod restore;
 pub mod retention;

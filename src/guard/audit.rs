@@ -79,6 +79,11 @@ pub enum AuditEvent {
     RestoreRecovered,
     /// A restore drill ran (its outcome is in `decision` and `reason`).
     RestoreDrill,
+    /// An offsite push ran (`decision`: `allow` when every local good point is on the
+    /// remote, `refuse` when it failed; `reason` names the remote, never credentials).
+    OffsitePush,
+    /// A restore point was restored from the offsite copy to a new file.
+    OffsiteRestored,
     /// A migration bundle was exported (`warden migrate export`); `reason` names the bundle
     /// and its manifest's SHA-256.
     MigrationExported,

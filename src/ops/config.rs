@@ -43,6 +43,9 @@
 //! keep  = 5                          # newest N; the one `latest.sqlite` points to stays
 //! check = "quick"                    # "quick", "full" or "none"
 //!
+//! [offsite]                          # offsite copies to S3; see `ops::offsite_config`
+//! url = "s3://bucket/prefix"
+//!
 //! [session]                          # while `warden run`'s engine runs; see `session::watch`
 //! on_foreign_writer    = "warn"      # or "stop": SIGTERM to the engine, exit 17
 //! foreign_writer_every = "2s"        # how often /proc is looked at; at least 100ms
@@ -93,6 +96,9 @@ pub struct FileConfig {
     /// `[backups]`.
     #[serde(default)]
     pub backups: BackupsSection,
+    /// `[offsite]` (see `ops::offsite_config`).
+    #[serde(default)]
+    pub offsite: super::offsite_config::OffsiteSection,
 }
 
 /// `[backups]`: how new backups are kept.
@@ -294,6 +300,8 @@ pub struct Settings {
     pub backup_format: StoreFormat,
     /// `[backups] post_check = "next_gate"`.
     pub defer_post_check: bool,
+    /// `[offsite]`, when it names a url.
+    pub offsite: Option<crate::copies::offsite::OffsiteConfig>,
 }
 
 /// Finds the config file: `explicit`, else `$WARDEN_CONFIG`, else `./warden.toml` if present.
@@ -447,6 +455,7 @@ impl Settings {
             None => crate::session::watch::DEFAULT_EVERY,
         };
         let backup_format = parse_backups(&fc.backups)?;
+        let offsite = super::offsite_config::resolve(fc.offsite.clone(), &base)?;
         let defer_post_check = match fc.backups.post_check.as_deref() {
             None | Some("at_close") => false,
             Some("next_gate") if backup_format != StoreFormat::Files => true,
@@ -488,6 +497,7 @@ impl Settings {
             foreign_writer_every,
             backup_format,
             defer_post_check,
+            offsite,
         })
     }
 
@@ -547,6 +557,7 @@ impl Settings {
             foreign_writer_every: self.foreign_writer_every,
             store_format: self.backup_format,
             defer_post_check: self.defer_post_check,
+            offsite: if self.offsite.as_ref().is_some_and(|o| o.push_after_session) { self.offsite.clone() } else { None },
         }
     }
 }

@@ -7,4 +7,5 @@ pub mod config;
 pub mod deploy;
 pub mod doctor;
 pub mod migrate;
+pub mod offsite_config;
 pub mod status;

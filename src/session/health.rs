@@ -220,6 +220,10 @@ pub struct HealthArtifact {
     /// engine's: this is the evidence. Absent in artifacts written before the watch existed.
     #[serde(default)]
     pub foreign_writers: Option<ForeignWriterWatch>,
+    /// The push to the offsite copy after the session (`[offsite] push_after_session`); a
+    /// failed push is recorded here and never fails the session. Absent when none ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offsite: Option<crate::copies::offsite::PushRecord>,
     /// Phase durations.
     pub durations: Durations,
     /// The exit code warden returned (the engine's own, or warden's for a refusal).
@@ -276,6 +280,7 @@ impl HealthArtifact {
             retention: None,
             snapshots: None,
             foreign_writers: None,
+            offsite: None,
             durations: Durations::default(),
             exit_code: None,
             versions: Versions { warden: env!("CARGO_PKG_VERSION").to_owned(), sqlite: rusqlite::version().to_owned() },

@@ -38,6 +38,7 @@
 pub mod gate;
 pub mod health;
 pub mod notify;
+mod offsite;
 pub mod run;
 pub mod sealing;
 pub mod watch;
@@ -109,6 +110,8 @@ pub struct SessionConfig {
     /// check to the next gate (`[backups] post_check = "next_gate"`); default: checked at
     /// close.
     pub defer_post_check: bool,
+    /// Push to this offsite copy after a clean close with a good post-session point.
+    pub offsite: Option<crate::copies::offsite::OffsiteConfig>,
 }
 
 impl std::fmt::Debug for SessionConfig {
@@ -153,6 +156,7 @@ impl SessionConfig {
             foreign_writer_every: watch::DEFAULT_EVERY,
             store_format: crate::copies::backup::StoreFormat::default(),
             defer_post_check: false,
+            offsite: None,
         }
     }
 
@@ -813,6 +817,9 @@ impl Session {
         if let Some(lock) = self.lock.take() {
             let close = if outcome.is_clean() { CloseState::observe(&db, read_change_counter(&db)) } else { None };
             lock.release(close);
+        }
+        if post_ok && let Some(cfg) = &self.config.offsite {
+            self.artifact.offsite = Some(offsite::push_after_session(&db, &self.store, cfg, self.config.guard.clone()));
         }
         // A clean close whose seal could not be written is not a success: the next gate
         // would have nothing to compare with.

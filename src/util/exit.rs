@@ -50,6 +50,7 @@ exit_codes! {
     STATUS_DISK = 15: "`warden status`: free space below the floor (room for the next backup, or `--min-free-bytes`).";
     STATUS_DRILL = 16: "`warden status`: the last restore drill failed, or its record cannot be read.";
     FOREIGN_WRITER = 17: "A process other than warden and its engine had the database open for writing during a session: `warden run` stopped the engine for it (`on_foreign_writer = \"stop\"`); `warden status`: the last session saw one.";
+    STATUS_OFFSITE = 18: "`warden status`: offsite copies are configured and a good restore point has been on this host only for longer than `[offsite] max_lag`, or no push record can be read.";
     USAGE = 64: "Usage: a bad flag or argument (a path that is not UTF-8 among them), no engine command, an ambiguous id prefix, an option `warden deploy` cannot render safely.";
     DATAERR = 65: "Data damaged: the integrity gate or a check failed, the file is not an SQLite database, a backup or bundle does not match its manifest or is not a known-good state, a manifest or artifact cannot be read, the set changed while it was copied.";
     NOINPUT = 66: "Input missing: no database (or an empty one without `--create`), a directory or other non-file where the database should be, no backup, no such id, no bundle.";

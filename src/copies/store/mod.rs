@@ -279,7 +279,8 @@ impl PageStore {
         }
     }
 
-    fn pack_path(&self, name: &str) -> PathBuf {
+    /// The file of pack `name`.
+    pub fn pack_path(&self, name: &str) -> PathBuf {
         self.dir.join(format!("{name}.{}", pack::EXT))
     }
 
