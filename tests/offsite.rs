@@ -253,7 +253,7 @@ fn the_server_going_away_mid_push_fails_the_push_not_the_session_and_the_next_pu
     let srv = Server::start(&s.path("srv"), port);
     let ep = srv.endpoint();
     let b = bucket(&ep);
-    config(&s, "e.db", &format!("s3://{b}/x"), &ep, "");
+    config(&s, "e.db", &format!("s3://{b}/x"), &ep, "max_lag = \"1s\"\n");
     let db = s.path("e.db");
     assert_eq!(session(&s, true, "10").code(), Some(0));
     // More local points than the remote has.
@@ -278,8 +278,13 @@ fn the_server_going_away_mid_push_fails_the_push_not_the_session_and_the_next_pu
     let art = r.last_json();
     assert_eq!(art["offsite"]["ok"], false, "{art:#}");
     assert!(art["offsite"]["error"].is_string(), "{art:#}");
+    std::thread::sleep(Duration::from_millis(2100));
     let st = run(&s, &["status", "--json"]);
-    assert!(st.stdout.contains("offsite"), "status reports the offsite copy: {}", st.diag());
+    assert_eq!(st.code(), Some(18), "past max_lag, status is unhealthy: {}", st.diag());
+    let rep = st.json();
+    assert_eq!(rep["offsite"]["last_push_ok"], false, "{rep:#}");
+    assert!(rep["offsite"]["lag_seconds"].as_u64().unwrap() >= 2, "{rep:#}");
+    assert!(rep["problems"].as_array().unwrap().iter().any(|p| p["kind"] == "offsite_lag"), "{rep:#}");
 
     let _srv = Server::start(&s.path("srv"), port);
     let r = run(&s, &["offsite", "push", "--json"]);
@@ -287,6 +292,9 @@ fn the_server_going_away_mid_push_fails_the_push_not_the_session_and_the_next_pu
     let v = run(&s, &["offsite", "verify", "--json"]);
     assert_eq!(v.code(), Some(0), "{}", v.diag());
     assert_eq!(v.json()["points"].as_array().unwrap().len(), local_points(&db).len());
+    let st = run(&s, &["status", "--json"]);
+    assert_eq!(st.code(), Some(0), "caught up: {}", st.diag());
+    assert_eq!(st.json()["offsite"]["lag_seconds"], 0);
 }
 
 fn latest(db: &Path) -> serde_json::Value {

@@ -34,6 +34,7 @@ Exit codes (several problems: the most severe, in this order: 11 13 14 12 15 10 
   15  free space below the floor (room for the next backup, or --min-free-bytes)
   10  no good backup, or the newest is older than --max-backup-age
   16  the last restore drill failed
+  18  a good restore point has been local-only longer than [offsite] max_lag
 JSON lists every problem; see the README for the textfile's series.
 
 Examples:
@@ -183,6 +184,15 @@ fn render_status(r: &StatusReport) -> String {
         None => {
             let _ = writeln!(o, "  drill:        none recorded");
         }
+    }
+    if let Some(of) = &r.offsite {
+        let last = match (of.last_push_ok, &of.last_error) {
+            (None, _) => "never pushed".to_owned(),
+            (Some(true), _) => format!("last push ok {}", of.last_push_at.as_deref().map(short_ts).unwrap_or_default()),
+            (Some(false), e) => format!("last push FAILED: {}", e.as_deref().unwrap_or("?")),
+        };
+        let lag = if of.lag_seconds == 0 { "up to date".to_owned() } else { format!("lag {}", status::human_age(i64::try_from(of.lag_seconds).unwrap_or(i64::MAX))) };
+        let _ = writeln!(o, "  offsite:      {lag}; {last}");
     }
     if let Some(lr) = &r.last_restore {
         let _ = writeln!(o, "  restored:     {} ({}), {}", lr.backup.id, lr.backup.kind, short_ts(&lr.finished_at));

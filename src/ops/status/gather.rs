@@ -379,6 +379,13 @@ pub fn collect(opts: &StatusOptions) -> StatusReport {
         }
     }
 
+    // Offsite copies.
+    let offsite = opts.offsite_max_lag.map(|max| {
+        let (info, problem) = super::offsite::gather(db, &store, max, now);
+        problems.extend(problem);
+        info
+    });
+
     // Disk headroom.
     let db_bytes = database.size.unwrap_or(0) + database.wal_bytes.unwrap_or(0) + database.journal_bytes.unwrap_or(0);
     let required = BackupStore::space_needed(db).max(opts.min_free_bytes.unwrap_or(0));
@@ -463,6 +470,7 @@ pub fn collect(opts: &StatusOptions) -> StatusReport {
         last_gate,
         backups,
         drill,
+        offsite,
         restore,
         last_restore,
         disk,

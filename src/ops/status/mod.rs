@@ -29,6 +29,7 @@
 //! | `15` | free space in the database's or the backup directory below the floor: room for one more backup (database + `-wal` + `-journal`, +10 %, +1 MiB), or `--min-free-bytes` when larger | `disk_headroom` |
 //! | `10` | no good backup, the newest good one is older than `--max-backup-age` (default 26 h), or the backups could not be listed | `no_good_backup`, `backup_stale`, `backups_unreadable` |
 //! | `16` | the last restore drill (`<db>.warden/drills/latest.json`, written by `warden drill`) failed or its record is unreadable | `drill_failed` |
+//! | `18` | offsite copies are configured (`[offsite]`) and a good restore point has been on this host only for longer than `max_lag` (default 24 h), as the last push record (`<db>.warden/offsite/latest.json`) says | `offsite_lag` |
 //!
 //! A successful in-place restore (`<db>.warden/restores/latest.json`, written by `warden
 //! restore`) ends the problems of sessions and gates that started before it: they describe
@@ -65,6 +66,7 @@
 //! | `warden_db_bytes{db}` | size of the database file |
 //! | `warden_sqlite_version_ok{db,version}` | 1 when the linked SQLite is at least 3.51.3 |
 //! | `warden_drill_ok{db}`, `warden_drill_last_timestamp_seconds{db}` | the last restore drill, when one is recorded |
+//! | `warden_offsite_lag_seconds{db}`, `warden_offsite_push_ok{db}` | offsite copies, when configured |
 //! | `warden_healthy{db}` | 1 when the exit code is 0 |
 //! | `warden_status_code{db}` | the exit code |
 //! | `warden_status_timestamp_seconds{db}` | when the status was collected |
@@ -78,11 +80,13 @@ mod audit;
 mod gather;
 mod lookup;
 mod model;
+mod offsite;
 mod prometheus;
 mod verify;
 
 pub use audit::{AuditFilter, AuditLine, AuditReader, parse_since, tail_audit};
 pub use gather::collect;
+pub use offsite::OffsiteInfo;
 pub use lookup::{LookupError, find_backup, find_session, list_sessions};
 pub use model::{
     BackupInfo, BackupsInfo, DEFAULT_MAX_BACKUP_AGE, DatabaseInfo, DirSpace, DiskInfo, DrillInfo, GateInfo, LockInfo,

@@ -29,7 +29,7 @@ pub const DEFAULT_MAX_BACKUP_AGE: Duration = Duration::from_secs(26 * 3600);
 pub const SQLITE_FLOOR: &str = "3.51.3";
 
 /// Exit codes of problems, most severe first (see the module docs).
-pub const SEVERITY: [u8; 8] = [
+pub const SEVERITY: [u8; 9] = [
     exit::STATUS_DATABASE,
     exit::STATUS_WRITER_DIED,
     exit::FOREIGN_WRITER,
@@ -38,6 +38,7 @@ pub const SEVERITY: [u8; 8] = [
     exit::STATUS_DISK,
     exit::STATUS_BACKUP,
     exit::STATUS_DRILL,
+    exit::STATUS_OFFSITE,
 ];
 
 /// What [`collect`](super::collect()) looks at. [`StatusOptions::new`] gives the documented defaults.
@@ -60,6 +61,9 @@ pub struct StatusOptions {
     /// Free-space floor in bytes for the database's and the backup directory; the floor is
     /// never below what the next backup needs ([`BackupStore::space_needed`](crate::copies::backup::BackupStore::space_needed)).
     pub min_free_bytes: Option<u64>,
+    /// Offsite copies are configured: their lag may be at most this (`[offsite] max_lag`);
+    /// `None`: not configured, not reported.
+    pub offsite_max_lag: Option<Duration>,
     /// Where filesystem facts come from (default [`RealProbe`](crate::storage::RealProbe)).
     pub probe: Option<Arc<dyn FsProbe>>,
     /// "Now", for ages (default: the clock).
@@ -94,6 +98,7 @@ impl StatusOptions {
             db,
             max_backup_age: DEFAULT_MAX_BACKUP_AGE,
             min_free_bytes: None,
+            offsite_max_lag: None,
             probe: None,
             now: None,
         }
@@ -104,6 +109,7 @@ impl StatusOptions {
         let mut o = StatusOptions::new(&settings.database);
         o.backup_dir.clone_from(&settings.backup_dir);
         o.session_dir.clone_from(&settings.session_dir);
+        o.offsite_max_lag = settings.offsite.as_ref().map(|c| c.max_lag);
         o
     }
 }
@@ -155,6 +161,9 @@ pub enum ProblemKind {
     /// A process other than warden and its engine had the database open for writing during
     /// the last session (running or ended), as its artifact's `foreign_writers` records (17).
     ForeignWriter,
+    /// Offsite copies are configured and a good point has been local-only longer than
+    /// `[offsite] max_lag` (18).
+    OffsiteLag,
 }
 
 impl ProblemKind {
@@ -179,6 +188,7 @@ impl ProblemKind {
             }
             ProblemKind::DrillFailed => exit::STATUS_DRILL,
             ProblemKind::ForeignWriter => exit::FOREIGN_WRITER,
+            ProblemKind::OffsiteLag => exit::STATUS_OFFSITE,
         }
     }
 
@@ -204,6 +214,7 @@ impl ProblemKind {
             ProblemKind::BackupsUnreadable => "backups_unreadable",
             ProblemKind::DrillFailed => "drill_failed",
             ProblemKind::ForeignWriter => "foreign_writer",
+            ProblemKind::OffsiteLag => "offsite_lag",
         }
     }
 }
@@ -525,6 +536,9 @@ pub struct StatusReport {
     pub backups: BackupsInfo,
     /// The newest restore drill, when one is recorded.
     pub drill: Option<DrillInfo>,
+    /// Offsite copies, when configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offsite: Option<super::offsite::OffsiteInfo>,
     /// A restore in progress or interrupted (`<db>.warden/restore-in-progress.json`).
     pub restore: Option<RestoreInfo>,
     /// The last restore that replaced the database (`<db>.warden/restores/latest.json`).
