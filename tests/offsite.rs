@@ -525,3 +525,43 @@ impl ModeBits for std::fs::Permissions {
         std::os::unix::fs::PermissionsExt::mode(self) & 0o777
     }
 }
+
+#[test]
+fn remote_retention_deletes_old_points_and_their_packs_and_a_key_without_delete_is_told_what_to_set() {
+    let Some(ep) = endpoint("remote_retention") else { return };
+    let s = Scratch::new();
+    let b = bucket(&ep);
+    let retention = "push_after_session = false\n[offsite.retention]\nkeep_last = 1\nkeep_daily = 0\nkeep_weekly = 0\nkeep_monthly = 0\n";
+    config(&s, "e.db", &format!("s3://{b}/r"), &ep, retention);
+    let db = s.path("e.db");
+    assert_eq!(session(&s, true, "10").code(), Some(0));
+    assert_eq!(session(&s, false, "10").code(), Some(0));
+    // A key that may not delete: the push succeeds and says what to set.
+    let mut c = s.warden();
+    c.env("AWS_ACCESS_KEY_ID", "warden-nodelete").env("AWS_SECRET_ACCESS_KEY", "warden-nodelete-secret");
+    c.args(["offsite", "push", "--json"]);
+    let r = run_to_end(c, Duration::from_secs(120));
+    assert_eq!(r.code(), Some(0), "{}", r.diag());
+    let rec = r.json();
+    assert!(rec["messages"][0].as_str().unwrap_or_default().contains("never_delete"), "{rec:#}");
+    assert_eq!(keys(&ep, &b, "r/points/").len(), local_points(&db).len(), "nothing was deleted");
+    // Every page rewritten: the old packs are used by the old points only.
+    let c = rusqlite::Connection::open(&db).unwrap();
+    c.execute_batch("DELETE FROM trades; CREATE TABLE filler(v BLOB); INSERT INTO filler VALUES (randomblob(20000)); VACUUM;").unwrap();
+    drop(c);
+    assert_eq!(run(&s, &["backup"]).code(), Some(0));
+    // With delete permission: one point left, the packs only it uses, and it restores.
+    let r = run(&s, &["offsite", "push", "--json"]);
+    assert_eq!(r.code(), Some(0), "{}", r.diag());
+    let rec = r.json();
+    assert_eq!(rec["points_deleted"].as_array().unwrap().len(), local_points(&db).len() - 1, "{rec:#}");
+    assert!(rec["packs_deleted"].as_u64().unwrap() >= 1, "{rec:#}");
+    let v = run(&s, &["offsite", "verify", "--json"]);
+    assert_eq!(v.code(), Some(0), "{}", v.diag());
+    let rep = v.json();
+    assert_eq!(rep["points"].as_array().unwrap().len(), 1);
+    assert_eq!(rep["packs_unused"], 0, "{rep:#}");
+    let to = s.path("kept.db");
+    assert_eq!(run(&s, &["offsite", "restore", "--to", to.to_str().unwrap()]).code(), Some(0));
+    assert_eq!(sha256_file(&to), local_points(&db)[0]["sha256"].as_str().unwrap());
+}

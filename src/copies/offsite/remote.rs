@@ -142,6 +142,8 @@ fn classify(e: &object_store::Error) -> FailKind {
         object_store::Error::NotFound { .. } => FailKind::NotFound,
         object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. } => FailKind::Exists,
         object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => FailKind::Denied,
+        // A denied DELETE comes back as a generic error naming S3's code.
+        e if e.to_string().contains("AccessDenied") => FailKind::Denied,
         _ => FailKind::Other,
     }
 }
