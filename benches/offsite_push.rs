@@ -21,8 +21,10 @@ use sqlite_warden::guard::vfs::{self, GuardConfig};
 fn build(db: &Path, mb: u64) -> u64 {
     let rows = mb * 1024 * 1024 / 4096;
     let c = Connection::open(db).unwrap();
-    c.execute_batch("PRAGMA journal_mode=DELETE; PRAGMA synchronous=OFF; CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);")
-        .unwrap();
+    c.execute_batch(
+        "PRAGMA journal_mode=DELETE; PRAGMA synchronous=OFF; CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);",
+    )
+    .unwrap();
     let tx = c.unchecked_transaction().unwrap();
     {
         let mut ins = tx.prepare("INSERT INTO t(id, v) VALUES (?1, randomblob(3000))").unwrap();
@@ -57,12 +59,18 @@ fn curl_put_bucket(endpoint: &str, bucket: &str) {
 fn main() {
     let testing = !std::env::args().any(|a| a == "--bench");
     let Ok(endpoint) = std::env::var("WARDEN_TEST_S3_ENDPOINT") else {
-        eprintln!("\n!!! offsite_push bench SKIPPED: no S3 server (WARDEN_TEST_S3_ENDPOINT unset); `scripts/bench offsite` starts one\n");
+        eprintln!(
+            "\n!!! offsite_push bench SKIPPED: no S3 server (WARDEN_TEST_S3_ENDPOINT unset); `scripts/bench offsite` starts one\n"
+        );
         return;
     };
     let mb: u64 =
         std::env::var("WARDEN_BENCH_DB_MB").ok().and_then(|v| v.parse().ok()).unwrap_or(if testing { 8 } else { 1024 });
-    let work = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(if testing { "target/bench-data/offsite-test" } else { "target/bench-data/offsite" });
+    let work = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(if testing {
+        "target/bench-data/offsite-test"
+    } else {
+        "target/bench-data/offsite"
+    });
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).unwrap();
     let db = work.join("e.db");
@@ -71,7 +79,8 @@ fn main() {
     let size = std::fs::metadata(&db).unwrap().len();
     let store = BackupStore::new(work.join("backups"), &db).with_format(StoreFormat::Pages { level: 3 });
     let opts = BackupOptions { check: CheckMode::Quick, writer_lock_held: true, ..Default::default() };
-    let guard = vfs::register("bench-offsite", GuardConfig { audit_dir: work.join("audit"), ..GuardConfig::default() }).unwrap();
+    let guard = vfs::register("bench-offsite", GuardConfig { audit_dir: work.join("audit"), ..GuardConfig::default() })
+        .unwrap();
     let bucket = format!("bench-{}", std::process::id());
     curl_put_bucket(&endpoint, &bucket);
     let cfg = OffsiteConfig {
@@ -80,9 +89,13 @@ fn main() {
         credentials_file: Some(work.join("credentials")),
         ..Default::default()
     };
-    std::fs::write(work.join("credentials"), "[default]\naws_access_key_id = warden-test\naws_secret_access_key = warden-test-secret\n").unwrap();
+    std::fs::write(
+        work.join("credentials"),
+        "[default]\naws_access_key_id = warden-test\naws_secret_access_key = warden-test-secret\n",
+    )
+    .unwrap();
     let mut rows_out: Vec<(&str, f64, u64)> = Vec::new();
-    let mut step = |name: &'static str, rows_out: &mut Vec<(&str, f64, u64)>| {
+    let step = |name: &'static str, rows_out: &mut Vec<(&str, f64, u64)>| {
         store.take(&db, &opts).unwrap().published.expect("published");
         let _ = Command::new("sync").status();
         let t = Instant::now();

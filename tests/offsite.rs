@@ -106,7 +106,8 @@ fn sha256_file(p: &Path) -> String {
 
 /// The local good restore points' manifests, newest first.
 fn local_points(db: &Path) -> Vec<serde_json::Value> {
-    let mut v: Vec<serde_json::Value> = manifests(&backups_of(db)).into_iter().filter(|m| m["verified"] == true).collect();
+    let mut v: Vec<serde_json::Value> =
+        manifests(&backups_of(db)).into_iter().filter(|m| m["verified"] == true).collect();
     v.reverse();
     v
 }
@@ -266,7 +267,11 @@ fn the_server_going_away_mid_push_fails_the_push_not_the_session_and_the_next_pu
     p.signal(Signal::SIGCONT);
     let done = p.finish(Duration::from_secs(120));
     assert_eq!(done.code(), Some(69), "{}", done.diag());
-    assert!(done.stderr.contains("unreachable") && done.stderr.contains("continues where this stopped"), "{}", done.diag());
+    assert!(
+        done.stderr.contains("unreachable") && done.stderr.contains("continues where this stopped"),
+        "{}",
+        done.diag()
+    );
     let rec = latest(&db);
     assert_eq!(rec["ok"], false);
     assert!(rec["error"].as_str().unwrap().contains("unreachable"), "{rec:#}");
@@ -355,7 +360,11 @@ impl FaultProxy {
                         1 => {
                             e2.fetch_add(1, Ordering::SeqCst);
                             let body = "<Error><Code>SlowDown</Code><Message>injected</Message></Error>";
-                            let _ = write!(c, "HTTP/1.1 503 Slow Down\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                            let _ = write!(
+                                c,
+                                "HTTP/1.1 503 Slow Down\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                                body.len()
+                            );
                         }
                         3 => {
                             d2.fetch_add(1, Ordering::SeqCst);
@@ -434,8 +443,13 @@ fn a_tampered_pack_is_found_by_verify_for_exactly_the_points_that_use_it() {
     let v = run(&s, &["offsite", "verify", "--json"]);
     assert_eq!(v.code(), Some(65), "{}", v.diag());
     let rep = v.json();
-    let bad: Vec<&str> =
-        rep["points"].as_array().unwrap().iter().filter(|p| p["ok"] == false).map(|p| p["id"].as_str().unwrap()).collect();
+    let bad: Vec<&str> = rep["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["ok"] == false)
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
     let mut want = users.clone();
     want.sort_unstable();
     let mut got = bad.clone();
@@ -447,7 +461,7 @@ fn a_tampered_pack_is_found_by_verify_for_exactly_the_points_that_use_it() {
     let r = run(&s, &["offsite", "restore", "--to", to.to_str().unwrap(), "--point", users[0]]);
     assert_eq!(r.code(), Some(65), "{}", r.diag());
     assert!(!to.exists());
-    assert!(names(&s.dir.path().to_path_buf()).iter().all(|n| !n.contains(TMP_MARK)), "no scratch left");
+    assert!(names(s.dir.path()).iter().all(|n| !n.contains(TMP_MARK)), "no scratch left");
     // A sampled verify still sees every point is complete.
     let v = run(&s, &["offsite", "verify", "--sample", "0.5", "--json"]);
     assert!(v.json()["packs_checked"].as_u64().unwrap() >= 1, "{}", v.diag());
@@ -493,11 +507,8 @@ fn with_encryption_the_bucket_holds_no_plaintext_and_needs_the_key() {
 
     // Restore without the key: a clear refusal; with it: byte-identical.
     let fresh = Scratch::new();
-    std::fs::write(
-        fresh.path("warden.toml"),
-        format!("[offsite]\nurl = \"s3://{b}/sealed\"\nendpoint = \"{ep}\"\n"),
-    )
-    .unwrap();
+    std::fs::write(fresh.path("warden.toml"), format!("[offsite]\nurl = \"s3://{b}/sealed\"\nendpoint = \"{ep}\"\n"))
+        .unwrap();
     let to = fresh.path("e.db");
     let r = run(&fresh, &["offsite", "restore", "--to", to.to_str().unwrap()]);
     assert_eq!(r.code(), Some(78), "{}", r.diag());
@@ -547,7 +558,10 @@ fn remote_retention_deletes_old_points_and_their_packs_and_a_key_without_delete_
     assert_eq!(keys(&ep, &b, "r/points/").len(), local_points(&db).len(), "nothing was deleted");
     // Every page rewritten: the old packs are used by the old points only.
     let c = rusqlite::Connection::open(&db).unwrap();
-    c.execute_batch("DELETE FROM trades; CREATE TABLE filler(v BLOB); INSERT INTO filler VALUES (randomblob(20000)); VACUUM;").unwrap();
+    c.execute_batch(
+        "DELETE FROM trades; CREATE TABLE filler(v BLOB); INSERT INTO filler VALUES (randomblob(20000)); VACUUM;",
+    )
+    .unwrap();
     drop(c);
     assert_eq!(run(&s, &["backup"]).code(), Some(0));
     // With delete permission: one point left, the packs only it uses, and it restores.

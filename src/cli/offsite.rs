@@ -128,7 +128,9 @@ impl RemoteArgs {
             (Some(c), _) => c,
             (None, Some(_)) => OffsiteConfig::default(),
             (None, None) => {
-                return Err(failed(&OffsiteError::NotConfigured { message: "no [offsite] url in the config, no --url".into() }));
+                return Err(failed(&OffsiteError::NotConfigured {
+                    message: "no [offsite] url in the config, no --url".into(),
+                }));
             }
         };
         if let Some(u) = self.url {
@@ -157,7 +159,8 @@ fn offsite_only(path: Option<PathBuf>) -> Result<Option<OffsiteConfig>, CliError
     let Some(file) = config::discover(path.as_deref()) else { return Ok(None) };
     let fc = config::load(&file)?;
     let base = file.parent().map(std::path::Path::to_owned).unwrap_or_default();
-    Ok(sqlite_warden::ops::offsite_config::resolve(fc.offsite, &base)?)
+    sqlite_warden::ops::offsite_config::resolve(fc.offsite, &base)
+        .map_err(|(key, message)| CliError::Config(config::ConfigError::Invalid { key, message }))
 }
 
 /// `warden offsite …`.
@@ -171,7 +174,10 @@ pub fn run(args: OffsiteArgs) -> Result<ExitCode, CliError> {
     };
     let result = run_cmd(args.cmd, json);
     if let (true, Err(e)) = (json, &result) {
-        outln!("{}", serde_json::json!({"schema": 1, "outcome": "error", "exit_code": e.exit_code(), "error": e.to_string()}));
+        outln!(
+            "{}",
+            serde_json::json!({"schema": 1, "outcome": "error", "exit_code": e.exit_code(), "error": e.to_string()})
+        );
     }
     result
 }
@@ -204,7 +210,11 @@ fn run_cmd(cmd: OffsiteCmd, json: bool) -> Result<ExitCode, CliError> {
                 );
                 outln!("  on the remote: {} of {} local good points", rec.points_remote, rec.points_local);
                 if !rec.points_deleted.is_empty() || rec.packs_deleted > 0 {
-                    outln!("  remote retention: {} point(s), {} pack(s) deleted", rec.points_deleted.len(), rec.packs_deleted);
+                    outln!(
+                        "  remote retention: {} point(s), {} pack(s) deleted",
+                        rec.points_deleted.len(),
+                        rec.packs_deleted
+                    );
                 }
                 for m in &rec.messages {
                     outln!("  note: {m}");
@@ -254,7 +264,10 @@ fn run_cmd(cmd: OffsiteCmd, json: bool) -> Result<ExitCode, CliError> {
                     }
                 }
                 if rep.packs_unused > 0 {
-                    outln!("  {} pack(s) no point uses (an interrupted push; the next one reuses them)", rep.packs_unused);
+                    outln!(
+                        "  {} pack(s) no point uses (an interrupted push; the next one reuses them)",
+                        rep.packs_unused
+                    );
                 }
             }
             Ok(if rep.ok { ExitCode::SUCCESS } else { ExitCode::from(exit::DATAERR) })
@@ -267,7 +280,12 @@ fn run_cmd(cmd: OffsiteCmd, json: bool) -> Result<ExitCode, CliError> {
             } else {
                 outln!("restored {} from {} to {}", r.point, r.remote, r.to.display());
                 outln!("  checks:   sha256 ok ({}), {}", &r.sha256[..12.min(r.sha256.len())], r.integrity.summary());
-                outln!("  size:     {}, {} downloaded in {} ms", human_bytes(r.size), human_bytes(r.bytes_downloaded), r.duration_ms);
+                outln!(
+                    "  size:     {}, {} downloaded in {} ms",
+                    human_bytes(r.size),
+                    human_bytes(r.bytes_downloaded),
+                    r.duration_ms
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -280,7 +298,10 @@ fn run_cmd(cmd: OffsiteCmd, json: bool) -> Result<ExitCode, CliError> {
                 code: if e.kind() == std::io::ErrorKind::AlreadyExists { exit::CANTCREAT } else { exit::IOERR },
             })?;
             outln!("wrote a new offsite key to {}", to.display());
-            outln!("  set [offsite] key_file = \"{}\" and keep a copy OFF this host and outside the bucket:", to.display());
+            outln!(
+                "  set [offsite] key_file = \"{}\" and keep a copy OFF this host and outside the bucket:",
+                to.display()
+            );
             outln!("  without it, nothing encrypted with it can be restored");
             Ok(ExitCode::SUCCESS)
         }

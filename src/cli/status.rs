@@ -191,7 +191,11 @@ fn render_status(r: &StatusReport) -> String {
             (Some(true), _) => format!("last push ok {}", of.last_push_at.as_deref().map(short_ts).unwrap_or_default()),
             (Some(false), e) => format!("last push FAILED: {}", e.as_deref().unwrap_or("?")),
         };
-        let lag = if of.lag_seconds == 0 { "up to date".to_owned() } else { format!("lag {}", status::human_age(i64::try_from(of.lag_seconds).unwrap_or(i64::MAX))) };
+        let lag = if of.lag_seconds == 0 {
+            "up to date".to_owned()
+        } else {
+            format!("lag {}", status::human_age(i64::try_from(of.lag_seconds).unwrap_or(i64::MAX)))
+        };
         let _ = writeln!(o, "  offsite:      {lag}; {last}");
     }
     if let Some(lr) = &r.last_restore {

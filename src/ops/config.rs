@@ -455,7 +455,8 @@ impl Settings {
             None => crate::session::watch::DEFAULT_EVERY,
         };
         let backup_format = parse_backups(&fc.backups)?;
-        let offsite = super::offsite_config::resolve(fc.offsite.clone(), &base)?;
+        let offsite = super::offsite_config::resolve(fc.offsite.clone(), &base)
+            .map_err(|(key, message)| ConfigError::Invalid { key, message })?;
         let defer_post_check = match fc.backups.post_check.as_deref() {
             None | Some("at_close") => false,
             Some("next_gate") if backup_format != StoreFormat::Files => true,
@@ -557,7 +558,11 @@ impl Settings {
             foreign_writer_every: self.foreign_writer_every,
             store_format: self.backup_format,
             defer_post_check: self.defer_post_check,
-            offsite: if self.offsite.as_ref().is_some_and(|o| o.push_after_session) { self.offsite.clone() } else { None },
+            offsite: if self.offsite.as_ref().is_some_and(|o| o.push_after_session) {
+                self.offsite.clone()
+            } else {
+                None
+            },
         }
     }
 }

@@ -25,7 +25,6 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::config::ConfigError;
 use crate::copies::offsite::OffsiteConfig;
 use crate::copies::retention::RetentionPolicy;
 
@@ -61,24 +60,26 @@ pub struct OffsiteSection {
     pub retention: Option<RetentionPolicy>,
 }
 
-fn duration(key: &'static str, s: &str) -> Result<Duration, ConfigError> {
-    humantime::parse_duration(s)
-        .map_err(|e| ConfigError::Invalid { key, message: format!("{s:?}: {e} (hint: a duration such as \"30s\" or \"24h\")") })
+/// A bad value: the key and why (with a hint); `ops::config` makes it a `ConfigError`.
+pub type Invalid = (&'static str, String);
+
+fn duration(key: &'static str, s: &str) -> Result<Duration, Invalid> {
+    humantime::parse_duration(s).map_err(|e| (key, format!("{s:?}: {e} (hint: a duration such as \"30s\" or \"24h\")")))
 }
 
 /// The section resolved (relative paths against `base`); `None` when it names no url.
 ///
 /// # Errors
-/// [`ConfigError::Invalid`] for a bad value.
-pub fn resolve(sec: OffsiteSection, base: &Path) -> Result<Option<OffsiteConfig>, ConfigError> {
+/// [`Invalid`]: the key and why.
+pub fn resolve(sec: OffsiteSection, base: &Path) -> Result<Option<OffsiteConfig>, Invalid> {
     let rel = |p: PathBuf| if p.is_absolute() || base.as_os_str().is_empty() { p } else { base.join(p) };
     let Some(url) = sec.url else {
         let set = sec.endpoint.is_some() || sec.key_file.is_some() || sec.retention.is_some();
         if set {
-            return Err(ConfigError::Invalid {
-                key: "offsite.url",
-                message: "missing: [offsite] sets other keys but no url (hint: url = \"s3://bucket/prefix\")".into(),
-            });
+            return Err((
+                "offsite.url",
+                "missing: [offsite] sets other keys but no url (hint: url = \"s3://bucket/prefix\")".into(),
+            ));
         }
         return Ok(None);
     };
@@ -98,26 +99,23 @@ pub fn resolve(sec: OffsiteSection, base: &Path) -> Result<Option<OffsiteConfig>
         retries: sec.retries.unwrap_or(d.retries),
         retention: sec.retention,
     };
-    cfg.bucket_and_prefix().map_err(|message| ConfigError::Invalid { key: "offsite.url", message })?;
+    cfg.bucket_and_prefix().map_err(|message| ("offsite.url", message))?;
     if let Some(ep) = &cfg.endpoint
         && !(ep.starts_with("http://") || ep.starts_with("https://"))
     {
-        return Err(ConfigError::Invalid {
-            key: "offsite.endpoint",
-            message: format!("{ep:?} (hint: a URL such as \"https://s3.example.net\")"),
-        });
+        return Err(("offsite.endpoint", format!("{ep:?} (hint: a URL such as \"https://s3.example.net\")")));
     }
     if cfg.never_delete && cfg.retention.is_some() {
-        return Err(ConfigError::Invalid {
-            key: "offsite.retention",
-            message: "set with never_delete = true, which never deletes (hint: drop one of them)".into(),
-        });
+        return Err((
+            "offsite.retention",
+            "set with never_delete = true, which never deletes (hint: drop one of them)".into(),
+        ));
     }
     if let Some(r) = &cfg.retention {
-        r.validate().map_err(|e| ConfigError::Invalid { key: "offsite.retention", message: e.to_string() })?;
+        r.validate().map_err(|e| ("offsite.retention", e.to_string()))?;
     }
     if cfg.timeout < Duration::from_secs(1) {
-        return Err(ConfigError::Invalid { key: "offsite.timeout", message: "below 1s (hint: \"30s\")".into() });
+        return Err(("offsite.timeout", "below 1s (hint: \"30s\")".into()));
     }
     Ok(Some(cfg))
 }

@@ -10,12 +10,18 @@ use crate::guard::vfs::Guard;
 
 /// Pushes, and turns any failure into a record (the push wrote its own record and audit
 /// line already, whatever happened).
-pub(super) fn push_after_session(db: &Path, store: &BackupStore, cfg: &OffsiteConfig, guard: Option<Guard>) -> PushRecord {
+pub(super) fn push_after_session(
+    db: &Path,
+    store: &BackupStore,
+    cfg: &OffsiteConfig,
+    guard: Option<Guard>,
+) -> PushRecord {
     match push(db, store, cfg, PushOptions { guard, ..Default::default() }) {
         Ok(rec) => rec,
         Err(e) => {
             let rec = crate::copies::offsite::latest_push(db).filter(|r| !r.ok);
-            let mut rec = rec.unwrap_or_else(|| PushRecord { schema: 1, remote: cfg.url.clone(), ..Default::default() });
+            let mut rec =
+                rec.unwrap_or_else(|| PushRecord { schema: 1, remote: cfg.url.clone(), ..Default::default() });
             let text = e.to_string();
             tracing::warn!(db = %db.display(), "the offsite push failed (the session is not failed by it): {text}");
             rec.error = Some(text.lines().next().unwrap_or_default().to_owned());

@@ -55,13 +55,13 @@ exit_codes! {
     DATAERR = 65: "Data damaged: the integrity gate or a check failed, the file is not an SQLite database, a backup or bundle does not match its manifest or is not a known-good state, a manifest or artifact cannot be read, the set changed while it was copied.";
     NOINPUT = 66: "Input missing: no database (or an empty one without `--create`), a directory or other non-file where the database should be, no backup, no such id, no bundle.";
     UNSEALED = 67: "Changed unseen: the database is not what the last clean close sealed (changed without a guarded session), or its seal is damaged; `warden run` did not start the engine, `warden check` failed (the way out: restore the sealed backup, or `warden accept`).";
-    UNAVAILABLE = 69: "Refused: storage not local, unsafe WAL, the guard refused the open; `warden salvage`: no sqlite3 shell.";
+    UNAVAILABLE = 69: "Refused: storage not local, unsafe WAL, the guard refused the open; `warden salvage`: no sqlite3 shell; `warden offsite`: the remote is unreachable or refused a request.";
     SOFTWARE = 70: "Internal error, or SQLite older than 3.51.3 (`warden run`).";
     CANTCREAT = 73: "Cannot create: the target exists (or a file is in the way, e.g. a directory named `<db>-warden.lock`), not enough free space for the pre-session backup, the artifact cannot be written.";
     IOERR = 74: "I/O error or disk full, or an audit record could not be written (a command that lost one never exits 0); `warden run`: the engine exited 0 but the post-session backup failed.";
     TEMPFAIL = 75: "Busy: the writer lock is held by another session or engine, a hot journal needs a session to recover it, a restore is unfinished.";
     NOPERM = 77: "Not permitted: this user may not read (or write) the database or create it in its directory; `warden migrate import --owner` without root.";
-    CONFIG = 78: "Invalid configuration: an unreadable or invalid config file or value, an empty retention policy, no `[engine] command` to deploy.";
+    CONFIG = 78: "Invalid configuration: an unreadable or invalid config file or value, an empty retention policy, no `[engine] command` to deploy; `warden offsite`: no (or a bad) `[offsite]`, no credentials, a missing or wrong encryption key.";
     ENGINE_NOT_EXECUTABLE = 126: "`warden run`: the engine could not be executed.";
     ENGINE_NOT_FOUND = 127: "`warden run`: the engine was not found.";
     SIGNAL_BASE = 128: "`warden run`: `128 + N` when signal N killed the engine (so 130 is also an engine killed by SIGINT).";

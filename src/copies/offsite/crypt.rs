@@ -191,9 +191,10 @@ impl Decryptor {
     fn open(&mut self, seg: &[u8], last: bool) -> Result<Vec<u8>, String> {
         let nonce = self.keys.segment_nonce(&self.header[12..], self.next, last);
         self.next += 1;
-        self.keys.cipher().decrypt(XNonce::from_slice(&nonce), Payload { msg: seg, aad: &self.header }).map_err(|_| {
-            "it does not decrypt with this key (a different key, or the object was changed)".to_owned()
-        })
+        self.keys
+            .cipher()
+            .decrypt(XNonce::from_slice(&nonce), Payload { msg: seg, aad: &self.header })
+            .map_err(|_| "it does not decrypt with this key (a different key, or the object was changed)".to_owned())
     }
 
     /// Takes the next bytes; returns the plaintext of every segment now complete (the last

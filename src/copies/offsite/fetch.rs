@@ -35,9 +35,12 @@ pub struct ListedPoint {
     pub complete: bool,
 }
 
+/// Remote points that cannot be read or opened: `(id, why)`.
+type Unreadable = Vec<(String, String)>;
+
 /// Every manifest on the remote, newest first; one that cannot be read or opened is named
-/// in the error list.
-pub(super) fn remote_points_checked(s: &Session) -> Result<(Vec<Manifest>, Vec<(String, String)>), OffsiteError> {
+/// in the second list.
+pub(super) fn remote_points_checked(s: &Session) -> Result<(Vec<Manifest>, Unreadable), OffsiteError> {
     let mut ok = Vec::new();
     let mut bad = Vec::new();
     for (name, _) in s.remote.list(POINTS).map_err(|e| s.remote_err(e))? {
@@ -79,11 +82,16 @@ fn open_checked(cfg: &OffsiteConfig) -> Result<Session, OffsiteError> {
 /// [`OffsiteError`].
 pub fn list(cfg: &OffsiteConfig) -> Result<(String, Vec<ListedPoint>), OffsiteError> {
     let s = open_checked(cfg)?;
-    let packs: HashSet<String> = s.remote.list(PACKS).map_err(|e| s.remote_err(e))?.into_iter().map(|(n, _)| n).collect();
+    let packs: HashSet<String> =
+        s.remote.list(PACKS).map_err(|e| s.remote_err(e))?.into_iter().map(|(n, _)| n).collect();
     let points = remote_points(&s)?
         .into_iter()
         .map(|m| ListedPoint {
-            complete: m.pages.iter().flat_map(|p| p.packs.iter()).all(|p| packs.contains(&s.pack_object(p)[PACKS.len() + 1..])),
+            complete: m
+                .pages
+                .iter()
+                .flat_map(|p| p.packs.iter())
+                .all(|p| packs.contains(&s.pack_object(p)[PACKS.len() + 1..])),
             id: m.id,
             created: m.created,
             kind: serde_json::to_value(m.kind).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
@@ -190,7 +198,8 @@ pub fn verify(cfg: &OffsiteConfig, sample: Option<f64>) -> Result<VerifyReport, 
     let s = open_checked(cfg)?;
     let (points, unreadable) = remote_points_checked(&s)?;
     let present: HashMap<String, u64> = s.remote.list(PACKS).map_err(|e| s.remote_err(e))?.into_iter().collect();
-    let mut used: Vec<String> = points.iter().flat_map(|m| m.pages.iter().flat_map(|p| p.packs.iter().cloned())).collect();
+    let mut used: Vec<String> =
+        points.iter().flat_map(|m| m.pages.iter().flat_map(|p| p.packs.iter().cloned())).collect();
     used.sort();
     used.dedup();
     let used_objects: HashSet<String> = used.iter().map(|p| s.pack_object(p)[PACKS.len() + 1..].to_owned()).collect();
@@ -304,11 +313,16 @@ pub fn restore(cfg: &OffsiteConfig, to: &Path, point: Option<&str>) -> Result<Of
         many => {
             return Err(OffsiteError::NoPoint {
                 url: s.url.clone(),
-                what: format!("matching {:?} alone ({} match; give more of the id)", point.unwrap_or_default(), many.len()),
+                what: format!(
+                    "matching {:?} alone ({} match; give more of the id)",
+                    point.unwrap_or_default(),
+                    many.len()
+                ),
             });
         }
     };
-    let map = m.pages.as_ref().ok_or_else(|| OffsiteError::NoPoint { url: s.url.clone(), what: "with pages".into() })?;
+    let map =
+        m.pages.as_ref().ok_or_else(|| OffsiteError::NoPoint { url: s.url.clone(), what: "with pages".into() })?;
     let io = |what: &'static str, path: &Path| {
         let path = path.to_owned();
         move |source| OffsiteError::Io { what, path, source }

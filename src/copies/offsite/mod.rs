@@ -131,7 +131,9 @@ impl OffsiteConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum OffsiteError {
     /// No `[offsite]` section, or a value in it is wrong.
-    #[error("offsite copies are not configured: {message}\n(hint: add [offsite] url = \"s3://bucket/prefix\" (and endpoint = \"…\" for a service other than AWS) to warden.toml)")]
+    #[error(
+        "offsite copies are not configured: {message}\n(hint: add [offsite] url = \"s3://bucket/prefix\" (and endpoint = \"…\" for a service other than AWS) to warden.toml)"
+    )]
     NotConfigured {
         /// What is missing or wrong.
         message: String,
@@ -143,7 +145,9 @@ pub enum OffsiteError {
         message: String,
     },
     /// The key file cannot be used.
-    #[error("the offsite key file `{path}` cannot be used: {message}\n(hint: `warden offsite keygen --to {path}` makes one; keep a copy outside the bucket and off this host)")]
+    #[error(
+        "the offsite key file `{path}` cannot be used: {message}\n(hint: `warden offsite keygen --to {path}` makes one; keep a copy outside the bucket and off this host)"
+    )]
     Key {
         /// The key file.
         path: PathBuf,
@@ -167,7 +171,9 @@ pub enum OffsiteError {
         message: String,
     },
     /// A request failed (after retries).
-    #[error("the offsite copy at `{url}` is unreachable or refused a request: {source}\n(hint: check the endpoint, the credentials and the network; `warden offsite push` continues where this stopped)")]
+    #[error(
+        "the offsite copy at `{url}` is unreachable or refused a request: {source}\n(hint: check the endpoint, the credentials and the network; `warden offsite push` continues where this stopped)"
+    )]
     Remote {
         /// The remote.
         url: String,
@@ -176,7 +182,9 @@ pub enum OffsiteError {
         source: remote::RemoteError,
     },
     /// A remote point exists with other content than the local one of the same id.
-    #[error("the remote restore point `{id}` at `{url}` differs from the local one; warden never overwrites a restore point\n(hint: `warden offsite verify` checks the remote; a second host writing the same prefix would cause this)")]
+    #[error(
+        "the remote restore point `{id}` at `{url}` differs from the local one; warden never overwrites a restore point\n(hint: `warden offsite verify` checks the remote; a second host writing the same prefix would cause this)"
+    )]
     Conflict {
         /// The point.
         id: String,
@@ -192,13 +200,17 @@ pub enum OffsiteError {
         what: String,
     },
     /// The restore target exists.
-    #[error("`{path}` exists; an offsite restore never overwrites a file\n(hint: restore to a new path, then move it into place with the engine stopped)")]
+    #[error(
+        "`{path}` exists; an offsite restore never overwrites a file\n(hint: restore to a new path, then move it into place with the engine stopped)"
+    )]
     TargetExists {
         /// The target.
         path: PathBuf,
     },
     /// The restored copy did not verify; nothing was installed.
-    #[error("the restore point `{id}` from `{url}` did not verify: {why}; nothing was written at `{to}`\n(hint: `warden offsite verify` names the damaged objects; restore an older point with --point)")]
+    #[error(
+        "the restore point `{id}` from `{url}` did not verify: {why}; nothing was written at `{to}`\n(hint: `warden offsite verify` names the damaged objects; restore an older point with --point)"
+    )]
     Damaged {
         /// The point.
         id: String,
@@ -302,12 +314,18 @@ impl Session {
         }
         match (&self.keys, f.encrypted) {
             (None, true) => Err(OffsiteError::KeyMismatch {
-                message: format!("the offsite copy at `{}` is encrypted (key {}) and no key file is configured", self.url, f.key_id.as_deref().unwrap_or("?")),
+                message: format!(
+                    "the offsite copy at `{}` is encrypted (key {}) and no key file is configured",
+                    self.url,
+                    f.key_id.as_deref().unwrap_or("?")
+                ),
                 hint: "set [offsite] key_file to the key this remote was written with".into(),
             }),
             (Some(_), false) => Err(OffsiteError::KeyMismatch {
                 message: format!("the offsite copy at `{}` is not encrypted, but a key file is configured", self.url),
-                hint: "use a new prefix for encrypted copies (a remote is all encrypted or all plain), or drop key_file".into(),
+                hint:
+                    "use a new prefix for encrypted copies (a remote is all encrypted or all plain), or drop key_file"
+                        .into(),
             }),
             (Some(k), true) if f.key_id.as_deref() != Some(k.key_id().as_str()) => Err(OffsiteError::KeyMismatch {
                 message: format!(

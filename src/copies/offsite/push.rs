@@ -186,8 +186,7 @@ fn run(
             s.format()?;
         }
     }
-    let remote_packs: HashMap<String, u64> =
-        s.remote.list(PACKS).map_err(|e| s.remote_err(e))?.into_iter().collect();
+    let remote_packs: HashMap<String, u64> = s.remote.list(PACKS).map_err(|e| s.remote_err(e))?.into_iter().collect();
     let remote_points: HashSet<String> = s
         .remote
         .list(POINTS)
@@ -200,7 +199,11 @@ fn run(
     todo.reverse();
     let local_sizes: HashMap<String, u64> = pages
         .packs()
-        .map_err(|e| OffsiteError::Io { what: "listing", path: pages.dir().to_owned(), source: std::io::Error::other(e) })?
+        .map_err(|e| OffsiteError::Io {
+            what: "listing",
+            path: pages.dir().to_owned(),
+            source: std::io::Error::other(e),
+        })?
         .into_iter()
         .collect();
     let stored_len = |n: u64| if s.keys.is_some() { crypt::Keys::sealed_len(n) } else { n };
@@ -215,7 +218,8 @@ fn run(
                     source: std::io::Error::new(std::io::ErrorKind::NotFound, "a pack the point uses is missing"),
                 });
             };
-            if seen.insert(p.clone()) && remote_packs.get(&s.pack_object(p)[PACKS.len() + 1..]) != Some(&stored_len(size))
+            if seen.insert(p.clone())
+                && remote_packs.get(&s.pack_object(p)[PACKS.len() + 1..]) != Some(&stored_len(size))
             {
                 need.push(p.clone());
             }
@@ -333,23 +337,33 @@ fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
 /// Creates a point's manifest (only if absent) and reads it back; returns the bytes sent.
 fn publish_point(s: &Session, m: &Manifest) -> Result<u64, OffsiteError> {
     let object = point_object(&m.id);
-    let plain = serde_json::to_vec_pretty(m)
-        .map_err(|e| OffsiteError::Io { what: "encoding", path: object.clone().into(), source: std::io::Error::other(e) })?;
+    let plain = serde_json::to_vec_pretty(m).map_err(|e| OffsiteError::Io {
+        what: "encoding",
+        path: object.clone().into(),
+        source: std::io::Error::other(e),
+    })?;
     let body = s.seal(&plain);
     crate::util::testing::pause_point("offsite-point");
     let created = s.remote.create(&object, &body).map_err(|e| s.remote_err(e))?;
     // Read back in every case: some servers accept two concurrent create-only writes.
     let back = s.remote.get(&object).map_err(|e| s.remote_err(e))?;
-    let same = back.as_deref().and_then(|b| s.open_bytes(b).ok()).and_then(|b| serde_json::from_slice::<Manifest>(&b).ok());
+    let same =
+        back.as_deref().and_then(|b| s.open_bytes(b).ok()).and_then(|b| serde_json::from_slice::<Manifest>(&b).ok());
     match same {
-        Some(r) if r.id == m.id && r.sha256 == m.sha256 && r.pages == m.pages => Ok(if created { body.len() as u64 } else { 0 }),
+        Some(r) if r.id == m.id && r.sha256 == m.sha256 && r.pages == m.pages => {
+            Ok(if created { body.len() as u64 } else { 0 })
+        }
         _ => Err(OffsiteError::Conflict { id: m.id.clone(), url: s.remote.url(&object) }),
     }
 }
 
 /// Remote retention: decide on the remote points as local retention decides on local ones,
 /// delete the dropped points' manifests first, then the packs no remaining point uses.
-fn retain(s: &Session, policy: &crate::copies::retention::RetentionPolicy, rec: &mut PushRecord) -> Result<(), OffsiteError> {
+fn retain(
+    s: &Session,
+    policy: &crate::copies::retention::RetentionPolicy,
+    rec: &mut PushRecord,
+) -> Result<(), OffsiteError> {
     let points = super::fetch::remote_points(s)?;
     let candidates: Vec<Candidate> = points
         .iter()

@@ -77,12 +77,15 @@ impl Credentials {
         {
             return Ok(Credentials { key_id, secret, token: env("AWS_SESSION_TOKEN") });
         }
-        let path = file.map(Path::to_owned).or_else(|| env("AWS_SHARED_CREDENTIALS_FILE").map(PathBuf::from)).or_else(
-            || env("HOME").map(|h| PathBuf::from(h).join(".aws/credentials")),
-        );
+        let path = file
+            .map(Path::to_owned)
+            .or_else(|| env("AWS_SHARED_CREDENTIALS_FILE").map(PathBuf::from))
+            .or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".aws/credentials")));
         let profile = profile.map(str::to_owned).or_else(|| env("AWS_PROFILE")).unwrap_or_else(|| "default".into());
         let Some(path) = path else {
-            return Err("no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or [offsite] credentials_file".into());
+            return Err(
+                "no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or [offsite] credentials_file".into(),
+            );
         };
         let text = std::fs::read_to_string(&path).map_err(|e| {
             format!(

@@ -8,8 +8,8 @@ use super::syntax::{exec_line, list, text};
 use super::units::{header, service_common, unit_section};
 use crate::util::exit;
 
-/// `warden status` problem codes (10-17): reported through the textfile, not as unit failures.
-pub const STATUS_PROBLEM_EXIT_STATUS: [u8; 8] = [
+/// `warden status` problem codes (10-18): reported through the textfile, not as unit failures.
+pub const STATUS_PROBLEM_EXIT_STATUS: [u8; 9] = [
     exit::STATUS_BACKUP,
     exit::STATUS_DATABASE,
     exit::STATUS_SESSION,
@@ -18,6 +18,7 @@ pub const STATUS_PROBLEM_EXIT_STATUS: [u8; 8] = [
     exit::STATUS_DISK,
     exit::STATUS_DRILL,
     exit::FOREIGN_WRITER,
+    exit::STATUS_OFFSITE,
 ];
 
 /// A periodic job: a oneshot service and its timer.
@@ -77,7 +78,7 @@ pub(super) fn job_service(opts: &DeployOptions, job: &Job) -> String {
             "",
         ),
         _ => (
-            "# Exit codes 10-17 are health problems, not failures of this job: they are in the
+            "# Exit codes 10-18 are health problems, not failures of this job: they are in the
 # textfile (`warden_healthy`) and should alert from there, so they count as success here.
 # UMask 0022: node_exporter must be able to read the textfile.",
             {

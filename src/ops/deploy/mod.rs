@@ -17,7 +17,7 @@
 //! engine-drill.service    nightly restore drill `warden drill` (timer 04:30)
 //! engine-prune.service    nightly retention `warden prune` (timer 05:30)
 //! engine-status.service   `warden status --prom FILE` every 5 minutes; its problem codes
-//!                         10-17 are SuccessExitStatus (the textfile carries them to alerting)
+//!                         10-18 are SuccessExitStatus (the textfile carries them to alerting)
 //! engine-*.timer          Persistent=true, RandomizedDelaySec
 //! warden-engine           logrotate: the audit log (rename, no copytruncate: warden reopens
 //!                         it per record, so no line is lost) and the engine's own file logs

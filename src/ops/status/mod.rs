@@ -86,12 +86,11 @@ mod verify;
 
 pub use audit::{AuditFilter, AuditLine, AuditReader, parse_since, tail_audit};
 pub use gather::collect;
-pub use offsite::OffsiteInfo;
 pub use lookup::{LookupError, find_backup, find_session, list_sessions};
 pub use model::{
     BackupInfo, BackupsInfo, DEFAULT_MAX_BACKUP_AGE, DatabaseInfo, DirSpace, DiskInfo, DrillInfo, GateInfo, LockInfo,
-    Problem, ProblemKind, RestoreInfo, SCHEMA, SEVERITY, SQLITE_FLOOR, SessionInfo, SqliteInfo, StatusOptions,
-    StatusReport, StorageInfo, human_age, severity_rank,
+    OffsiteInfo, Problem, ProblemKind, RestoreInfo, SCHEMA, SEVERITY, SQLITE_FLOOR, SessionInfo, SqliteInfo,
+    StatusOptions, StatusReport, StorageInfo, human_age, severity_rank,
 };
 pub use prometheus::{escape_label_value, prometheus_text, write_prometheus};
 pub use verify::{

@@ -433,6 +433,25 @@ pub struct BackupsInfo {
     pub error: Option<String>,
 }
 
+/// The offsite copy, as the last push left it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OffsiteInfo {
+    /// The remote, as the last push named it.
+    pub remote: Option<String>,
+    /// The last push put every local good point there.
+    pub last_push_ok: Option<bool>,
+    /// When it finished.
+    pub last_push_at: Option<String>,
+    /// Why it failed.
+    pub last_error: Option<String>,
+    /// The newest point on the remote.
+    pub newest_remote: Option<String>,
+    /// Seconds the oldest good point the remote lacks has existed (0: none is missing).
+    pub lag_seconds: u64,
+    /// The threshold applied.
+    pub max_lag_seconds: u64,
+}
+
 /// The newest restore drill, as its record says (written by `warden drill`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DrillInfo {
@@ -538,7 +557,7 @@ pub struct StatusReport {
     pub drill: Option<DrillInfo>,
     /// Offsite copies, when configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub offsite: Option<super::offsite::OffsiteInfo>,
+    pub offsite: Option<OffsiteInfo>,
     /// A restore in progress or interrupted (`<db>.warden/restore-in-progress.json`).
     pub restore: Option<RestoreInfo>,
     /// The last restore that replaced the database (`<db>.warden/restores/latest.json`).

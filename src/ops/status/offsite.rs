@@ -6,29 +6,9 @@
 use std::time::Duration;
 
 use jiff::Timestamp;
-use serde::{Deserialize, Serialize};
 
-use super::model::{Problem, ProblemKind};
+use super::model::{OffsiteInfo, Problem, ProblemKind};
 use crate::copies::backup::BackupStore;
-
-/// The offsite copy, as the last push left it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OffsiteInfo {
-    /// The remote, as the last push named it.
-    pub remote: Option<String>,
-    /// The last push put every local good point there.
-    pub last_push_ok: Option<bool>,
-    /// When it finished.
-    pub last_push_at: Option<String>,
-    /// Why it failed.
-    pub last_error: Option<String>,
-    /// The newest point on the remote.
-    pub newest_remote: Option<String>,
-    /// Seconds the oldest good point the remote lacks has existed (0: none is missing).
-    pub lag_seconds: u64,
-    /// The threshold applied.
-    pub max_lag_seconds: u64,
-}
 
 /// The offsite section and its problem, when offsite copies are configured (`max_lag`).
 pub(super) fn gather(
@@ -38,7 +18,8 @@ pub(super) fn gather(
     now: Timestamp,
 ) -> (OffsiteInfo, Option<Problem>) {
     let rec = crate::copies::offsite::latest_push(db);
-    let pushed_up_to = rec.as_ref().and_then(|r| r.newest_remote_created.as_deref()).and_then(|t| t.parse::<Timestamp>().ok());
+    let pushed_up_to =
+        rec.as_ref().and_then(|r| r.newest_remote_created.as_deref()).and_then(|t| t.parse::<Timestamp>().ok());
     let oldest_missing = store
         .list()
         .unwrap_or_default()

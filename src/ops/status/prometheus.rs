@@ -128,8 +128,16 @@ pub fn prometheus_text(r: &StatusReport) -> String {
         }
     }
     if let Some(o) = &r.offsite {
-        f.one("warden_offsite_lag_seconds", "Seconds the oldest good restore point not yet offsite has existed (0: none).", o.lag_seconds);
-        f.one("warden_offsite_push_ok", "1 when the last offsite push put every local good point on the remote.", bit(o.last_push_ok == Some(true)));
+        f.one(
+            "warden_offsite_lag_seconds",
+            "Seconds the oldest good restore point not yet offsite has existed (0: none).",
+            o.lag_seconds,
+        );
+        f.one(
+            "warden_offsite_push_ok",
+            "1 when the last offsite push put every local good point on the remote.",
+            bit(o.last_push_ok == Some(true)),
+        );
     }
     f.one("warden_healthy", "1 when warden status finds no problem.", bit(r.healthy));
     f.one("warden_status_code", "Exit code of warden status (0 healthy; see the README).", r.exit_code);
