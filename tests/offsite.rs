@@ -204,7 +204,7 @@ fn a_push_killed_mid_way_leaves_no_restore_point_and_the_next_one_finishes_it() 
     assert_eq!(v.code(), Some(0), "nothing listed is incomplete: {}", v.diag());
     assert!(v.json()["packs_unused"].as_u64().unwrap() >= 1, "{}", v.diag());
 
-    // Killed while a manifest upload is in flight (before it was sent): same.
+    // The next push finishes the job without sending a pack again.
     let r = run(&s, &["offsite", "push", "--json"]);
     assert_eq!(r.code(), Some(0), "{}", r.diag());
     let rec = r.json();

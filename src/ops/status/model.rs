@@ -598,7 +598,7 @@ mod tests {
 
     #[test]
     fn severity_order_is_the_documented_one() {
-        let mut codes = vec![16, 10, 15, 12, 14, 17, 13, 11];
+        let mut codes = vec![16, 10, 18, 15, 12, 14, 17, 13, 11];
         codes.sort_by_key(|c| severity_rank(*c));
         assert_eq!(codes, SEVERITY);
         for k in [
@@ -610,6 +610,7 @@ mod tests {
             ProblemKind::BackupStale,
             ProblemKind::DrillFailed,
             ProblemKind::ForeignWriter,
+            ProblemKind::OffsiteLag,
         ] {
             assert!(SEVERITY.contains(&k.exit_code()));
             assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
