@@ -173,6 +173,17 @@ fn push_after_session_then_restore_on_a_fresh_directory_is_byte_identical() {
     let again = run(&fresh, &["offsite", "restore", "--to", to.to_str().unwrap()]);
     assert_eq!(again.code(), Some(73), "{}", again.diag());
     assert!(again.stderr.contains("never overwrites"), "{}", again.diag());
+    // Never onto a network filesystem (the sshfs loopback mount scripts/test makes).
+    match std::env::var_os("WARDEN_SSHFS_MNT") {
+        Some(mnt) => {
+            let there = PathBuf::from(mnt).join(format!("offsite-{}.db", std::process::id()));
+            let r = run(&fresh, &["offsite", "restore", "--to", there.to_str().unwrap()]);
+            assert_eq!(r.code(), Some(69), "{}", r.diag());
+            assert!(r.stderr.contains("refusing to restore into") && r.stderr.contains("sshfs"), "{}", r.diag());
+            assert!(!there.exists());
+        }
+        None => skip_or_fail("offsite restore onto sshfs", "no sshfs mount (WARDEN_SSHFS_MNT unset)"),
+    }
     // An older point by id prefix.
     let oldest = local.last().unwrap()["id"].as_str().unwrap();
     let to2 = fresh.path("old.db");

@@ -20,6 +20,10 @@ use super::settings::{AuditDirArgs, BackupDirArgs, DbArgs};
 
 /// `warden offsite`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  warden offsite push --config /etc/warden/warden.toml
+  warden offsite restore --config warden.toml --to /var/lib/engine/engine.db")]
 pub struct OffsiteArgs {
     #[command(subcommand)]
     cmd: OffsiteCmd,
@@ -47,6 +51,10 @@ Examples:
         json: bool,
     },
     /// Lists the restore points on the remote, newest first.
+    #[command(after_help = "\
+Examples:
+  warden offsite list --config /etc/warden/warden.toml
+  warden offsite list --url s3://backups/engine --endpoint http://127.0.0.1:8333 --json")]
     List {
         #[command(flatten)]
         remote: RemoteArgs,
@@ -59,6 +67,10 @@ Examples:
     },
     /// Checks every remote restore point: complete, and every pack it uses hashes to its
     /// name (all of them, or a `--sample` fraction).
+    #[command(after_help = "\
+Examples:
+  warden offsite verify --config /etc/warden/warden.toml
+  warden offsite verify --config /etc/warden/warden.toml --sample 0.1 --json")]
     Verify {
         #[command(flatten)]
         remote: RemoteArgs,
@@ -97,6 +109,9 @@ Examples:
     },
     /// Writes a new encryption key file (mode 0600; never over an existing file). Keep a
     /// copy off this host: without it, encrypted offsite copies cannot be restored.
+    #[command(after_help = "\
+Examples:
+  warden offsite keygen --to /etc/warden/offsite.key")]
     Keygen {
         /// The key file to create.
         #[arg(long, value_name = "PATH")]

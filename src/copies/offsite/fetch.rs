@@ -293,6 +293,20 @@ pub fn restore(cfg: &OffsiteConfig, to: &Path, point: Option<&str>) -> Result<Of
     if std::fs::symlink_metadata(to).is_ok() {
         return Err(OffsiteError::TargetExists { path: to.to_owned() });
     }
+    // The new database is judged like the database itself: never onto a network share.
+    let dir = atomic::parent_of(to);
+    let verdict = crate::storage::classify(&crate::storage::RealProbe::new(), dir).map_err(|e| OffsiteError::Io {
+        what: "judging the storage of",
+        path: dir.to_owned(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    if verdict.kind != crate::storage::FsKind::Local {
+        return Err(OffsiteError::StorageRefused {
+            dir: dir.to_owned(),
+            verdict: verdict.describe(),
+            reason: verdict.reason,
+        });
+    }
     let s = open_checked(cfg)?;
     let points = remote_points(&s)?;
     let chosen: Vec<&Manifest> = match point {

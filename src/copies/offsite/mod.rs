@@ -207,6 +207,18 @@ pub enum OffsiteError {
         /// The target.
         path: PathBuf,
     },
+    /// The restore target's directory is not on local storage.
+    #[error(
+        "refusing to restore into `{dir}`: it is on {verdict}\n(reason: {reason})\n(hint: restore onto a local disk; `warden fs {dir}` explains the verdict)"
+    )]
+    StorageRefused {
+        /// The directory.
+        dir: PathBuf,
+        /// What storage it is.
+        verdict: String,
+        /// Why.
+        reason: String,
+    },
     /// The restored copy did not verify; nothing was installed.
     #[error(
         "the restore point `{id}` from `{url}` did not verify: {why}; nothing was written at `{to}`\n(hint: `warden offsite verify` names the damaged objects; restore an older point with --point)"
@@ -246,7 +258,7 @@ impl OffsiteError {
                 exit::CONFIG
             }
             OffsiteError::KeyMismatch { .. } | OffsiteError::Foreign { .. } => exit::CONFIG,
-            OffsiteError::Remote { .. } => exit::UNAVAILABLE,
+            OffsiteError::Remote { .. } | OffsiteError::StorageRefused { .. } => exit::UNAVAILABLE,
             OffsiteError::Conflict { .. } | OffsiteError::Damaged { .. } => exit::DATAERR,
             OffsiteError::NoPoint { .. } => exit::NOINPUT,
             OffsiteError::TargetExists { .. } => exit::CANTCREAT,
