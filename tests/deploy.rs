@@ -335,7 +335,7 @@ fn every_unit_is_hardened_and_every_timer_persistent() {
         exec[1..],
         ["status", "--config", "/srv/engine/etc/warden/warden.toml", "--prom", "/srv/engine/prom/warden-engine.prom"]
     );
-    assert_eq!(one(status, "SuccessExitStatus"), "10 11 12 13 14 15 16 17");
+    assert_eq!(one(status, "SuccessExitStatus"), "10 11 12 13 14 15 16 17 18");
     assert_eq!(one(status, "UMask"), "0022", "node_exporter must read the textfile");
     assert!(values(status, "ReadWritePaths").contains(&"-/srv/engine/prom"));
     assert_eq!(one(file(&files, "engine-status.timer"), "OnCalendar"), "*:0/5");
