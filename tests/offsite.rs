@@ -303,6 +303,11 @@ fn the_server_going_away_mid_push_fails_the_push_not_the_session_and_the_next_pu
     assert!(rep["problems"].as_array().unwrap().iter().any(|p| p["kind"] == "offsite_lag"), "{rep:#}");
 
     let _srv = Server::start(&s.path("srv"), port);
+    // A restarted SeaweedFS answers 500 for a moment after its gateway is up: wait for the bucket.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while curl(&ep, "GET", &format!("/{b}?list-type=2"), None).0 != 200 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+    }
     let r = run(&s, &["offsite", "push", "--json"]);
     assert_eq!(r.code(), Some(0), "{}", r.diag());
     let v = run(&s, &["offsite", "verify", "--json"]);

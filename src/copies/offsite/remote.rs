@@ -249,15 +249,17 @@ impl Remote {
     /// # Errors
     /// [`RemoteError`].
     pub fn get(&self, rel: &str) -> Result<Option<Vec<u8>>, RemoteError> {
-        let mut out = Vec::new();
-        match self.get_with(rel, &mut |b| {
-            out.extend_from_slice(b);
-            Ok(())
-        }) {
-            Ok(()) => Ok(Some(out)),
-            Err(e) if e.kind == FailKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
+        self.again(|| {
+            let mut out = Vec::new();
+            match self.get_with(rel, &mut |b| {
+                out.extend_from_slice(b);
+                Ok(())
+            }) {
+                Ok(()) => Ok(Some(out)),
+                Err(e) if e.kind == FailKind::NotFound => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
     }
 
     /// Streams the object to `each`, in order (the client retries a request that fails
