@@ -87,11 +87,7 @@ pub fn list(cfg: &OffsiteConfig) -> Result<(String, Vec<ListedPoint>), OffsiteEr
     let points = remote_points(&s)?
         .into_iter()
         .map(|m| ListedPoint {
-            complete: m
-                .pages
-                .iter()
-                .flat_map(|p| p.packs.iter())
-                .all(|p| packs.contains(&s.pack_object(p)[PACKS.len() + 1..])),
+            complete: m.pages.iter().flat_map(|p| p.packs.iter()).all(|p| packs.contains(&s.pack_name(p))),
             id: m.id,
             created: m.created,
             kind: serde_json::to_value(m.kind).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
@@ -202,7 +198,7 @@ pub fn verify(cfg: &OffsiteConfig, sample: Option<f64>) -> Result<VerifyReport, 
         points.iter().flat_map(|m| m.pages.iter().flat_map(|p| p.packs.iter().cloned())).collect();
     used.sort();
     used.dedup();
-    let used_objects: HashSet<String> = used.iter().map(|p| s.pack_object(p)[PACKS.len() + 1..].to_owned()).collect();
+    let used_objects: HashSet<String> = used.iter().map(|p| s.pack_name(p)).collect();
     let mut bad: BTreeMap<String, String> = BTreeMap::new();
     let mut checked = 0u64;
     let mut bytes = 0u64;
@@ -210,7 +206,7 @@ pub fn verify(cfg: &OffsiteConfig, sample: Option<f64>) -> Result<VerifyReport, 
     let step = sample.map_or(1, |f| if f <= 0.0 { usize::MAX } else { (1.0 / f.min(1.0)).round().max(1.0) as usize });
     let offset = (jiff::Timestamp::now().as_second().unsigned_abs() as usize) % step.max(1);
     for (i, p) in used.iter().enumerate() {
-        if !present.contains_key(&s.pack_object(p)[PACKS.len() + 1..]) {
+        if !present.contains_key(&s.pack_name(p)) {
             bad.insert(p.clone(), format!("{} is missing", s.remote.url(&s.pack_object(p))));
             continue;
         }

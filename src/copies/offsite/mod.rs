@@ -352,12 +352,17 @@ impl Session {
         }
     }
 
-    /// The bucket name of a local pack.
-    pub(crate) fn pack_object(&self, pack: &str) -> String {
+    /// The name a local pack has under `packs/` (what a listing of `packs/` returns).
+    pub(crate) fn pack_name(&self, pack: &str) -> String {
         match &self.keys {
-            Some(k) => format!("{PACKS}/{}", k.pack_name(pack)),
-            None => format!("{PACKS}/{pack}"),
+            Some(k) => k.pack_name(pack),
+            None => pack.to_owned(),
         }
+    }
+
+    /// The object of a local pack.
+    pub(crate) fn pack_object(&self, pack: &str) -> String {
+        format!("{PACKS}/{}", self.pack_name(pack))
     }
 
     /// A manifest's bytes as stored.

@@ -218,9 +218,7 @@ fn run(
                     source: std::io::Error::new(std::io::ErrorKind::NotFound, "a pack the point uses is missing"),
                 });
             };
-            if seen.insert(p.clone())
-                && remote_packs.get(&s.pack_object(p)[PACKS.len() + 1..]) != Some(&stored_len(size))
-            {
+            if seen.insert(p.clone()) && remote_packs.get(&s.pack_name(p)) != Some(&stored_len(size)) {
                 need.push(p.clone());
             }
         }
