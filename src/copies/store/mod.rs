@@ -203,6 +203,30 @@ impl Packs {
     }
 }
 
+/// A map keyed by page hash. The keys are SHA-256 digests, uniformly spread already, so
+/// their first bytes are the hash: SipHash over them again cost a tenth of a small put.
+type ByHash<V> = HashMap<PageHash, V, std::hash::BuildHasherDefault<FirstBytes>>;
+
+/// Where a stored page is: (pack number, entry in that pack).
+type Place = (u32, u32);
+
+/// The hasher of [`ByHash`]: folds in the first eight bytes of each write (a digest), and
+/// ignores the short writes (the slice's length) that come with it.
+#[derive(Default)]
+struct FirstBytes(u64);
+
+impl std::hash::Hasher for FirstBytes {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        if let Some(first) = bytes.first_chunk::<8>() {
+            self.0 = self.0.rotate_left(17) ^ u64::from_le_bytes(*first);
+        }
+    }
+}
+
 /// Appends page `(pack, entry)` to `runs`, extending the last run when it continues it.
 fn push_run(runs: &mut Vec<[u32; 3]>, pack: u32, entry: u32) {
     match runs.last_mut() {
@@ -216,7 +240,7 @@ fn walk<'m>(
     map: &'m PageMap,
     packs: &mut Packs,
     store: &PageStore,
-    mut each: impl FnMut(u64, &'m str, &File, u32, &Entry, u32) -> Result<(), String>,
+    mut each: impl FnMut(u64, &'m str, &File, u32, &Entry, &Index) -> Result<(), String>,
 ) -> Result<(), String> {
     if map.format != 1 {
         return Err(format!("its page map has format {}, this warden reads 1", map.format));
@@ -231,7 +255,7 @@ fn walk<'m>(
         })?;
         for (i, e) in (run[1]..).zip(entries) {
             n += 1;
-            each(n, name, f, i, e, idx.page_size)?;
+            each(n, name, f, i, e, idx)?;
         }
     }
     Ok(())
@@ -325,20 +349,25 @@ impl PageStore {
         Ok(out)
     }
 
-    /// Every page the store holds, by hash: where to find it.
-    fn known(&self) -> Result<HashMap<PageHash, (String, u32)>, StoreError> {
-        let mut out = HashMap::new();
+    /// Every page the store holds, by hash: where to find it (pack number in the names
+    /// returned, entry).
+    fn known(&self) -> Result<(Vec<String>, ByHash<Place>), StoreError> {
+        let mut names = Vec::new();
+        let mut out = ByHash::default();
         for (name, _) in self.packs()? {
             let path = self.pack_path(&name);
             let Ok(f) = File::open(&path) else { continue };
             // A pack whose index cannot be read is never used again: its pages are
             // stored anew (and `verify` reports the points that use it).
             let Ok(idx) = pack::read_index(&f) else { continue };
+            let p = names.len() as u32;
+            out.reserve(idx.entries.len());
             for (i, e) in idx.entries.iter().enumerate() {
-                out.entry(e.sha256).or_insert((name.clone(), i as u32));
+                out.entry(e.sha256).or_insert((p, i as u32));
             }
+            names.push(name);
         }
-        Ok(out)
+        Ok((names, out))
     }
 
     /// Stores the `size` bytes of `src` (settled: nothing writes it meanwhile) as whole
@@ -363,35 +392,35 @@ impl PageStore {
             return Err(StoreError::NotPages { path: src_name.to_owned(), size, page_size });
         }
         self.create()?;
-        let known = self.known()?;
+        let (known_names, known) = self.known()?;
         // Created at the first page the store does not hold: an unchanged state writes nothing.
         let mut writer: Option<PackWriter> = None;
         let ps = page_size as usize;
-        let mut whole = pipe::Whole::start(None);
+        let mut whole = pipe::Whole::start();
         // Each page as (pack, entry), where pack u32::MAX is the new one.
         let mut placed: Vec<(u32, u32)> = Vec::new();
         let mut pack_names: Vec<String> = Vec::new();
-        let mut pack_index: HashMap<String, u32> = HashMap::new();
-        let mut fresh: HashMap<PageHash, u32> = HashMap::new();
+        // Known pack number -> its number in this map's pack list.
+        let mut pack_index: Vec<Option<u32>> = vec![None; known_names.len()];
+        let mut fresh: ByHash<u32> = ByHash::default();
         let pages = size / u64::from(page_size);
         let per_chunk = (pipe::CHUNK / ps) as u64;
         let mut n = 0u64;
         while n < pages {
             let count = per_chunk.min(pages - n);
             let mut chunk = whole.chunk();
-            chunk.resize(count as usize * ps, 0);
+            chunk.truncate(count as usize * ps);
             src.read_exact_at(&mut chunk, n * u64::from(page_size)).map_err(io_err("reading", src_name))?;
             for page in chunk.chunks_exact(ps) {
                 n += 1;
                 let h: PageHash = Sha256::digest(page).into();
                 each_page(n, page, &h);
-                let at = if let Some((name, entry)) = known.get(&h) {
-                    let len = pack_names.len() as u32;
-                    let i = *pack_index.entry(name.clone()).or_insert_with(|| {
-                        pack_names.push(name.clone());
-                        len
+                let at = if let Some(&(p, entry)) = known.get(&h) {
+                    let i = *pack_index[p as usize].get_or_insert_with(|| {
+                        pack_names.push(known_names[p as usize].clone());
+                        pack_names.len() as u32 - 1
                     });
-                    (i, *entry)
+                    (i, entry)
                 } else if let Some(&entry) = fresh.get(&h) {
                     (u32::MAX, entry)
                 } else {
@@ -410,8 +439,7 @@ impl PageStore {
             }
             whole.send(chunk);
         }
-        let (sha256, hashed) = whole.finish();
-        hashed.map_err(io_err("hashing", src_name))?;
+        let (sha256, _) = whole.finish().map_err(io_err("hashing", src_name))?;
         let new_pages = fresh.len() as u64;
         let pack_bytes = if let Some(writer) = writer {
             let (name, bytes) = writer.finish().map_err(io_err("publishing a pack in", &self.dir))?;
@@ -450,40 +478,44 @@ impl PageStore {
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<u64, StoreError> {
         let out = std::fs::OpenOptions::new().write(true).create_new(true).open(to).map_err(io_err("creating", to))?;
-        // Pages are decoded here; the worker hashes and writes each chunk.
-        let mut whole = pipe::Whole::start(Some(out));
+        // Pages are read and decoded here; one worker writes each chunk, the other hashes it.
+        let mut whole = pipe::Whole::start_writing(out);
         let mut packs = Packs::default();
-        let mut scratch = Vec::new();
+        let mut spans = pack::Spans::default();
         let total = map.page_count();
         let mut written = 0u64;
         let mut chunk = whole.chunk();
-        let walked = walk(map, &mut packs, self, |n, name, f, _, e, ps| {
-            let ps = ps as usize;
-            if chunk.len() + ps > pipe::CHUNK {
-                let full = std::mem::replace(&mut chunk, whole.chunk());
+        let mut at = 0;
+        let walked = walk(map, &mut packs, self, |n, name, f, _, e, idx| {
+            let ps = idx.page_size as usize;
+            if at + ps > chunk.len() {
+                let mut full = std::mem::replace(&mut chunk, whole.chunk());
+                full.truncate(at);
                 whole.send(full);
+                at = 0;
             }
-            let at = chunk.len();
-            chunk.resize(at + ps, 0);
-            pack::read_page_unchecked(f, e, ps as u32, &mut scratch, &mut chunk[at..])
-                .map_err(|err| format!("page {n}: `{}`: {err}", self.pack_path(name).display()))?;
+            let named = |err: io::Error| format!("page {n}: `{}`: {err}", self.pack_path(name).display());
+            let stored = spans.stored(f, idx.file_len, e).map_err(named)?;
+            pack::decode(e, stored, &mut chunk[at..at + ps]).map_err(named)?;
+            at += ps;
             written += ps as u64;
             if n % 4096 == 0 {
                 progress(n, total);
             }
             Ok(())
         });
+        chunk.truncate(at);
         whole.send(chunk);
-        let (sha, out) = whole.finish();
-        let out = out.map_err(io_err("writing", to))?;
+        let (sha, out) = whole.finish().map_err(io_err("writing", to))?;
+        let out = out.unwrap_or_else(|| Err(io::Error::other("no file was written"))).map_err(io_err("writing", to))?;
         walked.map_err(|why| StoreError::Damaged { why })?;
         if sha != sha256 {
             // Name the page: check every page against its index.
             let why = self.first_bad_page(map).unwrap_or_else(|| "the whole file does not hash as recorded".into());
             return Err(StoreError::Damaged { why });
         }
-        if durable && let Some(f) = out {
-            f.sync_all().map_err(io_err("syncing", to))?;
+        if durable {
+            out.sync_all().map_err(io_err("syncing", to))?;
         }
         progress(total, total);
         Ok(written)
@@ -492,7 +524,8 @@ impl PageStore {
     fn first_bad_page(&self, map: &PageMap) -> Option<String> {
         let mut packs = Packs::default();
         let (mut scratch, mut page) = (Vec::new(), Vec::new());
-        walk(map, &mut packs, self, |n, name, f, _, e, ps| {
+        walk(map, &mut packs, self, |n, name, f, _, e, idx| {
+            let ps = idx.page_size;
             page.resize(ps as usize, 0);
             pack::read_page(f, e, ps, &mut scratch, &mut page)
                 .map_err(|err| format!("page {n}: `{}`: {err}", self.pack_path(name).display()))
@@ -515,7 +548,8 @@ impl PageStore {
         let mut k = 0u64;
         for map in maps {
             let mut first: Option<String> = None;
-            let walked = walk(map, &mut packs, self, |n, name, f, i, e, ps| {
+            let walked = walk(map, &mut packs, self, |n, name, f, i, e, idx| {
+                let ps = idx.page_size;
                 let key = (name.to_owned(), i);
                 let verdict = match seen.get(&key) {
                     Some(v) => v.clone(),
@@ -623,7 +657,8 @@ impl PageStore {
         for map in maps {
             let mut mine = Vec::new();
             let mut err = None;
-            let walked = walk(map, &mut packs, self, |n, name, f, i, e, ps| {
+            let walked = walk(map, &mut packs, self, |n, name, f, i, e, idx| {
+                let ps = idx.page_size;
                 if !victims.contains(name) || ps != page_size {
                     mine.push((Some(name.to_owned()), i));
                     return Ok(());

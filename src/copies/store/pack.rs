@@ -130,18 +130,34 @@ pub fn read_page_unchecked(
     scratch: &mut Vec<u8>,
     out: &mut [u8],
 ) -> io::Result<()> {
-    let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidData, why.to_owned());
     debug_assert_eq!(out.len(), page_size as usize);
+    if e.codec == RAW && e.len == page_size {
+        return file.read_exact_at(out, e.offset);
+    }
+    scratch.resize(e.len as usize, 0);
+    file.read_exact_at(scratch, e.offset)?;
+    decode(e, scratch, out)
+}
+
+/// Decodes `stored`, the stored bytes of entry `e`, into `out` (exactly one page), without
+/// checking its hash.
+///
+/// # Errors
+/// `InvalidData` when the bytes do not decode to one page.
+pub fn decode(e: &Entry, stored: &[u8], out: &mut [u8]) -> io::Result<()> {
+    let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidData, why.to_owned());
+    if stored.len() != e.len as usize {
+        return Err(bad("a page's stored bytes are cut short"));
+    }
     match e.codec {
         RAW => {
-            if e.len != page_size {
+            if stored.len() != out.len() {
                 return Err(bad("a raw page of the wrong length"));
             }
-            file.read_exact_at(out, e.offset)
+            out.copy_from_slice(stored);
+            Ok(())
         }
         _ => {
-            scratch.resize(e.len as usize, 0);
-            file.read_exact_at(scratch, e.offset)?;
             // One decompression context per thread: making one per page costs more than
             // decompressing it.
             thread_local! {
@@ -154,7 +170,7 @@ pub fn read_page_unchecked(
                     if d.is_none() {
                         *d = Some(zstd::bulk::Decompressor::new()?);
                     }
-                    d.as_mut().map_or(Err(io::ErrorKind::Other.into()), |d| d.decompress_to_buffer(scratch, out))
+                    d.as_mut().map_or(Err(io::ErrorKind::Other.into()), |d| d.decompress_to_buffer(stored, out))
                 })
                 .map_err(|_| bad("a page does not decompress"))?;
             if n != out.len() {
@@ -162,6 +178,70 @@ pub fn read_page_unchecked(
             }
             Ok(())
         }
+    }
+}
+
+/// Smallest read ahead of a span, and the largest it grows to while reads stay sequential.
+const SPAN_MIN: usize = 32 << 10;
+const SPAN_MAX: usize = 1 << 20;
+/// Packs read at once (a restore point after a small change alternates between an old pack
+/// and a few new ones).
+const SPAN_SLOTS: usize = 4;
+
+/// The stored bytes of pages, read in large pieces: the entries of a run lie back to back
+/// in their pack, so rebuilding a restore point makes one read per piece of a run instead
+/// of one per page. Reads ahead grow while they stay sequential and shrink when they jump,
+/// so a single page taken from another pack costs a small read. Packs are told apart by
+/// descriptor: keep every file passed in open while the `Spans` is in use.
+#[derive(Default)]
+pub struct Spans {
+    slots: Vec<Span>,
+    tick: u64,
+}
+
+struct Span {
+    fd: std::os::fd::RawFd,
+    start: u64,
+    buf: Vec<u8>,
+    ahead: usize,
+    used: u64,
+}
+
+impl Spans {
+    /// The stored bytes of entry `e` of the pack open as `file` (of `file_len` bytes).
+    ///
+    /// # Errors
+    /// Read errors; `UnexpectedEof` when the pack is shorter than its index says.
+    pub fn stored(&mut self, file: &File, file_len: u64, e: &Entry) -> io::Result<&[u8]> {
+        use std::os::fd::AsRawFd;
+        self.tick += 1;
+        let fd = file.as_raw_fd();
+        let end = e.offset.saturating_add(u64::from(e.len));
+        let i = match self.slots.iter().position(|s| s.fd == fd) {
+            Some(i) => i,
+            None if self.slots.len() < SPAN_SLOTS => {
+                self.slots.push(Span { fd, start: 0, buf: Vec::new(), ahead: SPAN_MIN, used: 0 });
+                self.slots.len() - 1
+            }
+            None => {
+                let i = (0..self.slots.len()).min_by_key(|&i| self.slots[i].used).unwrap_or(0);
+                self.slots[i] = Span { fd, start: 0, buf: Vec::new(), ahead: SPAN_MIN, used: 0 };
+                i
+            }
+        };
+        let span = &mut self.slots[i];
+        span.used = self.tick;
+        let held = span.start..span.start + span.buf.len() as u64;
+        if !(held.contains(&e.offset) && end <= held.end) || e.len == 0 {
+            span.ahead = if e.offset == held.end { (span.ahead * 2).min(SPAN_MAX) } else { SPAN_MIN };
+            let want = (e.len as usize).max(span.ahead) as u64;
+            let len = want.min(file_len.saturating_sub(e.offset)).max(u64::from(e.len));
+            span.buf.resize(usize::try_from(len).map_err(|_| io::ErrorKind::InvalidData)?, 0);
+            file.read_exact_at(&mut span.buf, e.offset)?;
+            span.start = e.offset;
+        }
+        let at = usize::try_from(e.offset - span.start).map_err(|_| io::ErrorKind::InvalidData)?;
+        Ok(&span.buf[at..at + e.len as usize])
     }
 }
 
@@ -347,5 +427,48 @@ mod tests {
         let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
         f.set_len(size - 1).unwrap();
         assert_eq!(read_index(&File::open(&p).unwrap()).unwrap_err().kind(), io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn spans_read_pages_of_several_packs_in_any_order_and_a_short_pack_is_an_error() {
+        let d = tempfile::tempdir().unwrap();
+        // Two packs of 600 pages each (more than one span), pages distinct per pack.
+        let mut packs = Vec::new();
+        for (k, level) in [(0u8, 0), (1, 3)] {
+            let mut w = PackWriter::create(d.path(), 512, level).unwrap();
+            let pages: Vec<Vec<u8>> =
+                (0..600u32).map(|i| (0..512u32).map(|b| (i * 31 + b * u32::from(k + 1)) as u8).collect()).collect();
+            for p in &pages {
+                w.push(p, Sha256::digest(p).into()).unwrap();
+            }
+            let (name, _) = w.finish().unwrap();
+            let f = File::open(d.path().join(format!("{name}.{EXT}"))).unwrap();
+            let idx = read_index(&f).unwrap();
+            packs.push((f, idx, pages));
+        }
+        // Sequential runs interleaved with single pages of the other pack, then jumps back.
+        let order: Vec<(usize, usize)> = (0..600)
+            .map(|i| (0, i))
+            .chain((0..600).step_by(7).map(|i| (1, i)))
+            .flat_map(|x| [x, (1, 599 - x.1)])
+            .chain((0..600).rev().map(|i| (0, i)))
+            .collect();
+        let mut spans = Spans::default();
+        let mut out = vec![0u8; 512];
+        for (p, i) in order {
+            let (f, idx, pages) = &packs[p];
+            let e = &idx.entries[i];
+            let stored = spans.stored(f, idx.file_len, e).unwrap().to_vec();
+            decode(e, &stored, &mut out).unwrap();
+            assert_eq!(&out, &pages[i], "pack {p} page {i}");
+        }
+        // A pack cut short after its index was read: the read fails, nothing panics.
+        let (f, idx, _) = &packs[0];
+        let path = d.path().join("short");
+        std::fs::write(&path, b"tiny").unwrap();
+        let short = File::open(&path).unwrap();
+        let e = &idx.entries[300];
+        assert!(Spans::default().stored(&short, idx.file_len, e).is_err());
+        assert!(Spans::default().stored(f, idx.file_len, e).is_ok());
     }
 }
