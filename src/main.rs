@@ -9,12 +9,18 @@ fn main() -> ExitCode {
         Ok(args) => args,
         Err(code) => return code,
     };
+    cli::set_quiet(args.quiet);
     cli::init_logging(args.verbose);
     let code = match cli::run(args) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("warden: {err}");
-            ExitCode::from(err.exit_code())
+            let code = err.exit_code();
+            let message = err.to_string();
+            eprintln!("{}warden: {message}", cli::priority(tracing::Level::ERROR));
+            if cli::json_requested() {
+                cli::print_json(&cli::error_json(&message, code));
+            }
+            ExitCode::from(code)
         }
     };
     // Output that could not be written (other than to a reader that went away) turns a

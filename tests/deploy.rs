@@ -192,7 +192,7 @@ fn options(root: &Path) -> DeployOptions {
     }
 }
 
-const HARDENING: [&str; 23] = [
+const HARDENING: [&str; 22] = [
     "NoNewPrivileges=yes",
     "ProtectSystem=strict",
     "PrivateTmp=yes",
@@ -213,7 +213,6 @@ const HARDENING: [&str; 23] = [
     "SystemCallFilter=@system-service",
     "StandardOutput=journal",
     "StandardError=journal",
-    "SyslogIdentifier=engine",
     "Environment=NO_COLOR=1",
     "ProtectProc=invisible",
 ];
@@ -296,6 +295,8 @@ fn every_unit_is_hardened_and_every_timer_persistent() {
         for key in HARDENING {
             assert!(unit.lines().any(|l| l == key), "{name}: no `{key}`\n{unit}");
         }
+        // One identifier per unit: `journalctl -t engine-drill` is the drill's alone.
+        assert_eq!(one(unit, "SyslogIdentifier"), name.trim_end_matches(".service"), "{name}");
         assert_eq!(one(unit, "ProtectHome"), "yes", "{name}");
         let rw: Vec<String> = values(unit, "ReadWritePaths").iter().flat_map(|v| words(v, false)).collect();
         assert!(rw.contains(&"/srv/engine/var lib/engine".to_owned()), "{name}: {rw:?}");

@@ -244,7 +244,7 @@ fn status_healthy_after_a_good_session_then_stale_and_the_textfile() {
     assert!(samples.iter().all(|(_, l, _)| l.iter().any(|(k, v)| k == "db" && Path::new(v) == db)), "{text}");
     assert_eq!(sample(&samples, "warden_healthy"), 1.0);
     assert_eq!(sample(&samples, "warden_status_code"), 0.0);
-    assert_eq!(sample(&samples, "warden_backups_good_total"), 1.0);
+    assert_eq!(sample(&samples, "warden_backups_good"), 1.0);
     assert_eq!(sample(&samples, "warden_last_session_ok"), 1.0);
     assert_eq!(sample(&samples, "warden_writer_lock_held"), 0.0);
     assert_eq!(sample(&samples, "warden_db_on_network_fs"), 0.0);

@@ -46,6 +46,7 @@ mod settings;
 mod shared;
 mod snapshot;
 mod status;
+mod term;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -58,6 +59,7 @@ use sqlite_warden::storage::{FsKind, FsVerdict};
 use sqlite_warden::util::exit;
 
 pub use shared::stdout_failure;
+pub use term::{error_json, init_logging, json_requested, priority, set_quiet};
 
 /// Guards a single-writer SQLite engine: refuses network filesystems and unsafe WAL,
 /// enforces one writer, audits every open.
@@ -67,6 +69,9 @@ pub struct Args {
     /// Log more (repeat for more detail); logs go to stderr.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+    /// Only errors on stderr: no progress, no notes, no warnings.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -127,9 +132,6 @@ Examples:
         /// own output).
         #[arg(long)]
         json: bool,
-        /// Only errors on stderr.
-        #[arg(short, long)]
-        quiet: bool,
         /// The engine: program and arguments, after `--` (no shell).
         #[arg(last = true, value_name = "ENGINE")]
         command: Vec<std::ffi::OsString>,
@@ -171,6 +173,25 @@ Examples:
     Migrate(migrate::MigrateArgs),
     /// Offsite copies in S3-compatible storage: `push`, `list`, `verify`, `restore`, `keygen`.
     Offsite(offsite::OffsiteArgs),
+    /// Prints a shell completion script for warden (bash, zsh, fish, elvish, powershell).
+    #[command(after_help = "\
+Install with a redirection: `warden completions bash > /usr/share/bash-completion/completions/warden`.
+
+Examples:
+  warden completions bash
+  warden completions zsh")]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Prints warden's manual page (roff, section 1).
+    #[command(after_help = "\
+Install with a redirection: `warden manpage > /usr/local/share/man/man1/warden.1`; read
+without installing: `warden manpage | man -l -`.
+
+Examples:
+  warden manpage")]
+    Manpage,
     /// Prints warden's and SQLite's versions.
     #[command(after_help = "\
 Examples:
@@ -181,6 +202,11 @@ Examples:
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Writes a JSON document (one line, newline included) to stdout, never panicking.
+pub fn print_json(doc: &str) {
+    out!("{doc}");
 }
 
 /// Parses the command line. `Err` carries the exit code when there is nothing to run:
@@ -204,7 +230,11 @@ pub fn parse() -> Result<Args, ExitCode> {
     Args::try_parse().map_err(|e| {
         // A closed stdout (`warden --help | head -1`) is not an error worth reporting.
         let _ = e.print();
-        ExitCode::from(usage_exit_code(e.kind()))
+        let code = usage_exit_code(e.kind());
+        if code != exit::OK && term::json_requested() {
+            out!("{}", term::error_json(e.render().to_string().trim_start_matches("error: "), code));
+        }
+        ExitCode::from(code)
     })
 }
 
@@ -229,20 +259,6 @@ fn usage_exit_code(kind: ErrorKind) -> u8 {
         ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => exit::OK,
         _ => exit::USAGE,
     }
-}
-
-/// Sends `tracing` output to stderr: warnings by default, more with `-v`, or `RUST_LOG`.
-pub fn init_logging(verbose: u8) {
-    // Audit records are mirrored to tracing; the CLI prints refusals itself, so their
-    // mirror is shown only with -v.
-    let level = match verbose {
-        0 => "warn,sqlite_warden::guard::audit=error",
-        1 => "info",
-        _ => "debug",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
 /// Everything that can make a subcommand fail.
@@ -308,7 +324,7 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
         Cmd::Fs { paths, json } => fs_cmd(&paths, json),
         Cmd::Lock { db, json } => lock_cmd(&db, json),
         Cmd::Demo { dir, trades } => demo::run(&dir, trades),
-        Cmd::Run { settings, json, quiet, command } => session::run_cmd(settings, command, json, quiet),
+        Cmd::Run { settings, json, command } => session::run_cmd(settings, command, json, term::quiet()),
         Cmd::Backup(a) => session::backup_cmd(a),
         Cmd::Prune(a) => session::prune_cmd(a),
         Cmd::Snapshot(a) => snapshot::run(a),
@@ -325,8 +341,23 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
         Cmd::Deploy(a) => deploy::run(*a),
         Cmd::Migrate(a) => migrate::run(a),
         Cmd::Offsite(a) => offsite::run(a),
+        Cmd::Completions { shell } => {
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut <Args as clap::CommandFactory>::command(), "warden", &mut buf);
+            out!("{}", String::from_utf8_lossy(&buf));
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Manpage => {
+            let mut buf = Vec::new();
+            clap_mangen::Man::new(<Args as clap::CommandFactory>::command())
+                .render(&mut buf)
+                .map_err(|source| CliError::Io { context: "rendering the manual page".into(), source })?;
+            out!("{}", String::from_utf8_lossy(&buf));
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Version { json } => {
             let v = serde_json::json!({
+                "schema": 1,
                 "warden": env!("CARGO_PKG_VERSION"),
                 "sqlite": rusqlite::version(),
                 "sqlite_floor": "3.51.3",

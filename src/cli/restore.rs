@@ -63,9 +63,6 @@ pub struct RestoreArgs {
     /// Print one JSON document on stdout instead of text.
     #[arg(long)]
     json: bool,
-    /// Only errors on stderr.
-    #[arg(short, long)]
-    quiet: bool,
     #[command(flatten)]
     db: DbArgs,
     #[command(flatten)]
@@ -116,7 +113,7 @@ fn restore_cmd(args: RestoreArgs) -> Result<ExitCode, CliError> {
     if args.json {
         outln!("{}", serde_json::to_string(&report).unwrap_or_default());
     } else {
-        render(&report, args.quiet);
+        render(&report, super::term::quiet());
     }
     Ok(match report.outcome {
         RestoreOutcome::Restored | RestoreOutcome::Planned => ExitCode::SUCCESS,
@@ -204,9 +201,6 @@ pub struct DrillArgs {
     /// Print the drill record as one JSON document on stdout.
     #[arg(long)]
     json: bool,
-    /// Only errors on stderr.
-    #[arg(short, long)]
-    quiet: bool,
     #[command(flatten)]
     db: DbArgs,
     #[command(flatten)]
@@ -238,7 +232,7 @@ fn drill_cmd(args: DrillArgs) -> Result<ExitCode, CliError> {
     if args.json {
         outln!("{}", serde_json::to_string(&report).unwrap_or_default());
     } else {
-        render_drill(&report, args.quiet);
+        render_drill(&report, super::term::quiet());
     }
     if let Some(e) = &report.record_error {
         eprintln!("warden: {}", e.replace('\n', "\nwarden: "));

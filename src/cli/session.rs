@@ -35,9 +35,6 @@ pub struct BackupArgs {
     /// Print the manifest as JSON.
     #[arg(long)]
     json: bool,
-    /// Only errors on stderr.
-    #[arg(short, long)]
-    quiet: bool,
     #[command(flatten)]
     db: DbArgs,
     #[command(flatten)]
@@ -231,7 +228,8 @@ fn render_final(a: &HealthArtifact, path: Option<&std::path::Path>, error: Optio
 
 /// `warden backup`: a manual verified backup, safe while the engine runs.
 pub fn backup_cmd(args: BackupArgs) -> Result<ExitCode, CliError> {
-    let BackupArgs { db, backup_dir, audit_dir, check, gate_budget, json, quiet } = args;
+    let BackupArgs { db, backup_dir, audit_dir, check, gate_budget, json } = args;
+    let quiet = super::term::quiet();
     let settings = db.settings().with(backup_dir).with(audit_dir).with(check).with(gate_budget).resolve()?;
     let guard = settings.guard()?;
     let store = settings.backup_store();

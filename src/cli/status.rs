@@ -39,13 +39,15 @@ JSON lists every problem; see the README for the textfile's series.
 
 Examples:
   warden status --db /var/lib/engine/engine.db
-  warden status --config /etc/warden/warden.toml --prom /var/lib/node_exporter/textfile/warden.prom")]
+  warden status --config /etc/warden/warden.toml --prom")]
 pub struct StatusArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
-    /// Also write a Prometheus textfile (node_exporter) here, atomically.
-    #[arg(long, value_name = "FILE")]
+    /// Also write a Prometheus textfile for node_exporter, atomically: to FILE, or into a
+    /// directory as `warden-<db file name>.prom`; `--prom` alone uses Debian's and Ubuntu's
+    /// textfile directory, /var/lib/prometheus/node-exporter.
+    #[arg(long, value_name = "FILE|DIR", num_args = 0..=1, default_missing_value = status::prometheus::DEFAULT_DIR)]
     prom: Option<PathBuf>,
     /// The newest good backup may be at most this old.
     #[arg(long, value_name = "DURATION", default_value = "26h")]
@@ -75,7 +77,12 @@ pub fn status(args: StatusArgs) -> Result<ExitCode, CliError> {
         emit(&render_status(&report))?;
     }
     if let Some(p) = &args.prom {
-        status::write_prometheus(&report, p).map_err(|source| CliError::Io {
+        let p = if p.is_dir() || p.as_os_str() == status::prometheus::DEFAULT_DIR {
+            status::prometheus::textfile_in(p, &report.db)
+        } else {
+            p.clone()
+        };
+        status::write_prometheus(&report, &p).map_err(|source| CliError::Io {
             context: format!("writing the Prometheus textfile `{}`", p.display()),
             source,
         })?;

@@ -104,7 +104,7 @@ pub(super) fn job_service(opts: &DeployOptions, job: &Job) -> String {
     };
     o.push_str("Nice=10\nIOSchedulingClass=idle\n");
     let extra = if job.suffix == "status" { opts.prom_dir.as_deref() } else { None };
-    service_common(&mut o, opts, umask, extra);
+    service_common(&mut o, opts, &format!("{}-{}", opts.unit, job.suffix), umask, extra);
     o
 }
 

@@ -9,8 +9,8 @@ use std::time::Duration;
 use super::error::DeployError;
 use crate::ops::config::Settings;
 
-/// The default node_exporter textfile collector directory.
-pub const DEFAULT_PROM_DIR: &str = "/var/lib/node_exporter/textfile_collector";
+/// The default node_exporter textfile collector directory (Debian's and Ubuntu's).
+pub const DEFAULT_PROM_DIR: &str = crate::ops::status::prometheus::DEFAULT_DIR;
 
 /// Default `OnCalendar=` of the nightly full integrity check.
 pub const DEFAULT_CHECK_AT: &str = "*-*-* 03:30:00";

@@ -27,8 +27,9 @@ pub(super) fn header(o: &mut String, name: &str, opts: &DeployOptions) {
     let _ = writeln!(o, "# Re-render rather than edit; put local changes in a drop-in (`systemctl edit {name}`).");
 }
 
-/// The sandbox and identity shared by every unit.
-pub(super) fn service_common(o: &mut String, opts: &DeployOptions, umask: &str, extra_rw: Option<&Path>) {
+/// The sandbox and identity shared by every unit; `ident` is the unit's own journal
+/// identifier (its name without `.service`).
+pub(super) fn service_common(o: &mut String, opts: &DeployOptions, ident: &str, umask: &str, extra_rw: Option<&Path>) {
     let _ = writeln!(o, "User={}", opts.user);
     let _ = writeln!(o, "Group={}", opts.group);
     let _ = writeln!(o, "UMask={umask}");
@@ -37,7 +38,7 @@ pub(super) fn service_common(o: &mut String, opts: &DeployOptions, umask: &str, 
         writeln!(o, "Environment={}", systemd_word(&format!("WARDEN_AUDIT_DIR={}", opts.audit_dir().display()), false));
     o.push_str("# Plain log lines for the journal (no ANSI colours).\nEnvironment=NO_COLOR=1\n");
     o.push_str("StandardOutput=journal\nStandardError=journal\n");
-    let _ = writeln!(o, "SyslogIdentifier={}", opts.unit);
+    let _ = writeln!(o, "SyslogIdentifier={ident}");
     o.push('\n');
     o.push_str("# Writable: the database directory (database, -wal, -shm, writer lock, <db>.warden/),\n");
     o.push_str("# the backup, session, snapshot and audit directories. `-`: already writable through a\n");
@@ -175,7 +176,7 @@ RestartSec=30s
     let _ = writeln!(o, "RestartPreventExitStatus={}", list(&RESTART_PREVENT_EXIT_STATUS));
     o.push_str("# 128+SIGINT / 128+SIGTERM: the engine died of the stop signal warden forwarded.\n");
     let _ = writeln!(o, "SuccessExitStatus={}", list(&RUN_SUCCESS_EXIT_STATUS));
-    service_common(&mut o, opts, "0077", None);
+    service_common(&mut o, opts, &opts.unit, "0077", None);
     o.push_str("\n[Install]\nWantedBy=multi-user.target\n");
     o
 }

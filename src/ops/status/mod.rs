@@ -56,7 +56,7 @@
 //! |---|---|
 //! | `warden_backup_last_success_timestamp_seconds{db,kind}` | creation time of the newest good backup of each kind (`pre`, `post`, `manual`) |
 //! | `warden_backup_age_seconds{db}` | age of the newest good backup |
-//! | `warden_backups_good_total{db}` | good backups retained (a gauge, despite the suffix) |
+//! | `warden_backups_good{db}` | good backups retained |
 //! | `warden_backup_bytes{db}` | size of the newest good backup |
 //! | `warden_integrity_ok{db,mode}` | 1 when the most recent gate passed; `mode` is `full` or `quick` |
 //! | `warden_last_session_ok{db}` | 1 when the last session completed or is running |
@@ -81,7 +81,7 @@ mod gather;
 mod lookup;
 mod model;
 mod offsite;
-mod prometheus;
+pub mod prometheus;
 mod verify;
 
 pub use audit::{AuditFilter, AuditLine, AuditReader, parse_since, tail_audit};

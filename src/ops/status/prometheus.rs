@@ -11,6 +11,17 @@ use crate::copies::backup::CheckMode;
 use crate::guard::lock::LockState;
 use crate::session::health::SessionStatus;
 
+/// Where node_exporter reads textfiles on Debian and Ubuntu (`prometheus-node-exporter`'s
+/// `--collector.textfile.directory`).
+pub const DEFAULT_DIR: &str = "/var/lib/prometheus/node-exporter";
+
+/// The textfile for database `db` in directory `dir`: `warden-<file name>.prom` (one per
+/// database, so several guarded databases on a host never overwrite each other's).
+pub fn textfile_in(dir: &Path, db: &Path) -> std::path::PathBuf {
+    let name = db.file_name().map_or_else(|| "db".into(), |n| n.to_string_lossy().into_owned());
+    dir.join(format!("warden-{name}.prom"))
+}
+
 /// Escapes a label value per the text exposition format: backslash, double quote and line
 /// feed.
 pub fn escape_label_value(v: &str) -> String {
@@ -78,7 +89,7 @@ pub fn prometheus_text(r: &StatusReport) -> String {
         f.one("warden_backup_age_seconds", "Age of the newest good backup.", age);
     }
     if r.backups.error.is_none() {
-        f.one("warden_backups_good_total", "Good backups retained (a gauge).", r.backups.good);
+        f.one("warden_backups_good", "Good backups retained.", r.backups.good);
     }
     if let Some(b) = &r.backups.newest_good {
         f.one("warden_backup_bytes", "Size of the newest good backup.", b.size);
@@ -150,8 +161,20 @@ pub fn prometheus_text(r: &StatusReport) -> String {
 /// node_exporter).
 ///
 /// # Errors
-/// The I/O error; the previous file is then intact.
+/// The I/O error (a missing directory says so, with the way out); the previous file is
+/// then intact.
 pub fn write_prometheus(r: &StatusReport, path: &Path) -> io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.is_dir()
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!(
+                "the directory `{}` does not exist (hint: node_exporter reads its textfiles from there: `apt install prometheus-node-exporter` creates {DEFAULT_DIR}; or pass `--prom FILE` in the directory your node_exporter's --collector.textfile.directory names)",
+                dir.display()
+            ),
+        ));
+    }
     crate::util::atomic::write_atomic(path, prometheus_text(r).as_bytes(), 0o644)
 }
 
