@@ -51,6 +51,9 @@ fn the_table_of_exit_codes_quiet_and_escapes() {
         (vec!["-q", "check", &good], vec![], 0, true, ""),
         (vec!["status", "--db", &good, "--quiet"], vec![], 0, true, ""),
         (vec!["-q", "backups", "--db", &good], vec![], 0, true, ""),
+        (vec!["-q", "snapshot", "--db", &good], vec![], 0, true, ""),
+        (vec!["snapshot", "--db", &good], vec![], 0, false, "latest re-pointed"),
+        (vec!["salvage", &good, "--to", "salvaged.db", "--quiet"], vec![], 0, true, ""),
         // An error is still said under -q.
         (vec!["-q", "backup", "--db", &missing], vec![], 66, false, "does not exist"),
         // Logs in a pipe: no escapes (checked for every case below), with and without NO_COLOR.

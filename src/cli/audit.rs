@@ -129,14 +129,10 @@ pub fn audit(args: AuditArgs) -> Result<ExitCode, CliError> {
     emit(&text)?;
     if !args.follow {
         if reader.skipped() > 0 {
-            eprintln!(
-                "warden: {} line(s) of {} are not audit records and were skipped",
-                reader.skipped(),
-                path.display()
-            );
+            note!("warden: {} line(s) of {} are not audit records and were skipped", reader.skipped(), path.display());
         }
         if last.is_empty() && !args.json && !path.exists() {
-            eprintln!("warden: no audit log at {} yet", path.display());
+            note!("warden: no audit log at {} yet", path.display());
         }
         return Ok(ExitCode::SUCCESS);
     }

@@ -160,7 +160,7 @@ fn verify_cmd(
     // `--all` means every published manifest: one that cannot be read is a failed backup.
     let unreadable = if matches!(which, BackupSelection::All) { store.unreadable_manifests()? } else { vec![] };
     for (path, why) in &unreadable {
-        eprintln!(
+        note!(
             "warden: FAILED `{}`: the manifest cannot be read ({why}); its backup cannot be verified or restored\n(hint: a damaged manifest is evidence: keep it; `warden backup` takes a fresh backup)",
             path.display()
         );

@@ -28,6 +28,15 @@ macro_rules! out {
     };
 }
 
+/// `eprintln!` for notes and warnings: silent under `-q` (errors use `eprintln!`).
+macro_rules! note {
+    ($($arg:tt)*) => {
+        if !$crate::cli::term::quiet() {
+            eprintln!($($arg)*);
+        }
+    };
+}
+
 mod accept;
 mod audit;
 mod backups;

@@ -207,7 +207,7 @@ fn run_cmd(cmd: OffsiteCmd, json: bool) -> Result<ExitCode, CliError> {
             let mut last = std::time::Instant::now();
             let mut progress = |sent: u64, total: u64| {
                 if !json && last.elapsed().as_secs() >= 2 {
-                    eprintln!("warden: pushed {} of {}", human_bytes(sent), human_bytes(total));
+                    note!("warden: pushed {} of {}", human_bytes(sent), human_bytes(total));
                     last = std::time::Instant::now();
                 }
             };

@@ -56,7 +56,7 @@ pub fn run(args: SalvageArgs) -> Result<ExitCode, CliError> {
         return Ok(ExitCode::SUCCESS);
     }
     outln!("{}", report.output.display());
-    eprintln!(
+    note!(
         "warden: SUSPECT DATA: salvaged {} rows from {} into {} ({:?} method, {} ms).",
         report.total_rows,
         report.source.display(),
@@ -64,21 +64,21 @@ pub fn run(args: SalvageArgs) -> Result<ExitCode, CliError> {
         report.method,
         report.duration_ms
     );
-    eprintln!("warden: the original is untouched. Whatever sat on damaged pages is missing or wrong here, and");
-    eprintln!("warden: nothing here was verified against a known-good state: prefer `warden restore` from a");
-    eprintln!("warden: verified backup, and use this file only to recover what happened since that backup.");
+    note!("warden: the original is untouched. Whatever sat on damaged pages is missing or wrong here, and");
+    note!("warden: nothing here was verified against a known-good state: prefer `warden restore` from a");
+    note!("warden: verified backup, and use this file only to recover what happened since that backup.");
     if let Some(why) = &report.fallback_reason {
-        eprintln!("warden: (used `rows` because `.recover` was not available: {why})");
+        note!("warden: (used `rows` because `.recover` was not available: {why})");
     }
     for t in &report.tables {
         let errs =
             if t.errors > 0 { format!(", {} read errors: {}", t.errors, t.messages.join("; ")) } else { String::new() };
-        eprintln!("warden:   {:<24} {:>10} rows{errs}", t.name, t.rows);
+        note!("warden:   {:<24} {:>10} rows{errs}", t.name, t.rows);
     }
     for e in &report.schema_errors {
-        eprintln!("warden:   schema: {e}");
+        note!("warden:   schema: {e}");
     }
-    eprintln!("warden: output integrity_check: {}", report.output_integrity.join("; "));
-    eprintln!("warden: report: {}.salvage.json", report.output.display());
+    note!("warden: output integrity_check: {}", report.output_integrity.join("; "));
+    note!("warden: report: {}.salvage.json", report.output.display());
     Ok(ExitCode::SUCCESS)
 }

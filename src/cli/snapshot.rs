@@ -60,10 +60,10 @@ pub fn run(args: SnapshotArgs) -> Result<ExitCode, CliError> {
     } else {
         outln!("snapshot  {}", report.path.display());
         outln!("latest    {}", report.latest.display());
-        eprintln!("warden: {}", summary(&report));
+        note!("warden: {}", summary(&report));
     }
     if let Some(e) = &report.retention_error {
-        eprintln!("warden: snapshot retention failed (the snapshot is published): {e}");
+        note!("warden: snapshot retention failed (the snapshot is published): {e}");
     }
     Ok(ExitCode::SUCCESS)
 }
