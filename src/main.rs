@@ -17,7 +17,9 @@ fn main() -> ExitCode {
             let code = err.exit_code();
             let message = err.to_string();
             eprintln!("{}warden: {message}", cli::priority(tracing::Level::ERROR));
-            if cli::json_requested() {
+            // A command that answered with its own JSON document (error included) gets no
+            // second one.
+            if cli::json_requested() && !cli::stdout_written() {
                 cli::print_json(&cli::error_json(&message, code));
             }
             ExitCode::from(code)

@@ -1,5 +1,5 @@
 //! The loadable extension (`ext/`, libwarden.so) in real hosts: Python with apsw (SQLite
-//! 3.54), Debian's Python and sqlite3 shell (SQLite 3.40, refused), the Rust example engine as
+//! 3.54), Debian's Python and sqlite3 shell (SQLite 3.40: the guard in rollback-journal-only mode), the Rust example engine as
 //! the other writer. `scripts/test` builds the extension and installs apsw; run alone without
 //! them, these tests say loudly that they skipped (and fail under `CI`).
 
@@ -267,8 +267,8 @@ fn a_second_writer_is_refused_across_languages() {
     not(feature = "testing"),
     ignore = "needs the test seams: cargo test --features testing (scripts/test does)"
 )]
-fn panics_and_old_hosts_leave_the_host_alive() {
-    let Some((e, _)) = setup("panics_and_old_hosts_leave_the_host_alive") else { return };
+fn a_panic_leaves_the_host_alive() {
+    let Some((e, _)) = setup("a_panic_leaves_the_host_alive") else { return };
     let d = tempfile::tempdir().unwrap();
     let out = ok(&py(
         d.path(),
@@ -284,30 +284,166 @@ print("still alive", c.execute("SELECT 40 + 2").fetchone()[0])
         &[("WARDEN_EXT_SELFTEST", "1")],
     ));
     assert!(out.contains("panic became") && out.contains("still alive 42"), "{out}");
+}
 
-    // Debian's Python and sqlite3 shell link SQLite 3.40.1: refused, clearly, host alive.
-    if Path::new("/usr/bin/python3").exists() {
-        let o = Command::new("/usr/bin/python3")
-            .arg("-c")
-            .arg(format!(
-                "import sqlite3\nc = sqlite3.connect(':memory:')\nc.enable_load_extension(True)\ntry:\n    c.load_extension({:?})\n    print('loaded', sqlite3.sqlite_version)\nexcept Exception as e:\n    print('refused:', e)\nprint('alive')",
-                e.to_str().unwrap()
-            ))
-            .output()
-            .unwrap();
-        let out = String::from_utf8_lossy(&o.stdout);
-        if out.contains("loaded 3.") && !out.contains("loaded 3.4") {
-            eprintln!("this host's SQLite is new enough; nothing to refuse: {out}");
-        } else {
-            assert!(out.contains("refused:") && out.contains("3.51.3") && out.contains("alive"), "{out}");
-        }
+/// Debian's own python3 (stdlib `sqlite3`, SQLite 3.40.1: before the WAL-reset fix), as a
+/// Python engine author on Debian 12 or Ubuntu 24.04 has it: the extension loads, runs the
+/// guard with a rollback journal only and says so, refuses WAL in every way it can be asked
+/// for, writes through the rollback journal, gives tooling read-only connections, and still
+/// refuses the engine on network storage.
+#[test]
+fn debian_python_runs_the_guard_in_rollback_only_mode() {
+    let test = "debian_python_runs_the_guard_in_rollback_only_mode";
+    let Some(e) = ext() else {
+        skip(test, "libwarden.so is not built (cargo build --release --manifest-path ext/Cargo.toml)");
+        return;
+    };
+    let debian = Path::new("/usr/bin/python3");
+    let version = Command::new(debian).args(["-c", "import sqlite3; print(sqlite3.sqlite_version)"]).output();
+    let Some(version) =
+        version.ok().filter(|o| o.status.success()).map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    else {
+        skip(test, "no /usr/bin/python3 with its sqlite3 module (apt install python3)");
+        return;
+    };
+    let fixed = |v: &str| {
+        let n: Vec<u32> = v.split('.').filter_map(|p| p.parse().ok()).collect();
+        let (mi, pa) = (n.get(1).copied().unwrap_or(0), n.get(2).copied().unwrap_or(0));
+        mi > 51 || (mi == 51 && pa >= 3) || (mi == 50 && pa >= 7) || (mi == 44 && pa >= 6)
+    };
+    if fixed(&version) {
+        skip(
+            test,
+            &format!("/usr/bin/python3 links SQLite {version}, which has the fix: no rollback-only mode to test"),
+        );
+        return;
     }
-    if let Ok(o) = Command::new("sqlite3").arg(":memory:").arg(format!(".load {}", e.display())).output() {
-        let err = String::from_utf8_lossy(&o.stderr);
-        let v = Command::new("sqlite3").arg("--version").output().unwrap();
-        if String::from_utf8_lossy(&v.stdout).starts_with("3.4") {
-            assert!(err.contains("needs 3.51.3"), "{err}");
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let db = dir.join("engine.db");
+    let walled = dir.join("walled.db");
+    {
+        // A database already in WAL mode (made by warden's own, fixed SQLite).
+        let c = rusqlite::Connection::open(&walled).unwrap();
+        c.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES (1);").unwrap();
+    }
+    let run = |code: &str, env: &[(&str, &str)]| {
+        let prelude = format!(
+            "import sqlite3, json, os\nc = sqlite3.connect(':memory:')\nc.enable_load_extension(True)\nc.load_extension({:?})\n",
+            e.to_str().unwrap()
+        );
+        let mut cmd = Command::new(debian);
+        cmd.arg("-c").arg(prelude + code).env("WARDEN_AUDIT_DIR", dir.join("audit")).current_dir(dir);
+        for (k, v) in env {
+            cmd.env(k, v);
         }
+        let o = cmd.output().unwrap();
+        assert!(
+            o.status.success(),
+            "python failed: {}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    let (out, err) = run(
+        &format!(
+            r#"
+v = json.loads(c.execute("SELECT warden_version()").fetchone()[0])
+print("mode", v["mode"], "sqlite", v["sqlite"])
+s = json.loads(c.execute("SELECT warden_status(?)", ({db:?},)).fetchone()[0])
+print("status", s["mode"], s["wal_allowed"], s["wal_reset_bug"])
+w = sqlite3.connect("file:{db}?vfs=warden", uri=True)
+w.execute("CREATE TABLE t(x)")
+w.execute("INSERT INTO t VALUES (1), (2)")
+w.commit()
+try:
+    print("wal asked:", w.execute("PRAGMA journal_mode=WAL").fetchone()[0])
+except sqlite3.Error as e:
+    print("wal refused:", e)
+print("journal", w.execute("PRAGMA journal_mode").fetchone()[0])
+w.execute("INSERT INTO t VALUES (3)")
+w.commit()
+print("rows", w.execute("SELECT count(*) FROM t").fetchone()[0])
+try:
+    sqlite3.connect("file:{walled}?vfs=warden", uri=True).execute("SELECT * FROM t").fetchall()
+    print("walled opened")
+except sqlite3.Error as e:
+    print("walled refused:", e)
+r = sqlite3.connect("file:{db}?vfs=warden-ro", uri=True)
+print("tool reads", r.execute("SELECT count(*) FROM t").fetchone()[0])
+try:
+    r.execute("INSERT INTO t VALUES (4)")
+    r.commit()
+    print("tool wrote")
+except sqlite3.Error as e:
+    print("tool refused:", e)
+try:
+    r.execute("ATTACH 'file:{other}?vfs=unix' AS o")
+    r.execute("CREATE TABLE o.x(y)")
+    print("tool attached a file")
+except sqlite3.Error as e:
+    print("attach refused:", e)
+"#,
+            db = db.display(),
+            walled = walled.display(),
+            other = dir.join("other.db").display()
+        ),
+        &[],
+    );
+    assert!(out.contains(&format!("mode rollback_only sqlite {version}")), "{out}\n{err}");
+    assert!(out.contains("status rollback_only False True"), "{out}");
+    // WAL is never entered: asked for, it stays a rollback journal (or is refused).
+    assert!(out.contains("journal delete"), "{out}");
+    assert!(!out.contains("wal asked: wal"), "{out}");
+    assert!(!Path::new(&format!("{}-wal", db.display())).exists());
+    assert!(out.contains("rows 3"), "{out}");
+    assert!(out.contains("walled refused:") && !out.contains("walled opened"), "{out}");
+    assert!(out.contains("tool reads 3") && out.contains("tool refused:"), "{out}");
+    // Without SQLITE_DBCONFIG_ENABLE_ATTACH_WRITE (3.49), the authorizer alone still keeps
+    // tooling from attaching and writing another file.
+    assert!(out.contains("attach refused:") && !out.contains("tool attached"), "{out}");
+    assert!(!dir.join("other.db").exists());
+    // The audit log says why, naming the host's release and the bug.
+    let audit = std::fs::read_to_string(dir.join("audit/audit.jsonl")).unwrap();
+    assert!(audit.contains("WAL-reset") && audit.contains(&version), "{audit}");
+    let refused = audit.lines().find(|l| l.contains("walled.db") && l.contains("refus")).unwrap_or_default();
+    assert!(refused.contains("WAL-reset") && refused.contains("journal_mode=DELETE"), "{refused}");
+    // Network storage: refused for the engine, as on any host.
+    let mut targets = Vec::new();
+    if let Some(m) = std::env::var_os("WARDEN_SSHFS_MNT") {
+        let sub = PathBuf::from(m).join(format!("debian-py-{}", std::process::id()));
+        std::fs::create_dir_all(&sub).unwrap();
+        targets.push(sub.join("e.db"));
+    } else {
+        skip(&format!("{test} (sshfs part)"), "WARDEN_SSHFS_MNT is not set (scripts/test mounts it)");
+    }
+    for net in targets {
+        let (out, _) = run(
+            &format!(
+                r#"
+try:
+    sqlite3.connect("file:{net}?vfs=warden", uri=True).execute("CREATE TABLE t(x)")
+    print("engine allowed")
+except sqlite3.Error as e:
+    print("engine refused:", e)
+"#,
+                net = net.display()
+            ),
+            &[],
+        );
+        assert!(out.contains("engine refused:") && !out.contains("engine allowed"), "{out}");
+        assert!(!net.exists() || std::fs::metadata(&net).unwrap().len() == 0, "nothing was written on the share");
+    }
+    // Debian's sqlite3 shell (the same SQLite) loads it too.
+    if let Ok(o) = Command::new("sqlite3")
+        .arg(":memory:")
+        .arg(format!(".load {}", e.display()))
+        .arg("SELECT warden_version();")
+        .output()
+    {
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(out.contains("rollback_only"), "{out} {}", String::from_utf8_lossy(&o.stderr));
     }
 }
 

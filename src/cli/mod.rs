@@ -67,7 +67,7 @@ use sqlite_warden::guard::lock::{LockState, LockStatus};
 use sqlite_warden::storage::{FsKind, FsVerdict};
 use sqlite_warden::util::exit;
 
-pub use shared::stdout_failure;
+pub use shared::{stdout_failure, stdout_written};
 pub use term::{error_json, init_logging, json_requested, priority, set_quiet};
 
 /// Guards a single-writer SQLite engine: refuses network filesystems and unsafe WAL,

@@ -29,6 +29,7 @@ static STDOUT_FAILED: std::sync::Mutex<Option<io::Error>> = std::sync::Mutex::ne
 /// its own result and exit code. Any other failure (disk full behind `> file`) is kept for
 /// [`stdout_failure`], which turns a success into [`exit::IOERR`].
 pub(super) fn out(args: std::fmt::Arguments<'_>, newline: bool) {
+    WROTE.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut o = io::stdout().lock();
     let written = o.write_fmt(args).and_then(|()| if newline { o.write_all(b"\n") } else { Ok(()) });
     if let Err(e) = written.and_then(|()| o.flush())
@@ -37,6 +38,15 @@ pub(super) fn out(args: std::fmt::Arguments<'_>, newline: bool) {
     {
         slot.get_or_insert(e);
     }
+}
+
+/// Whether anything was written to stdout (a command that printed its own JSON answer,
+/// error included, gets no second document from `main`).
+static WROTE: AtomicBool = AtomicBool::new(false);
+
+/// Whether [`out`] wrote anything.
+pub fn stdout_written() -> bool {
+    WROTE.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// The first failure [`out`] kept, if any (main reports it and exits [`exit::IOERR`]).

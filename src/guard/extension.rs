@@ -10,8 +10,11 @@
 //!
 //! Loading is idempotent: a second load (same or another connection) neither wraps the VFS
 //! twice nor fails, and the extension asks to stay loaded (`SQLITE_OK_LOAD_PERMANENTLY`), so
-//! the VFS outlives the connection that loaded it. A host older than SQLite 3.51.3 is
-//! refused with a message that says so.
+//! the VFS outlives the connection that loaded it. A host whose SQLite lacks the WAL-reset
+//! fix (before 3.51.3, apart from the backports 3.50.7+ and 3.44.6+; Debian 12's and
+//! Ubuntu 24.04's python3) gets the guard in rollback-journal-only mode: WAL is refused in
+//! every layer on every storage, and `warden_status`/`warden_version` say `"mode":
+//! "rollback_only"`. A host older than 3.40 is refused.
 //!
 //! Environment (read at the first load):
 //! - `WARDEN_AUDIT_DIR`: where the audit log goes (as for the Rust factory);
@@ -72,11 +75,21 @@ fn user_error(msg: String) -> rusqlite::Error {
 /// A message for the host when the guard cannot be registered: SQLite older than 3.51.3, a
 /// bad configuration, or a VFS name taken by something else.
 pub fn init(conn: &Connection) -> rusqlite::Result<bool> {
-    if vfs::sqlite_version_number() < vfs::SQLITE_FLOOR {
+    if vfs::sqlite_version_number() < vfs::SQLITE_OLDEST {
         return Err(user_error(format!(
-            "sqlite-warden refuses to load into SQLite {}: it needs 3.51.3 or newer (older releases carry a WAL-reset corruption bug)\n(hint: use a host with a newer SQLite, e.g. apsw or pysqlite3-binary for Python)",
+            "sqlite-warden refuses to load into SQLite {}: it needs 3.40.0 or newer\n(hint: use a host with a newer SQLite, e.g. apsw for Python)",
             rusqlite::version()
         )));
+    }
+    if let Some(v) = vfs::wal_reset_bug() {
+        // Once per process: the host's SQLite is the same for every connection.
+        static SAID: std::sync::Once = std::sync::Once::new();
+        SAID.call_once(|| {
+            tracing::warn!(
+                "sqlite-warden: the host's SQLite {} carries the WAL-reset corruption bug (fixed in 3.51.3, 3.50.7, 3.44.6): rollback-journal-only mode, WAL refused",
+                crate::guard::policy::version_text(v)
+            );
+        });
     }
     let guard = match vfs::find_guard(vfs::DEFAULT_NAME) {
         Some(g) => g,
@@ -101,7 +114,10 @@ pub fn init(conn: &Connection) -> rusqlite::Result<bool> {
             "db": path,
             "fs": verdict,
             "engine_allowed": verdict.kind.is_local(),
-            "wal_allowed": verdict.kind.is_local(),
+            "wal_allowed": verdict.kind.is_local() && vfs::wal_reset_bug().is_none(),
+            "mode": vfs::sqlite_mode(),
+            "sqlite": rusqlite::version(),
+            "wal_reset_bug": vfs::wal_reset_bug().is_some(),
             "writer_lock": lock,
             "vfs": status_guard.engine_vfs(),
             "tool_vfs": status_guard.tool_vfs(),
@@ -115,6 +131,7 @@ pub fn init(conn: &Connection) -> rusqlite::Result<bool> {
             "warden": env!("CARGO_PKG_VERSION"),
             "sqlite": rusqlite::version(),
             "sqlite_floor": "3.51.3",
+            "mode": vfs::sqlite_mode(),
             "vfs": names.0,
             "tool_vfs": names.1,
         })

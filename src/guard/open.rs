@@ -114,10 +114,18 @@ impl Shim for RoleVfs {
 ///   tooling VFS is refused outright, read-only or not, and audited (`ro_violation`), so an
 ///   attached file is always judged, downgraded and audited by the guard.
 ///
+/// On a host SQLite older than 3.49 (the loadable extension in Debian's or Ubuntu's
+/// python3) the two settings do not exist, and the authorizer is the one layer: an attached
+/// file still opens only through the tooling VFS, read-only and audited, but a host that
+/// replaces the authorizer could attach other files.
+///
 /// # Errors
 /// A message when a setting does not take (the open then fails: fail closed).
 pub(crate) fn restrict_tool_connection(conn: &rusqlite::Connection) -> Result<(), String> {
     use crate::sys::sqlite::{DBCONFIG_ENABLE_ATTACH_CREATE, DBCONFIG_ENABLE_ATTACH_WRITE, db_flag};
+    if crate::guard::vfs::sqlite_version_number() < 3_049_000 {
+        return crate::sys::hooks::restrict_attach(conn);
+    }
     for (op, what) in [(DBCONFIG_ENABLE_ATTACH_WRITE, "ATTACH_WRITE"), (DBCONFIG_ENABLE_ATTACH_CREATE, "ATTACH_CREATE")]
     {
         match db_flag(conn, op, Some(false)) {
@@ -570,6 +578,12 @@ fn open_record(
         "tooling may write a brand-new file (VACUUM INTO or backup target)".into()
     } else if pre.access.wal_allowed {
         format!("{}; WAL allowed", pre.verdict.reason)
+    } else if let Some(v) = crate::guard::vfs::wal_reset_bug() {
+        format!(
+            "{}; rollback journal only, WAL refused: SQLite {} carries the WAL-reset bug",
+            pre.verdict.reason,
+            crate::guard::policy::version_text(v)
+        )
     } else {
         format!("{}; rollback journal only, WAL refused", pre.verdict.reason)
     });
