@@ -87,7 +87,7 @@ pub fn init(conn: &Connection) -> rusqlite::Result<bool> {
         SAID.call_once(|| {
             tracing::warn!(
                 "sqlite-warden: the host's SQLite {} carries the WAL-reset corruption bug (fixed in 3.51.3, 3.50.7, 3.44.6): rollback-journal-only mode, WAL refused",
-                crate::guard::policy::version_text(v)
+                crate::guard::sqlite_host::version_text(v)
             );
         });
     }

@@ -13,4 +13,5 @@ mod inode_lock;
 pub mod lock;
 mod open;
 pub mod policy;
+pub mod sqlite_host;
 pub mod vfs;

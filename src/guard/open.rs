@@ -123,7 +123,7 @@ impl Shim for RoleVfs {
 /// A message when a setting does not take (the open then fails: fail closed).
 pub(crate) fn restrict_tool_connection(conn: &rusqlite::Connection) -> Result<(), String> {
     use crate::sys::sqlite::{DBCONFIG_ENABLE_ATTACH_CREATE, DBCONFIG_ENABLE_ATTACH_WRITE, db_flag};
-    if crate::guard::vfs::sqlite_version_number() < 3_049_000 {
+    if crate::guard::sqlite_host::sqlite_version_number() < 3_049_000 {
         return crate::sys::hooks::restrict_attach(conn);
     }
     for (op, what) in [(DBCONFIG_ENABLE_ATTACH_WRITE, "ATTACH_WRITE"), (DBCONFIG_ENABLE_ATTACH_CREATE, "ATTACH_CREATE")]
@@ -578,11 +578,11 @@ fn open_record(
         "tooling may write a brand-new file (VACUUM INTO or backup target)".into()
     } else if pre.access.wal_allowed {
         format!("{}; WAL allowed", pre.verdict.reason)
-    } else if let Some(v) = crate::guard::vfs::wal_reset_bug() {
+    } else if let Some(v) = crate::guard::sqlite_host::wal_reset_bug() {
         format!(
             "{}; rollback journal only, WAL refused: SQLite {} carries the WAL-reset bug",
             pre.verdict.reason,
-            crate::guard::policy::version_text(v)
+            crate::guard::sqlite_host::version_text(v)
         )
     } else {
         format!("{}; rollback journal only, WAL refused", pre.verdict.reason)

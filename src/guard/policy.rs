@@ -172,13 +172,13 @@ pub struct Refusal {
 impl Refusal {
     /// The refusal for WAL on `verdict`, with the message SQLite will show.
     pub fn wal(path: PathBuf, verdict: &FsVerdict, what: &str) -> Self {
-        if let Some(v) = crate::guard::vfs::wal_reset_bug()
+        if let Some(v) = crate::guard::sqlite_host::wal_reset_bug()
             && verdict.kind.is_local()
         {
             let message = format!(
                 "warden: {what} refused: `{}`: this SQLite ({}) carries the WAL-reset corruption bug (fixed in 3.51.3, backported to 3.50.7 and 3.44.6), so warden runs it with a rollback journal only\n(hint: use a host with a fixed SQLite for WAL; a database already in WAL mode can be switched once with `PRAGMA journal_mode=DELETE` from a fixed SQLite, e.g. `python3 -m pip install apsw`)",
                 path.display(),
-                version_text(v)
+                crate::guard::sqlite_host::version_text(v)
             );
             return Refusal { kind: RefusalKind::WalRefused, path, verdict: Some(Box::new(verdict.clone())), message };
         }
@@ -191,11 +191,6 @@ impl Refusal {
         );
         Refusal { kind: RefusalKind::WalRefused, path, verdict: Some(Box::new(verdict.clone())), message }
     }
-}
-
-/// `3040001` → `3.40.1`.
-pub fn version_text(v: i32) -> String {
-    format!("{}.{}.{}", v / 1_000_000, v / 1000 % 1000, v % 1000)
 }
 
 /// Decides whether `role` may open a database on `verdict` with `uri`.
@@ -226,7 +221,7 @@ pub fn decide(
             ));
         }
     }
-    let fixed = crate::guard::vfs::wal_reset_bug().is_none();
+    let fixed = crate::guard::sqlite_host::wal_reset_bug().is_none();
     let wal_allowed = verdict.kind.is_local() && fixed;
     if role == Role::Tool {
         return Ok(Access { wal_allowed });

@@ -26,32 +26,9 @@ use crate::guard::policy::{Policy, Role};
 use crate::storage::{self, FsProbe, FsVerdict, RealProbe};
 use crate::sys::shim::{RegisterFailure, Shim};
 
-/// The SQLite release with the WAL-reset fix (`SQLITE_VERSION_NUMBER` form). Older releases
-/// (3.7.0 to 3.51.2) carry a bug that can corrupt a WAL-mode database under concurrent
-/// checkpoints; the fix was backported to 3.50.7 and 3.44.6. On a release without it the
-/// guard runs in rollback-journal-only mode ([`wal_reset_bug`]).
-pub const SQLITE_FLOOR: i32 = 3_051_003;
-
-/// The oldest SQLite the guard registers on at all (in rollback-journal-only mode).
-pub const SQLITE_OLDEST: i32 = 3_040_000;
-
-/// Whether SQLite release `v` has the WAL-reset fix: 3.51.3 and later, 3.50.7 and later
-/// 3.50 releases, 3.44.6 and later 3.44 releases.
-pub fn wal_reset_fixed(v: i32) -> bool {
-    v >= SQLITE_FLOOR || (3_050_007..3_051_000).contains(&v) || (3_044_006..3_045_000).contains(&v)
-}
-
-/// The linked SQLite's release when it carries the WAL-reset bug: then WAL is refused in
-/// every layer, on every storage (an old host of the loadable extension).
-pub fn wal_reset_bug() -> Option<i32> {
-    let v = sqlite_version_number();
-    (!wal_reset_fixed(v)).then_some(v)
-}
-
-/// The mode the guard runs in on this SQLite, for status output: `full` or `rollback_only`.
-pub fn sqlite_mode() -> &'static str {
-    if wal_reset_bug().is_some() { "rollback_only" } else { "full" }
-}
+pub use crate::guard::sqlite_host::{
+    SQLITE_FLOOR, SQLITE_OLDEST, sqlite_mode, sqlite_version_number, wal_reset_bug, wal_reset_fixed,
+};
 
 /// Name of the default guard's engine VFS; the tooling VFS is this plus `-ro`.
 pub const DEFAULT_NAME: &str = "warden";
@@ -225,21 +202,6 @@ pub fn find_guard(name: &str) -> Option<Guard> {
     guards().get(name).cloned()
 }
 
-/// The version of the SQLite library actually linked, as a number (`3054001`). Read from
-/// `sqlite3_libversion()`: on a host older than the loadable extension's bindings, the
-/// extension's API table answers `sqlite3_libversion_number()` for the bindings (see
-/// `ext/`), while the version text stays the host's own.
-pub fn sqlite_version_number() -> i32 {
-    version_from_text(rusqlite::version()).unwrap_or_else(rusqlite::version_number)
-}
-
-/// `"3.40.1"` → `3040001`.
-fn version_from_text(text: &str) -> Option<i32> {
-    let mut parts = text.split('.').map(|p| p.trim().parse::<i32>().ok());
-    let (major, minor, patch) = (parts.next()??, parts.next()??, parts.next().flatten().unwrap_or(0));
-    Some(major * 1_000_000 + minor * 1000 + patch)
-}
-
 pub use crate::guard::open::take_last_refusal;
 
 /// Registering the guard VFS failed.
@@ -288,37 +250,4 @@ pub enum RegisterError {
         /// The name.
         name: String,
     },
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_wal_reset_fix_is_in_3_51_3_and_the_two_backports() {
-        for (v, fixed) in [
-            (3_040_001, false), // Debian 12
-            (3_044_005, false),
-            (3_044_006, true),
-            (3_045_001, false), // Ubuntu 24.04
-            (3_050_006, false),
-            (3_050_007, true),
-            (3_051_001, false), // pysqlite3-binary
-            (3_051_002, false),
-            (3_051_003, true),
-            (3_054_001, true),
-        ] {
-            assert_eq!(wal_reset_fixed(v), fixed, "{v}");
-        }
-        // The bundled SQLite has the fix: the guard runs in full mode here.
-        assert_eq!((wal_reset_bug(), sqlite_mode()), (None, "full"));
-    }
-
-    #[test]
-    fn the_version_is_read_from_the_version_text() {
-        assert_eq!(version_from_text("3.40.1"), Some(3_040_001));
-        assert_eq!(version_from_text("3.54"), Some(3_054_000));
-        assert_eq!(version_from_text("x"), None);
-        assert_eq!(sqlite_version_number(), rusqlite::version_number());
-    }
 }
