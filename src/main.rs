@@ -10,6 +10,7 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     cli::set_quiet(args.quiet);
+    cli::set_verbose(args.verbose);
     cli::init_logging(args.verbose);
     let code = match cli::run(args) {
         Ok(code) => code,

@@ -206,3 +206,53 @@ fn completions_and_the_manual_page_come_from_the_flags() {
         assert!(o.status.success() && text(&o.stdout).contains("warden"), "{}", text(&o.stderr));
     }
 }
+
+#[test]
+fn a_damage_report_reads_like_one() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let p = dir.join("damaged.db");
+    {
+        let c = rusqlite::Connection::open(&p).unwrap();
+        c.execute_batch(
+            "PRAGMA journal_mode=DELETE; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); CREATE INDEX iv ON t(v);",
+        )
+        .unwrap();
+        let tx = c.unchecked_transaction().unwrap();
+        for i in 0..3000 {
+            tx.execute("INSERT INTO t(v) VALUES (?1)", [format!("{}{i}", "x".repeat(50))]).unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    // One page overwritten in its middle: a few dozen messages from integrity_check.
+    let mut bytes = std::fs::read(&p).unwrap();
+    bytes[4096 * 5 + 200..4096 * 5 + 500].fill(0xff);
+    std::fs::write(&p, &bytes).unwrap();
+    let db = p.to_str().unwrap();
+    let o = warden(dir, &["check", db], &[]);
+    assert_eq!(o.status.code(), Some(65), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    let json = warden(dir, &["check", db, "--json"], &[]);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let all: Vec<String> = v["integrity"]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|m| m.as_str().unwrap().lines().map(str::to_owned).collect::<Vec<_>>())
+        .filter(|l| l.contains("page"))
+        .collect();
+    assert!(all.len() > 5, "a real multi-message report: {all:?}");
+    // Each message at most once, the first few only, grouped by tree and page.
+    // (the first is the headline and heads the examples: twice, never three times as before)
+    assert!(out.matches(all[0].as_str()).count() <= 2, "{out}");
+    assert_eq!(out.matches(all[1].as_str()).count(), 1, "{out}");
+    assert_eq!(out.matches(all[5].as_str()).count(), 0, "only the first few without -v: {out}");
+    assert!(out.lines().count() <= 20, "{} lines:\n{out}", out.lines().count());
+    assert!(out.contains("b-tree rooted at page") && out.contains("problem(s) on page"), "{out}");
+    assert!(out.contains("more (all of them: `-v`, or `--json`)"), "{out}");
+    // -v: every message.
+    let verbose = text(&warden(dir, &["check", db, "-v"], &[]).stdout);
+    for m in &all {
+        assert!(verbose.contains(m.trim()), "-v lacks {m}:\n{verbose}");
+    }
+}

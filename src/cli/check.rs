@@ -145,12 +145,38 @@ fn render_check(r: &GateReport) -> String {
         } else {
             String::new()
         };
-        let _ = writeln!(o, "  check:     {}{fk} ({})", i.summary(), secs(i.duration_ms));
-        if !i.ok {
-            let summary = i.summary();
-            for m in i.messages.iter().filter(|m| m.as_str() != "ok" && !summary.ends_with(m.as_str())).take(10) {
-                let _ = writeln!(o, "    {m}");
+        let lines = i.problem_lines();
+        if i.ok || lines.is_empty() {
+            let _ = writeln!(o, "  check:     {}{fk} ({})", i.summary(), secs(i.duration_ms));
+        } else {
+            let _ = writeln!(
+                o,
+                "  check:     {} FAILED: {} problem(s){fk} ({})",
+                i.mode.pragma(),
+                lines.len(),
+                secs(i.duration_ms)
+            );
+            for site in i.damage_sites() {
+                let what =
+                    site.tree.map_or_else(|| "outside any b-tree".to_owned(), |t| format!("b-tree rooted at page {t}"));
+                let pages = match site.pages.len() {
+                    0 => String::new(),
+                    1 => format!(" on page {}", site.pages[0]),
+                    n if n <= 8 => format!(" on pages {}", join(&site.pages)),
+                    n => format!(" on {n} pages ({}, …)", join(&site.pages[..8])),
+                };
+                let _ = writeln!(o, "    {what}: {} problem(s){pages}", site.problems);
             }
+            // The first few, as SQLite said them; all of them with -v or in --json.
+            let shown = if super::term::verbose() { lines.len() } else { lines.len().min(3) };
+            for l in &lines[..shown] {
+                let _ = writeln!(o, "      {l}");
+            }
+            if lines.len() > shown {
+                let _ = writeln!(o, "      … {} more (all of them: `-v`, or `--json`)", lines.len() - shown);
+            }
+        }
+        if !i.ok {
             for m in i.foreign_key_messages.iter().take(5) {
                 let _ = writeln!(o, "    foreign key: {m}");
             }
@@ -167,6 +193,10 @@ fn render_check(r: &GateReport) -> String {
         );
     }
     o
+}
+
+fn join(pages: &[u64]) -> String {
+    pages.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
 }
 
 /// The seal lines of a gate report (`warden check`, `warden run`, `warden accept`).

@@ -68,7 +68,7 @@ use sqlite_warden::storage::{FsKind, FsVerdict};
 use sqlite_warden::util::exit;
 
 pub use shared::{stdout_failure, stdout_written};
-pub use term::{error_json, init_logging, json_requested, priority, set_quiet};
+pub use term::{error_json, init_logging, json_requested, priority, set_quiet, set_verbose};
 
 /// Guards a single-writer SQLite engine: refuses network filesystems and unsafe WAL,
 /// enforces one writer, audits every open.

@@ -19,6 +19,19 @@ pub fn quiet() -> bool {
     QUIET.load(Ordering::Relaxed)
 }
 
+/// Set once from `-v`.
+static VERBOSE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// `-v`: show everything (a whole damage report, for one).
+pub fn verbose() -> bool {
+    VERBOSE.load(Ordering::Relaxed) > 0
+}
+
+/// Records `-v` (its count) for the whole process.
+pub fn set_verbose(v: u8) {
+    VERBOSE.store(v, Ordering::Relaxed);
+}
+
 /// Records `-q` for the whole process.
 pub fn set_quiet(quiet: bool) {
     QUIET.store(quiet, Ordering::Relaxed);

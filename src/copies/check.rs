@@ -34,7 +34,8 @@ pub enum CheckMode {
 }
 
 impl CheckMode {
-    fn pragma(self) -> &'static str {
+    /// The pragma's name: `integrity_check` or `quick_check`.
+    pub fn pragma(self) -> &'static str {
         match self {
             CheckMode::Full => "integrity_check",
             CheckMode::Quick => "quick_check",
@@ -90,8 +91,9 @@ impl IntegrityReport {
         if let Some(e) = &self.error {
             return e.clone();
         }
-        if let Some(first) = self.messages.iter().find(|m| m.as_str() != "ok") {
-            let more = self.messages.len().saturating_sub(1);
+        let lines = self.problem_lines();
+        if let Some(first) = lines.first() {
+            let more = lines.len() - 1;
             let more = if more > 0 { format!(" (+{more} more)") } else { String::new() };
             return format!("{}: {first}{more}", self.mode.pragma());
         }
@@ -100,6 +102,67 @@ impl IntegrityReport {
             self.foreign_key_violations,
             self.foreign_key_messages.first().map(String::as_str).unwrap_or("?")
         )
+    }
+}
+
+/// Where the damage a check found lies: one b-tree (by its root page, `None` for what
+/// belongs to no tree: freelist, unused pages) and the pages named in its messages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DamageSite {
+    /// Root page of the b-tree (`sqlite_schema.rootpage`), when the messages name one.
+    pub tree: Option<u64>,
+    /// Pages named, ascending.
+    pub pages: Vec<u64>,
+    /// How many problems.
+    pub problems: usize,
+}
+
+impl IntegrityReport {
+    /// Every problem the pragma reported, one line each: SQLite puts several into one row
+    /// (`*** in database main ***` and what follows), and the heading is no problem.
+    pub fn problem_lines(&self) -> Vec<&str> {
+        self.messages
+            .iter()
+            .flat_map(|m| m.lines())
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && *l != "ok" && !(l.starts_with("***") && l.ends_with("***")))
+            .collect()
+    }
+
+    /// The problems grouped by b-tree and page (`Tree 2 page 6 cell 3: …`, `Page 12: never
+    /// used`, `… of page 6`), largest group first: a damage report reads by object and page,
+    /// not as forty near-identical lines.
+    pub fn damage_sites(&self) -> Vec<DamageSite> {
+        let mut sites: Vec<DamageSite> = Vec::new();
+        for line in self.problem_lines() {
+            let lower = line.to_ascii_lowercase();
+            let number_after = |word: &str| -> Option<u64> {
+                let at = lower.find(word)? + word.len();
+                let digits: String = lower[at..].chars().take_while(char::is_ascii_digit).collect();
+                digits.parse().ok()
+            };
+            let tree = number_after("tree ");
+            let page = number_after("page ");
+            let i = match sites.iter().position(|s| s.tree == tree) {
+                Some(i) => i,
+                None => {
+                    sites.push(DamageSite { tree, pages: Vec::new(), problems: 0 });
+                    sites.len() - 1
+                }
+            };
+            let site = &mut sites[i];
+            site.problems += 1;
+            if let Some(p) = page
+                && !site.pages.contains(&p)
+            {
+                site.pages.push(p);
+            }
+        }
+        for s in &mut sites {
+            s.pages.sort_unstable();
+        }
+        sites.sort_by_key(|s| std::cmp::Reverse(s.problems));
+        sites
     }
 }
 
@@ -197,4 +260,36 @@ pub fn check_file(
     let page_count = u64::try_from(page_count).unwrap_or(0);
     report.duration_ms = ms(started.elapsed());
     (report, (page_size, page_count))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_damage_report_reads_by_tree_and_page() {
+        let mut r = IntegrityReport::failed(CheckMode::Full, String::new(), Duration::ZERO);
+        r.error = None;
+        r.messages = vec![
+            "*** in database main ***\nTree 2 page 6 cell 67: invalid page number 2021161080\nTree 2 page 6 cell 66: Rowid -1 out of order".into(),
+            "Tree 2 page 7 cell 1: Rowid 63 out of order".into(),
+            "Multiple uses for byte 287 of page 6".into(),
+            "Page 12: never used".into(),
+            "Tree 9 page 40: btreeInitPage() returns error code 11".into(),
+        ];
+        let lines = r.problem_lines();
+        assert_eq!(lines.len(), 6, "{lines:?}");
+        assert!(!lines.iter().any(|l| l.starts_with("***")));
+        assert_eq!(r.summary(), "integrity_check: Tree 2 page 6 cell 67: invalid page number 2021161080 (+5 more)");
+        assert!(!r.summary().contains('\n'));
+        let sites = r.damage_sites();
+        assert_eq!(
+            sites,
+            vec![
+                DamageSite { tree: Some(2), pages: vec![6, 7], problems: 3 },
+                DamageSite { tree: None, pages: vec![6, 12], problems: 2 },
+                DamageSite { tree: Some(9), pages: vec![40], problems: 1 },
+            ]
+        );
+    }
 }
