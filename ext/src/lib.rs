@@ -12,6 +12,8 @@ use std::ffi::{c_char, c_int};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use rusqlite::{Connection, ffi};
+// The oldest host the guard runs on is also the oldest whose API table `compat` knows.
+use sqlite_warden::guard::sqlite_host::{SQLITE_OLDEST, version_text};
 
 /// The entry point, named after the file (`libwarden.so` → `sqlite3_warden_init`), as
 /// `sqlite3_load_extension` looks it up when no name is given.
@@ -32,7 +34,7 @@ pub unsafe extern "C" fn sqlite3_warden_init(
         // initialisation, unlike the wrapped API, which refuses hosts older than its bindings.
         let found = unsafe { host_version(p_api) };
         let api = match found {
-            Some(v) if v < OLDEST => {
+            Some(v) if v < SQLITE_OLDEST => {
                 let msg = format!(
                     "sqlite-warden refuses to load into SQLite {}: it needs 3.40.0 or newer (hint: use a host with a newer SQLite; on an older distribution, apsw ships its own)",
                     version_text(v)
@@ -51,13 +53,6 @@ pub unsafe extern "C" fn sqlite3_warden_init(
         unsafe { Connection::extension_init2(db, pz_err_msg, api, init) }
     }))
     .unwrap_or(ffi::SQLITE_ERROR)
-}
-
-/// The oldest host release whose API table `compat` knows the layout of.
-const OLDEST: c_int = 3_040_000;
-
-fn version_text(v: c_int) -> String {
-    format!("{}.{}.{}", v / 1_000_000, v / 1000 % 1000, v % 1000)
 }
 
 /// Hosts older than the bindings (rusqlite's prebuilt loadable-extension bindings are of

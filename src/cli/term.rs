@@ -46,6 +46,11 @@ pub fn colour() -> bool {
 /// Whether stderr is systemd's journal stream: `JOURNAL_STREAM` names its device and inode
 /// (systemd.exec(5)), so a stderr redirected elsewhere by the unit is not taken for it.
 pub fn journal() -> bool {
+    static J: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *J.get_or_init(journal_stream)
+}
+
+fn journal_stream() -> bool {
     use std::os::unix::fs::MetadataExt as _;
     let Some(v) = std::env::var_os("JOURNAL_STREAM") else { return false };
     let Some((dev, ino)) = v.to_str().and_then(|v| v.split_once(':')) else { return false };
@@ -56,9 +61,10 @@ pub fn journal() -> bool {
 /// The prefix that gives a stderr line its journal priority (sd-daemon(3)): `<3>` error,
 /// `<4>` warning, `<6>` info, `<7>` debug; empty when stderr is not the journal.
 pub fn priority(level: Level) -> &'static str {
-    if !journal() {
-        return "";
-    }
+    if journal() { prefix(level) } else { "" }
+}
+
+fn prefix(level: Level) -> &'static str {
     match level {
         Level::ERROR => "<3>",
         Level::WARN => "<4>",
@@ -104,13 +110,7 @@ where
         event: &tracing::Event<'_>,
     ) -> std::fmt::Result {
         let meta = event.metadata();
-        let prefix = match *meta.level() {
-            Level::ERROR => "<3>",
-            Level::WARN => "<4>",
-            Level::INFO => "<6>",
-            _ => "<7>",
-        };
-        write!(w, "{prefix}{}: ", meta.target())?;
+        write!(w, "{}{}: ", prefix(*meta.level()), meta.target())?;
         ctx.format_fields(w.by_ref(), event)?;
         writeln!(w)
     }

@@ -33,9 +33,11 @@ pub fn sqlite_mode() -> &'static str {
 /// The version of the SQLite library actually linked, as a number (`3054001`). Read from
 /// `sqlite3_libversion()`: on a host older than the loadable extension's bindings, the
 /// extension's API table answers `sqlite3_libversion_number()` for the bindings (see
-/// `ext/`), while the version text stays the host's own.
+/// `ext/`), while the version text stays the host's own. Read once: every open asks (for
+/// [`wal_reset_bug`]) and the linked library never changes.
 pub fn sqlite_version_number() -> i32 {
-    version_from_text(rusqlite::version()).unwrap_or_else(rusqlite::version_number)
+    static V: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
+    *V.get_or_init(|| version_from_text(rusqlite::version()).unwrap_or_else(rusqlite::version_number))
 }
 
 /// `"3.40.1"` → `3040001`.

@@ -476,7 +476,7 @@ impl Session {
         crate::copies::sweep_state(&config.db);
 
         // 1. SQLite floor.
-        if vfs::sqlite_version_number() < vfs::SQLITE_FLOOR {
+        if vfs::wal_reset_bug().is_some() {
             let e = SessionError::SqliteTooOld { found: rusqlite::version().to_owned(), floor: "3.51.3" };
             return Err(fail(artifact, Step::SqliteVersion, e));
         }

@@ -232,7 +232,7 @@ impl Spans {
         let span = &mut self.slots[i];
         span.used = self.tick;
         let held = span.start..span.start + span.buf.len() as u64;
-        if !(held.contains(&e.offset) && end <= held.end) || e.len == 0 {
+        if !(held.contains(&e.offset) && end <= held.end) {
             span.ahead = if e.offset == held.end { (span.ahead * 2).min(SPAN_MAX) } else { SPAN_MIN };
             let want = (e.len as usize).max(span.ahead) as u64;
             let len = want.min(file_len.saturating_sub(e.offset)).max(u64::from(e.len));

@@ -124,8 +124,8 @@ mod tests {
     use serde_json::Value;
 
     use super::model::mk;
-    use super::sqlite::version_text;
     use super::*;
+    use crate::guard::sqlite_host::version_text;
 
     #[test]
     fn versions_and_summary() {

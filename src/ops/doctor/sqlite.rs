@@ -10,10 +10,7 @@ use super::facts::bytes;
 use super::model::{Check, Ctx, Verdict, mk};
 use crate::copies::backup::sidecar;
 use crate::guard::lock::LockState;
-
-pub(super) fn version_text(n: i32) -> String {
-    format!("{}.{}.{}", n / 1_000_000, (n / 1000) % 1000, n % 1000)
-}
+use crate::guard::sqlite_host::version_text;
 
 pub(super) fn sqlite() -> Check {
     let n = crate::guard::vfs::sqlite_version_number();
@@ -24,7 +21,7 @@ pub(super) fn sqlite() -> Check {
     } else {
         "the host's SQLite library (not the bundled build)"
     };
-    let ok = n >= floor;
+    let ok = crate::guard::sqlite_host::wal_reset_fixed(n);
     let detail = format!(
         "linked SQLite {linked}, {build}; floor {} (3.7.0–3.51.2 carry the WAL-reset corruption bug){}; an engine that loads warden as an extension runs on its host's libsqlite3: check that one too",
         version_text(floor),

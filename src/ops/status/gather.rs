@@ -61,7 +61,7 @@ pub fn collect(opts: &StatusOptions) -> StatusReport {
     let sqlite = SqliteInfo {
         version: rusqlite::version().to_owned(),
         floor: SQLITE_FLOOR.to_owned(),
-        ok: crate::guard::vfs::sqlite_version_number() >= crate::guard::vfs::SQLITE_FLOOR,
+        ok: crate::guard::vfs::wal_reset_bug().is_none(),
     };
     if !sqlite.ok {
         problems.push(Problem::new(
