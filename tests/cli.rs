@@ -16,8 +16,9 @@ fn fs_on_local_disk_is_safe() {
     let out = warden(d.path()).args(["fs", "--json"]).arg(d.path().join("new.db")).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v[0]["engine_safe"], true);
-    assert_eq!(v[0]["verdict"]["kind"], "local");
+    assert_eq!(v["schema"], 1);
+    assert_eq!(v["verdicts"][0]["engine_safe"], true);
+    assert_eq!(v["verdicts"][0]["verdict"]["kind"], "local");
     let text = warden(d.path()).arg("fs").arg(d.path()).output().unwrap();
     assert!(String::from_utf8_lossy(&text.stdout).contains("safe for the engine"));
 }

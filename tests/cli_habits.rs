@@ -101,10 +101,61 @@ fn with_json_an_error_is_json_on_stdout_with_its_exit_code() {
     // Without --json, stdout stays empty on an error.
     let o = warden(dir, &["backup", "--db", &missing], &[]);
     assert_eq!((o.status.code(), o.stdout.len()), (Some(66), 0));
-    // Every --json document names its schema.
-    let o = warden(dir, &["version", "--json"], &[]);
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(v["schema"], 1);
+}
+
+/// Every `--json` answer of every command is an object that names its `schema` (before
+/// issue 16, `fs`, `sessions` and `backups` printed bare arrays and a dozen commands had no
+/// `schema`: a script could not tell one shape from the next).
+#[test]
+fn every_json_answer_names_its_schema() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let good = db(dir);
+    let g = good.as_str();
+    let o = warden(dir, &["run", "--db", g, "--json", "--", "true"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let session: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let id = session["session_id"].as_str().unwrap().to_owned();
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["version", "--json"],
+        vec!["fs", g, "--json"],
+        vec!["lock", g, "--json"],
+        vec!["backup", "--db", g, "--json"],
+        vec!["prune", "--db", g, "--json", "--dry-run"],
+        vec!["prune", "--db", g, "--json"],
+        vec!["snapshot", "--db", g, "--json"],
+        vec!["check", g, "--json"],
+        vec!["status", "--db", g, "--json"],
+        vec!["sessions", "--db", g, "--json"],
+        vec!["sessions", "show", &id, "--db", g, "--json"],
+        vec!["backups", "--db", g, "--json"],
+        vec!["backups", "verify", "--all", "--db", g, "--json"],
+        vec!["audit", "--json"],
+        vec!["doctor", "--db", g, "--json", "--no-ntp"],
+        vec!["drill", "--db", g, "--json"],
+        vec!["restore", "--db", g, "--to", "restored.db", "--json"],
+        vec!["salvage", g, "--to", "salvaged.db", "--json"],
+        vec!["accept", "--db", g, "--json"],
+        vec!["deploy", "systemd", "--db", g, "--out", "units", "--json"],
+        vec!["migrate", "export", "--db", g, "--to", "bundle", "--json"],
+        vec!["sessions", "export", "--db", g, "--to", "artifacts", "--json"],
+    ];
+    for args in cases {
+        let o = warden(dir, &args, &[]);
+        let out = text(&o.stdout);
+        assert!(!out.trim().is_empty(), "warden {args:?} printed nothing (exit {:?}): {}", o.status, text(&o.stderr));
+        // One document, or JSON lines (audit): each line an object with a schema.
+        for line in out.lines() {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("warden {args:?}: not JSON ({e}): {line}"));
+            assert!(v.is_object(), "warden {args:?}: not an object: {line}");
+            assert!(
+                v["schema"].is_u64() || v["schema"].is_string(),
+                "warden {args:?}: no schema in {line}; stderr: {}",
+                text(&o.stderr)
+            );
+        }
+    }
 }
 
 #[test]

@@ -243,7 +243,7 @@ fn export_then_import_reproduces_the_data_exactly() {
     assert_eq!(sha256(&imported), sha256(&bundle.join("audit/audit.jsonl")));
     let listed = warden(&s, &["sessions", "--db", p(&target), "--json"]);
     assert_eq!(listed.code(), Some(0), "{}", listed.diag());
-    assert_eq!(listed.json().as_array().unwrap().len(), 2);
+    assert_eq!(listed.json()["sessions"].as_array().unwrap().len(), 2);
 
     // The audit log: the export, the engine open that switched the copy to WAL before it
     // was put in place (so the install is the last change), the import.

@@ -107,7 +107,8 @@ fn warden_fs_says_not_safe() {
     let out = Command::new(env!("CARGO_BIN_EXE_warden")).args(["fs", "--json"]).arg(&dir).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v[0]["engine_safe"], false);
-    assert_eq!(v[0]["verdict"]["kind"], "network");
-    assert_eq!(v[0]["verdict"]["fstype"], "fuse.sshfs");
+    let v = &v["verdicts"][0];
+    assert_eq!(v["engine_safe"], false);
+    assert_eq!(v["verdict"]["kind"], "network");
+    assert_eq!(v["verdict"]["fstype"], "fuse.sshfs");
 }

@@ -497,7 +497,7 @@ fn sessions_list_and_show() {
     let d = s.warden_db(&["sessions", "--json"], &db);
     assert_eq!(d.code(), Some(0), "{}", d.diag());
     let list = d.json();
-    let list = list.as_array().unwrap();
+    let list = list["sessions"].as_array().unwrap();
     assert_eq!(list.len(), 2);
     assert_eq!(list[0]["status"], "engine_failed", "newest first");
     assert_eq!(list[0]["engine_exit_code"], 4);
@@ -508,7 +508,7 @@ fn sessions_list_and_show() {
     let (newest, oldest) = (list[0]["id"].as_str().unwrap(), list[1]["id"].as_str().unwrap());
 
     let d = s.warden_db(&["sessions", "-n", "1", "--json"], &db);
-    assert_eq!(d.json().as_array().unwrap().len(), 1);
+    assert_eq!(d.json()["sessions"].as_array().unwrap().len(), 1);
     let d = s.warden_db(&["sessions"], &db);
     assert_eq!(d.code(), Some(0), "{}", d.diag());
     assert!(d.stdout.contains(newest) && d.stdout.contains("engine_failed") && d.stdout.contains("completed"));
@@ -553,7 +553,7 @@ fn backups_list_and_verify_names_a_flipped_byte() {
     let d = s.warden_db(&["backups", "--json"], &db);
     assert_eq!(d.code(), Some(0), "{}", d.diag());
     let list = d.json();
-    let list = list.as_array().unwrap();
+    let list = list["backups"].as_array().unwrap();
     assert_eq!(list.len(), 3, "post, pre, post: {list:#?}");
     let kinds: Vec<&str> = list.iter().map(|b| b["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["post", "pre", "post"], "newest first");

@@ -46,7 +46,7 @@ fn backup_ids(s: &Scratch, db: &Path, dir: &Path) -> Vec<String> {
         run(s, &["backups", "--json", "--db", db.to_str().unwrap(), "--backup-dir", dir.to_str().unwrap()]);
     assert_eq!(code, Some(0), "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
-    let list = v.as_array().or_else(|| v["backups"].as_array()).cloned().unwrap_or_default();
+    let list = v["backups"].as_array().cloned().unwrap_or_else(|| panic!("no backups list: {out}"));
     list.iter().map(|b| b["id"].as_str().or_else(|| b["manifest"]["id"].as_str()).unwrap().to_owned()).collect()
 }
 

@@ -91,7 +91,7 @@ pub fn backups(args: BackupsArgs) -> Result<ExitCode, CliError> {
     let now = jiff::Timestamp::now();
     let list: Vec<BackupInfo> = store.list()?.iter().map(|r| BackupInfo::of(r, now)).collect();
     if args.json {
-        emit(&json_line(&list))?;
+        emit(&json_line(&serde_json::json!({ "backups": list })))?;
         return Ok(ExitCode::SUCCESS);
     }
     if list.is_empty() {

@@ -70,12 +70,7 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode, CliError> {
     opts.ntp = !args.no_ntp;
     let report = doctor::run(&opts);
     let text = if args.json {
-        let mut s = serde_json::to_string(&report).map_err(|e| CliError::Failed {
-            message: format!("cannot encode the report as JSON: {e}"),
-            code: exit::SOFTWARE,
-        })?;
-        s.push('\n');
-        s
+        super::shared::json_line(&report)
     } else {
         render(&report)
     };

@@ -25,6 +25,7 @@ use sqlite_warden::ops::migrate::{
 };
 
 use super::CliError;
+use super::shared::json_line;
 use super::render::{human_bytes, short_hash};
 use super::settings::{AuditDirArgs, BackupDirArgs, DbArgs, GateBudgetArgs, Resolve, SessionDirArgs};
 
@@ -197,7 +198,7 @@ fn export(a: ExportArgs) -> Result<ExitCode, CliError> {
     };
     let report = migrate::export(&settings.database, &a.to, &opts).map_err(|e| failed(&e))?;
     if a.json {
-        outln!("{}", serde_json::to_string(&report).unwrap_or_default());
+        out!("{}", json_line(&report));
     } else {
         out!("{}", render_export(&report));
     }
@@ -279,7 +280,7 @@ fn import(a: ImportArgs) -> Result<ExitCode, CliError> {
     };
     let report = migrate::import(&a.bundle, &settings.database, &opts).map_err(|e| failed(&e))?;
     if a.json {
-        outln!("{}", serde_json::to_string(&report).unwrap_or_default());
+        out!("{}", json_line(&report));
     } else {
         out!("{}", render_import(&report));
     }
@@ -339,7 +340,7 @@ fn sessions_export_cmd(settings: Resolve, to: PathBuf, take_snapshot: bool, json
     };
     let report = migrate::export_sessions(&settings.database, &to, &opts).map_err(|e| failed(&e))?;
     if json {
-        outln!("{}", serde_json::to_string(&report).unwrap_or_default());
+        out!("{}", json_line(&report));
     } else {
         out!("{}", render_sessions_export(&report));
     }

@@ -98,7 +98,7 @@ Examples:
         /// Database files or directories (need not exist yet).
         #[arg(required = true)]
         paths: Vec<PathBuf>,
-        /// Print JSON (one array of verdicts) instead of text.
+        /// Print JSON (`{"schema":1,"verdicts":[…]}`) instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -393,7 +393,7 @@ fn fs_cmd(paths: &[PathBuf], json: bool) -> Result<ExitCode, CliError> {
             .iter()
             .map(|(p, v)| serde_json::json!({"path": p, "engine_safe": v.kind.is_local(), "verdict": v}))
             .collect();
-        outln!("{}", serde_json::Value::Array(arr));
+        out!("{}", shared::json_line(&serde_json::json!({ "verdicts": arr })));
     } else {
         for (p, v) in &verdicts {
             print_verdict(p, v);
@@ -434,7 +434,7 @@ fn print_verdict(p: &std::path::Path, v: &FsVerdict) {
 fn lock_cmd(db: &std::path::Path, json: bool) -> Result<ExitCode, CliError> {
     let st: LockStatus = sqlite_warden::guard::lock::inspect(db)?;
     if json {
-        outln!("{}", serde_json::to_string(&st).unwrap_or_default());
+        out!("{}", shared::json_line(&st));
         return Ok(ExitCode::SUCCESS);
     }
     let state = match st.state {

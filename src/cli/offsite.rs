@@ -15,6 +15,7 @@ use sqlite_warden::ops::config;
 use sqlite_warden::util::exit;
 
 use super::CliError;
+use super::shared::json_line;
 use super::render::human_bytes;
 use super::settings::{AuditDirArgs, BackupDirArgs, DbArgs};
 
@@ -214,7 +215,7 @@ fn run_cmd(cmd: OffsiteCmd, json: bool) -> Result<ExitCode, CliError> {
             let opts = PushOptions { guard: Some(guard), progress: Some(&mut progress), record_path: None };
             let rec = offsite::push(&settings.database, &store, &cfg, opts).map_err(|e| failed(&e))?;
             if json {
-                outln!("{}", serde_json::to_string(&rec).unwrap_or_default());
+                out!("{}", json_line(&rec));
             } else {
                 outln!(
                     "pushed {} restore point(s), {} pack(s), {} to {}",
@@ -241,7 +242,7 @@ fn run_cmd(cmd: OffsiteCmd, json: bool) -> Result<ExitCode, CliError> {
             let cfg = remote.over(offsite_only(config)?)?;
             let (url, points) = offsite::list(&cfg).map_err(|e| failed(&e))?;
             if json {
-                outln!("{}", serde_json::json!({"schema": 1, "remote": url, "points": points}));
+                out!("{}", json_line(&serde_json::json!({"remote": url, "points": points})));
             } else {
                 outln!("{} restore point(s) at {url}", points.len());
                 for p in &points {
@@ -260,7 +261,7 @@ fn run_cmd(cmd: OffsiteCmd, json: bool) -> Result<ExitCode, CliError> {
             let cfg = remote.over(offsite_only(config)?)?;
             let rep = offsite::verify(&cfg, sample).map_err(|e| failed(&e))?;
             if json {
-                outln!("{}", serde_json::to_string(&rep).unwrap_or_default());
+                out!("{}", json_line(&rep));
             } else {
                 let what = rep.sample.map_or("all".to_owned(), |f| format!("a {:.0}% sample", f * 100.0));
                 outln!(
@@ -291,7 +292,7 @@ fn run_cmd(cmd: OffsiteCmd, json: bool) -> Result<ExitCode, CliError> {
             let cfg = remote.over(offsite_only(config)?)?;
             let r = offsite::restore(&cfg, &to, point.as_deref()).map_err(|e| failed(&e))?;
             if json {
-                outln!("{}", serde_json::to_string(&r).unwrap_or_default());
+                out!("{}", json_line(&r));
             } else {
                 outln!("restored {} from {} to {}", r.point, r.remote, r.to.display());
                 outln!("  checks:   sha256 ok ({}), {}", &r.sha256[..12.min(r.sha256.len())], r.integrity.summary());

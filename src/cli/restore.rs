@@ -21,6 +21,7 @@ use sqlite_warden::copies::restore::{
 use sqlite_warden::util::exit;
 
 use super::CliError;
+use super::shared::json_line;
 use super::render::{human_bytes, short_hash};
 use super::settings::{AuditDirArgs, BackupDirArgs, DbArgs, GateBudgetArgs};
 
@@ -111,7 +112,7 @@ fn restore_cmd(args: RestoreArgs) -> Result<ExitCode, CliError> {
     };
     let report = restore::restore(&settings.database, &store, &opts).map_err(|e| failed(&e))?;
     if args.json {
-        outln!("{}", serde_json::to_string(&report).unwrap_or_default());
+        out!("{}", json_line(&report));
     } else {
         render(&report, super::term::quiet());
     }
@@ -230,7 +231,7 @@ fn drill_cmd(args: DrillArgs) -> Result<ExitCode, CliError> {
     };
     let report = restore::drill(&settings.database, &store, &opts).map_err(|e| failed(&e))?;
     if args.json {
-        outln!("{}", serde_json::to_string(&report).unwrap_or_default());
+        out!("{}", json_line(&report));
     } else {
         render_drill(&report, super::term::quiet());
     }

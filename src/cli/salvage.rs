@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use sqlite_warden::copies::salvage::{self, Method};
 
 use super::CliError;
+use super::shared::json_line;
 
 /// `warden salvage`.
 #[derive(Debug, clap::Args)]
@@ -52,7 +53,7 @@ pub fn run(args: SalvageArgs) -> Result<ExitCode, CliError> {
     let report = salvage::salvage(&args.db, &args.to, method)
         .map_err(|e| CliError::Failed { message: e.to_string(), code: e.exit_code() })?;
     if args.json {
-        outln!("{}", serde_json::to_string(&report).unwrap_or_default());
+        out!("{}", json_line(&report));
         return Ok(ExitCode::SUCCESS);
     }
     outln!("{}", report.output.display());

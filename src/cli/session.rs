@@ -17,6 +17,7 @@ use sqlite_warden::util::exit;
 use sqlite_warden::util::progress::{Phase, Progress};
 
 use super::CliError;
+use super::shared::json_line;
 use super::render::{human_bytes, short_hash};
 use super::settings::{
     AuditDirArgs, BackupDirArgs, DbArgs, GateBudgetArgs, GateCheckArgs, RetentionArgs, SessionDirArgs, SettingsArgs,
@@ -174,7 +175,7 @@ pub fn run_cmd(args: SettingsArgs, command: Vec<OsString>, json: bool, quiet: bo
     clear_progress_line(progress.as_ref());
     render_final(&report.artifact, report.artifact_path.as_deref(), report.error.as_deref(), quiet);
     if json {
-        outln!("{}", serde_json::to_string(&report.artifact).unwrap_or_default());
+        out!("{}", json_line(&report.artifact));
     }
     Ok(ExitCode::from(u8::try_from(report.exit_code.clamp(0, 255)).unwrap_or(exit::SOFTWARE)))
 }
@@ -245,13 +246,13 @@ pub fn backup_cmd(args: BackupArgs) -> Result<ExitCode, CliError> {
     let out = store.take(&settings.database, &opts)?;
     clear_progress_line(progress.as_ref());
     if json {
-        outln!(
+        out!(
             "{}",
-            serde_json::json!({
+            json_line(&serde_json::json!({
                 "verified": out.integrity.ok,
                 "published": out.published.as_ref().map(|r| &r.path),
                 "manifest": out.manifest,
-            })
+            }))
         );
     } else if let Some(r) = &out.published {
         outln!("{}", r.path.display());
@@ -289,7 +290,7 @@ pub fn prune_cmd(args: PruneArgs) -> Result<ExitCode, CliError> {
     }
     let plan = prune::prune(&store, &settings.retention, &protected, dry_run)?;
     if json {
-        outln!("{}", serde_json::json!({ "dry_run": dry_run, "plan": plan }));
+        out!("{}", json_line(&serde_json::json!({ "dry_run": dry_run, "plan": plan })));
     } else {
         print_plan(&plan, dry_run);
     }

@@ -113,7 +113,7 @@ pub fn sessions(args: SessionsArgs) -> Result<ExitCode, CliError> {
     }
     if args.json {
         let rows: Vec<_> = all.iter().map(|(p, a)| session_summary(p, a)).collect();
-        emit(&json_line(&rows))?;
+        emit(&json_line(&serde_json::json!({ "sessions": rows })))?;
         return Ok(ExitCode::SUCCESS);
     }
     if all.is_empty() {

@@ -54,8 +54,20 @@ pub fn stdout_failure() -> Option<io::Error> {
     STDOUT_FAILED.lock().ok().and_then(|mut slot| slot.take())
 }
 
+/// One `--json` answer as a line. Every answer is an object carrying `schema`, the version
+/// of its shape: a report that has its own keeps it, any other gets 1. Lists are wrapped in
+/// an object by their command (`{"schema":1,"backups":[…]}`), so a script can always read
+/// `schema` first.
 pub(super) fn json_line(v: &impl serde::Serialize) -> String {
-    let mut s = serde_json::to_string(v).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+    let mut doc = match serde_json::to_value(v) {
+        Ok(doc) => doc,
+        Err(e) => serde_json::json!({"error": format!("could not render the answer as JSON: {e}")}),
+    };
+    debug_assert!(doc.is_object(), "a --json answer is an object, not {doc}");
+    if let Some(map) = doc.as_object_mut() {
+        map.entry("schema").or_insert(serde_json::json!(1));
+    }
+    let mut s = doc.to_string();
     s.push('\n');
     s
 }

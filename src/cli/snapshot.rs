@@ -14,6 +14,7 @@ use sqlite_warden::copies::snapshot::{self, SnapshotReport};
 use sqlite_warden::ops::config;
 
 use super::CliError;
+use super::shared::json_line;
 use super::settings::{AuditDirArgs, DbArgs, SnapshotStoreArgs};
 
 /// `warden snapshot` arguments.
@@ -56,7 +57,7 @@ pub fn run(args: SnapshotArgs) -> Result<ExitCode, CliError> {
     let report = snapshot::take(&settings.database, &opts)
         .map_err(|e| CliError::Failed { message: e.to_string(), code: e.exit_code() })?;
     if args.json {
-        outln!("{}", serde_json::to_string(&report).unwrap_or_default());
+        out!("{}", json_line(&report));
     } else {
         outln!("snapshot  {}", report.path.display());
         outln!("latest    {}", report.latest.display());
