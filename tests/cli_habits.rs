@@ -250,6 +250,16 @@ fn completions_and_the_manual_page_come_from_the_flags() {
     assert_eq!(o.status.code(), Some(0));
     let man = text(&o.stdout);
     assert!(man.contains(".TH warden 1") && man.contains(".SH NAME") && man.contains("drill"), "{man}");
+    // --dir: a page per command, written there, each path printed.
+    let o = warden(dir, &["manpage", "--dir", "man/man1"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let listed: Vec<String> = text(&o.stdout).lines().map(str::to_owned).collect();
+    assert!(listed.len() > 20, "{listed:?}");
+    for page in ["warden.1", "warden-run.1", "warden-backups-verify.1", "warden-offsite-restore.1"] {
+        let p = dir.join("man/man1").join(page);
+        assert!(listed.contains(&format!("man/man1/{page}")), "{page} not listed: {listed:?}");
+        assert!(std::fs::read_to_string(&p).unwrap().contains(".SH NAME"), "{page}");
+    }
     if Path::new("/usr/bin/man").exists() {
         let page = dir.join("warden.1");
         std::fs::write(&page, &man).unwrap();

@@ -71,8 +71,9 @@ struct SystemdArgs {
     /// `Group=` of the units (default: the same as --user).
     #[arg(long, value_name = "GROUP")]
     group: Option<String>,
-    /// The warden binary on the target.
-    #[arg(long, value_name = "PATH", default_value = "/usr/local/bin/warden")]
+    /// The warden binary on the target: /usr/bin/warden where the Debian package
+    /// (scripts/deb) installs it; /usr/local/bin/warden for a source install.
+    #[arg(long, value_name = "PATH", default_value = "/usr/bin/warden")]
     warden: PathBuf,
     /// `WatchdogSec=` of the engine unit (`off` for none); warden pings every half of it
     /// while the engine runs.

@@ -44,6 +44,7 @@ mod check;
 mod demo;
 mod deploy;
 mod doctor;
+mod manual;
 mod migrate;
 mod offsite;
 mod render;
@@ -193,14 +194,19 @@ Examples:
         /// The shell.
         shell: clap_complete::Shell,
     },
-    /// Prints warden's manual page (roff, section 1).
+    /// Prints warden's manual page (roff, section 1), or writes a page for every command.
     #[command(after_help = "\
-Install with a redirection: `warden manpage > /usr/local/share/man/man1/warden.1`; read
-without installing: `warden manpage | man -l -`.
+Read without installing: `warden manpage | man -l -`.
 
 Examples:
-  warden manpage")]
-    Manpage,
+  warden manpage
+  warden manpage --dir /usr/local/share/man/man1")]
+    Manpage {
+        /// Write every page (warden.1, warden-run.1, warden-backups-verify.1, ...) into this
+        /// directory instead, and print their paths.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Prints warden's and SQLite's versions.
     #[command(after_help = "\
 Examples:
@@ -350,20 +356,8 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
         Cmd::Deploy(a) => deploy::run(*a),
         Cmd::Migrate(a) => migrate::run(a),
         Cmd::Offsite(a) => offsite::run(a),
-        Cmd::Completions { shell } => {
-            let mut buf = Vec::new();
-            clap_complete::generate(shell, &mut <Args as clap::CommandFactory>::command(), "warden", &mut buf);
-            out!("{}", String::from_utf8_lossy(&buf));
-            Ok(ExitCode::SUCCESS)
-        }
-        Cmd::Manpage => {
-            let mut buf = Vec::new();
-            clap_mangen::Man::new(<Args as clap::CommandFactory>::command())
-                .render(&mut buf)
-                .map_err(|source| CliError::Io { context: "rendering the manual page".into(), source })?;
-            out!("{}", String::from_utf8_lossy(&buf));
-            Ok(ExitCode::SUCCESS)
-        }
+        Cmd::Completions { shell } => manual::completions(shell),
+        Cmd::Manpage { dir } => manual::manpage(dir.as_deref()),
         Cmd::Version { json } => {
             let v = serde_json::json!({
                 "schema": 1,

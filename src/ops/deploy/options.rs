@@ -98,7 +98,7 @@ impl DeployOptions {
             unit,
             user: "engine".into(),
             group: "engine".into(),
-            warden: "/usr/local/bin/warden".into(),
+            warden: "/usr/bin/warden".into(),
             config: config.to_owned(),
             database: settings.database.clone(),
             backup_dir: settings.backup_dir.clone(),
