@@ -400,3 +400,42 @@ fn json_exit_codes_follow_the_worst_verdict() {
     c.args(["doctor", "--no-ntp", "--min-free-factor", "0", "--db"]).arg(&junk);
     assert_eq!(run_to_end(c, MINUTE).code(), Some(64));
 }
+
+/// `extension`: where the loadable extension is installed (`WARDEN_EXTENSION`, as the units
+/// set it) and the mode it runs in on the system's libsqlite3, which Debian's python3 and
+/// sqlite3 shell link; asked of the library itself, compared with what that python3 says.
+#[test]
+fn the_extension_check_names_the_mode_on_the_system_sqlite() {
+    let s = Scratch::new();
+    let db = s.path("e.db");
+    rusqlite::Connection::open(&db).unwrap().execute_batch("CREATE TABLE t(x)").unwrap();
+    let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join("ext/target/release/libwarden.so");
+    let mut c = s.warden();
+    c.args(["doctor", "--no-ntp", "--json", "--db"]).arg(&db).env("WARDEN_EXTENSION", lib.with_extension(""));
+    let done = run_to_end(c, Duration::from_secs(60));
+    let v = assert_contract(&done);
+    let e = v["checks"].as_array().unwrap().iter().find(|c| c["id"] == "extension").unwrap().clone();
+    if lib.exists() {
+        assert!(e["data"]["installed"].as_array().unwrap().iter().any(|p| p == lib.to_str().unwrap()), "{e:#}");
+    }
+    let debian = Command::new("/usr/bin/python3")
+        .args(["-c", "import sqlite3; print(sqlite3.sqlite_version)"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    match debian {
+        Some(version) => {
+            assert_eq!(e["data"]["system_sqlite"], version.as_str(), "{e:#}");
+            // Debian 12 (3.40.1) and Ubuntu 24.04 (3.45.1) lack the WAL-reset fix.
+            if version.starts_with("3.40.") || version.starts_with("3.45.") {
+                assert_eq!(e["data"]["mode"], "rollback_only", "{e:#}");
+                assert!(e["detail"].as_str().unwrap().contains("rollback-journal-only"), "{e:#}");
+            } else {
+                assert!(["full", "rollback_only"].contains(&e["data"]["mode"].as_str().unwrap()), "{e:#}");
+            }
+            assert_eq!(e["verdict"], "pass", "{e:#}");
+        }
+        None => eprintln!("no /usr/bin/python3 to compare with; the extension check said {e}"),
+    }
+}

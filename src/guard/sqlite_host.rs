@@ -30,6 +30,27 @@ pub fn sqlite_mode() -> &'static str {
     if wal_reset_bug().is_some() { "rollback_only" } else { "full" }
 }
 
+/// The system's shared SQLite (`libsqlite3.so.0`, what Debian's python3 and sqlite3 shell
+/// link): its release number and file, or `None` when it is not installed. Loaded and
+/// unloaded again just to ask; the loadable extension on such a host runs in the mode
+/// [`extension_mode`] names.
+pub fn system_sqlite() -> Option<(i32, std::path::PathBuf)> {
+    let (text, file) = crate::sys::dl::sqlite_library_release(c"libsqlite3.so.0")?;
+    Some((version_from_text(&text)?, file))
+}
+
+/// The mode the loadable extension runs in on a host SQLite of release `v`: `full`,
+/// `rollback_only` (no WAL-reset fix), or `refused` (older than [`SQLITE_OLDEST`]).
+pub fn extension_mode(v: i32) -> &'static str {
+    if v < SQLITE_OLDEST {
+        "refused"
+    } else if wal_reset_fixed(v) {
+        "full"
+    } else {
+        "rollback_only"
+    }
+}
+
 /// The version of the SQLite library actually linked, as a number (`3054001`). Read from
 /// `sqlite3_libversion()`: on a host older than the loadable extension's bindings, the
 /// extension's API table answers `sqlite3_libversion_number()` for the bindings (see
@@ -74,6 +95,8 @@ mod tests {
         }
         // The bundled SQLite has the fix: the guard runs in full mode here.
         assert_eq!((wal_reset_bug(), sqlite_mode()), (None, "full"));
+        let modes = [3_039_004, 3_040_001, 3_044_006, 3_045_001, 3_054_001].map(extension_mode);
+        assert_eq!(modes, ["refused", "rollback_only", "full", "rollback_only", "full"]);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! Owns: the VFS objects and their callbacks ([`vfs`], [`file`]), the writer-lock
 //! descriptor handoff ([`handoff`]), the per-connection hooks (the auto-extension and the
 //! tooling connections' `ATTACH` authorizer, [`hooks`]), the engine child's parent-death
-//! signal ([`process`]), the fault layer's libc interposers in test builds (`faults`), and small SQLite helpers that need raw handles
+//! signal ([`process`]), another SQLite library's release ([`dl`]), the fault layer's libc interposers in test builds (`faults`), and small SQLite helpers that need raw handles
 //! ([`sqlite`]): reading a file through a VFS instead of a `std::fs` descriptor, the VFS a
 //! connection runs on. Does not own any decision: the safe half in `guard` decides behind
 //! the [`shim::Shim`] trait, and this layer turns pointers into Rust values and back.
@@ -16,6 +16,7 @@
 
 #[cfg(feature = "faults")]
 pub(crate) mod faults;
+pub(crate) mod dl;
 pub(crate) mod file;
 pub(crate) mod handoff;
 pub(crate) mod hooks;

@@ -1,6 +1,6 @@
 //! `warden doctor`: is this host ready to run a guarded engine on this database path?
 //!
-//! Owns: nine host-readiness checks, each with a stable id, a verdict (pass / warn / fail),
+//! Owns: ten host-readiness checks, each with a stable id, a verdict (pass / warn / fail),
 //! the measured facts and one actionable fix line, the overall verdict (the worst one) and
 //! its exit code. [`run`] never fails: a check that cannot run is itself a warn or a fail
 //! that says why.
@@ -13,6 +13,7 @@
 //! | `device` | the block device under the database (`/sys/dev/block/MAJ:MIN`, partition → disk, `queue/rotational`) | — | rotational, or unknown (tmpfs, overlay, network: no block device) |
 //! | `permissions` | owner and mode of the directory, the database, its sidecars and the backup directory | anything world-writable | others can read or list; owner other than the user running doctor (as root: only named) |
 //! | `sqlite` | linked SQLite vs. the floor 3.51.3 (WAL-reset bug) | older than the floor | — |
+//! | `extension` | the loadable extension's mode on the system's `libsqlite3.so.0` (what Debian's python3 and sqlite3 shell run on): full, rollback-journal-only (no WAL-reset fix), refused (before 3.40); where it is installed | — | installed, and the system SQLite is too old for it to load |
 //! | `journal` | header bytes 18/19 (1 rollback, 2 WAL), sidecars, the writer lock's record | not a SQLite file | missing or empty database; WAL on non-local storage |
 //! | `clock` | system time vs. the newest backup, artifact, lock record and file in `<db>.warden/`; `timedatectl` | artifacts dated more than 5 minutes in the future; a clock before 2024 | NTP not synchronized |
 //! | `foreign_openers` | processes other than the engine holding the database, `-wal`, `-shm` or `-journal` open or mapped (`/proc/*/fd`, `/proc/*/maps`) | someone has it open while no engine holds the writer lock | someone has it open beside the engine |
@@ -59,7 +60,7 @@ pub use openers::Opener;
 use openers::foreign_openers;
 use permissions::permissions;
 use space::{free_space, storage};
-use sqlite::{journal, sqlite};
+use sqlite::{extension, journal, sqlite};
 
 /// Runs every check on `opts.db` and reports. Never fails; never changes anything but its
 /// own temporary `fsync` file.
@@ -87,6 +88,7 @@ pub fn run(opts: &DoctorOptions) -> DoctorReport {
         device(&cx),
         permissions(&cx),
         sqlite(),
+        extension(),
         journal(&cx),
         clock(&cx),
         foreign_openers(&cx),

@@ -30,8 +30,18 @@ pub const FSYNC_WARN_MS: f64 = 50.0;
 pub const CLOCK_TOLERANCE: Duration = Duration::from_secs(5 * 60);
 
 /// The ids of the checks, in the order they run and are reported.
-pub const CHECK_IDS: [&str; 9] =
-    ["storage", "free_space", "fsync", "device", "permissions", "sqlite", "journal", "clock", "foreign_openers"];
+pub const CHECK_IDS: [&str; 10] = [
+    "storage",
+    "free_space",
+    "fsync",
+    "device",
+    "permissions",
+    "sqlite",
+    "extension",
+    "journal",
+    "clock",
+    "foreign_openers",
+];
 
 /// One check's judgement. Ordered: `Pass < Warn < Fail`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -23,7 +23,7 @@ pub(super) fn sqlite() -> Check {
     };
     let ok = crate::guard::sqlite_host::wal_reset_fixed(n);
     let detail = format!(
-        "linked SQLite {linked}, {build}; floor {} (3.7.0–3.51.2 carry the WAL-reset corruption bug){}; an engine that loads warden as an extension runs on its host's libsqlite3: check that one too",
+        "linked SQLite {linked}, {build}; floor {} (3.7.0–3.51.2 carry the WAL-reset corruption bug){}; an engine that loads warden as an extension runs on its host's SQLite (the `extension` check)",
         version_text(floor),
         if ok { "" } else { ": TOO OLD" }
     );
@@ -34,6 +34,66 @@ pub(super) fn sqlite() -> Check {
         detail,
         format!("rebuild warden with the bundled SQLite (3.54.x) or upgrade libsqlite3 to ≥ {}", version_text(floor)),
         json!({"version": linked, "version_number": n, "floor": version_text(floor), "bundled": cfg!(feature = "bundled")}),
+    )
+}
+
+/// Where the loadable extension is installed: `WARDEN_EXTENSION` (as the units set it, with
+/// or without `.so`), the Debian package's path, the runbook's older source-install path.
+fn installed_extensions() -> Vec<std::path::PathBuf> {
+    let mut candidates: Vec<std::path::PathBuf> = Vec::new();
+    if let Some(p) = std::env::var_os("WARDEN_EXTENSION").filter(|p| !p.is_empty()) {
+        let p = std::path::PathBuf::from(p);
+        candidates.push(if p.extension().is_some_and(|e| e == "so") { p } else { p.with_extension("so") });
+    }
+    candidates.push("/usr/lib/sqlite3/libwarden.so".into());
+    candidates.push("/usr/local/lib/warden/libwarden.so".into());
+    candidates.dedup();
+    candidates.into_iter().filter(|p| p.is_file()).collect()
+}
+
+/// The loadable extension's mode on this host's shared SQLite (the one Debian's python3 and
+/// sqlite3 shell run on): full, rollback-journal-only, or refused.
+pub(super) fn extension() -> Check {
+    use crate::guard::sqlite_host::{SQLITE_OLDEST, extension_mode, system_sqlite, version_text};
+    const ID: &str = "extension";
+    const TITLE: &str = "loadable extension on the system SQLite";
+    let installed = installed_extensions();
+    let where_ = if installed.is_empty() {
+        "the loadable extension is not installed (Rust engines do not need it)".to_owned()
+    } else {
+        format!("extension {}", installed.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))
+    };
+    let Some((v, lib)) = system_sqlite() else {
+        return mk(
+            ID,
+            TITLE,
+            Verdict::Pass,
+            format!("{where_}; no system libsqlite3.so.0: a host that bundles its SQLite (apsw, pysqlite3) decides the mode"),
+            String::new(),
+            json!({"installed": installed, "system_sqlite": null, "mode": null}),
+        );
+    };
+    let mode = extension_mode(v);
+    let meaning = match mode {
+        "full" => "full guard, WAL allowed on local storage".to_owned(),
+        "rollback_only" => format!(
+            "rollback-journal-only mode: SQLite {} lacks the WAL-reset fix (3.51.3, or the backports 3.50.7 and 3.44.6), so WAL is refused on every storage and a WAL-mode database is refused for the engine",
+            version_text(v)
+        ),
+        _ => format!("the extension refuses to load: SQLite {} is older than {}", version_text(v), version_text(SQLITE_OLDEST)),
+    };
+    let refused = mode == "refused" && !installed.is_empty();
+    mk(
+        ID,
+        TITLE,
+        if refused { Verdict::Warn } else { Verdict::Pass },
+        format!(
+            "{where_}; hosts on {} (SQLite {}) get the {meaning}; apsw and pysqlite3 bring their own SQLite",
+            lib.display(),
+            version_text(v)
+        ),
+        "run the engine on a host with its own SQLite ≥ 3.40 (`pip install apsw`), or upgrade libsqlite3".into(),
+        json!({"installed": installed, "system_sqlite": version_text(v), "library": lib, "mode": mode}),
     )
 }
 
